@@ -1,0 +1,212 @@
+//! The engine: owns a loaded model, runs forward passes, and accumulates their routing into a
+//! [`Trace`]. Tokens can be pushed in several calls; the KV cache makes the result identical to one
+//! prefill, which is what live editing and generation rely on.
+
+pub mod capture;
+pub mod device;
+pub mod timing;
+
+use crate::error::{Error, Result};
+use crate::model::causal_lm::CausalLm;
+use crate::model::checkpoint::Checkpoint;
+use crate::trace::{self, Matrix, MoeLayerTrace, RouterInfo, Token, Trace};
+use candle_core::{DType, Device};
+use capture::{CaptureLevel, LayerRecord};
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub dtype: DType,
+    pub device: Device,
+    pub capture: CaptureLevel,
+    /// Synchronize the device at every phase boundary so per-phase timings are real (GPU).
+    pub synchronize_timings: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            capture: CaptureLevel::Full,
+            synchronize_timings: true,
+        }
+    }
+}
+
+pub struct Engine {
+    pub checkpoint: Checkpoint,
+    model: CausalLm,
+    options: EngineOptions,
+    trace: Trace,
+}
+
+impl Engine {
+    /// Opens the checkpoint at `path` and loads its weights.
+    pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
+        let checkpoint = Checkpoint::open(path)?;
+        let weights = checkpoint.weights(options.dtype, &options.device)?;
+        let model = CausalLm::load(checkpoint.spec.clone(), &weights)?;
+        let trace = empty_trace(&checkpoint, &options);
+        Ok(Self {
+            checkpoint,
+            model,
+            options,
+            trace,
+        })
+    }
+
+    /// The routing recorded since the last [`Engine::reset`].
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Forgets all tokens (KV cache and trace).
+    pub fn reset(&mut self) {
+        self.model.clear_kv_cache();
+        self.trace = empty_trace(&self.checkpoint, &self.options);
+    }
+
+    /// Runs `ids` from an empty context and returns their trace.
+    pub fn run(&mut self, ids: &[u32]) -> Result<&Trace> {
+        self.reset();
+        self.push_tokens(ids)?;
+        Ok(&self.trace)
+    }
+
+    /// Tokenizes `text` and runs it from an empty context.
+    pub fn run_prompt(&mut self, text: &str) -> Result<&Trace> {
+        let ids = self.checkpoint.encode(text)?;
+        self.run(&ids)
+    }
+
+    /// Appends `ids` after what was already run, extending the trace.
+    pub fn push_tokens(&mut self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::EmptyInput);
+        }
+        let limit = self.checkpoint.spec.max_position_embeddings;
+        let total = self.model.cached_len() + ids.len();
+        if total > limit {
+            return Err(Error::TooManyTokens {
+                tokens: total,
+                limit,
+            });
+        }
+        let started = Instant::now();
+        let mut records: Vec<LayerRecord> = Vec::with_capacity(self.checkpoint.spec.num_layers);
+        let logits = self.model.forward(
+            ids,
+            self.options.capture,
+            self.options.synchronize_timings,
+            &mut records,
+        )?;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.append_to_trace(ids, records, logits, elapsed_ms);
+        Ok(())
+    }
+
+    fn append_to_trace(
+        &mut self,
+        ids: &[u32],
+        records: Vec<LayerRecord>,
+        logits: Vec<f32>,
+        elapsed_ms: f64,
+    ) {
+        let texts = self.checkpoint.token_texts(ids);
+        self.trace
+            .tokens
+            .extend(ids.iter().zip(texts).map(|(&id, text)| Token { id, text }));
+        let e = self.checkpoint.spec.moe.router.num_experts;
+        let mut moe_index = 0;
+        for record in records {
+            let Some(moe) = record.moe else { continue };
+            let layer = &mut self.trace.moe_layers[moe_index];
+            moe_index += 1;
+            let k = moe.routing.top_k;
+            let new_rows = moe.routing.num_tokens();
+            layer.topk_ids = extend_rows(&layer.topk_ids, new_rows, k, &moe.routing.ids);
+            layer.topk_weights =
+                extend_rows(&layer.topk_weights, new_rows, k, &moe.routing.weights);
+            if !moe.logits.is_empty() {
+                layer.router_logits = extend_rows(&layer.router_logits, ids.len(), e, &moe.logits);
+            }
+            layer.selection_bias = moe.selection_bias;
+            let t = &mut layer.timings_ms;
+            let r = record.timings_ms;
+            t.attention += r.attention;
+            t.router += r.router;
+            t.experts += r.experts;
+            t.shared += r.shared;
+            t.total += r.total;
+        }
+        self.trace.last_logits = logits;
+        self.trace.forward_ms += elapsed_ms;
+    }
+}
+
+/// `old` with `rows` more rows of width `cols` taken from `data`.
+fn extend_rows<T: Copy>(old: &Matrix<T>, rows: usize, cols: usize, data: &[T]) -> Matrix<T> {
+    let mut all = Vec::with_capacity(old.as_slice().len() + data.len());
+    all.extend_from_slice(old.as_slice());
+    all.extend_from_slice(data);
+    Matrix::from_vec(old.rows() + rows, cols, all)
+}
+
+fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
+    let spec = &checkpoint.spec;
+    let router = &spec.moe.router;
+    let (num_groups, topk_groups) = match router.selection {
+        crate::model::router::Selection::TopK => (1, 1),
+        crate::model::router::Selection::GroupLimited {
+            num_groups,
+            topk_groups,
+            ..
+        } => (num_groups, topk_groups),
+    };
+    let moe_layers = spec
+        .moe_layers
+        .iter()
+        .enumerate()
+        .filter(|(_, is_moe)| **is_moe)
+        .map(|(layer, _)| MoeLayerTrace {
+            layer,
+            router_logits: Matrix::empty(),
+            topk_ids: Matrix::empty(),
+            topk_weights: Matrix::empty(),
+            selection_bias: None,
+            timings_ms: Default::default(),
+        })
+        .collect();
+    Trace {
+        format_version: trace::FORMAT_VERSION,
+        model: trace::ModelInfo {
+            path: checkpoint.dir.display().to_string(),
+            architecture: spec.architecture.clone(),
+            num_layers: spec.num_layers,
+            num_experts: router.num_experts,
+            top_k: router.top_k,
+            device: device::device_label(&options.device),
+            dtype: device::dtype_label(options.dtype).into(),
+            router: RouterInfo {
+                scoring: match router.scoring {
+                    crate::model::router::Scoring::Softmax => "softmax".into(),
+                    crate::model::router::Scoring::Sigmoid => "sigmoid".into(),
+                },
+                renormalize: router.renormalize,
+                routed_scaling_factor: router.routed_scaling_factor,
+                num_groups,
+                topk_groups,
+            },
+        },
+        tokens: Vec::new(),
+        moe_layers,
+        last_logits: Vec::new(),
+        forward_ms: 0.0,
+    }
+}

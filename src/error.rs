@@ -1,0 +1,89 @@
+//! The library's error type. Every variant names the file (when there is one) and the problem in one
+//! line, because the CLI prints `{err}` as its whole diagnosis and the GUI shows it in a banner.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong between a path on disk and a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("bad config: {problem} in {path}")]
+    BadConfig { path: PathBuf, problem: String },
+
+    #[error(
+        "unknown architecture '{name}' in {path}; supported: {supported}",
+        supported = supported.join(", ")
+    )]
+    UnknownArchitecture {
+        name: String,
+        path: PathBuf,
+        supported: Vec<&'static str>,
+    },
+
+    #[error("refusing pickle checkpoint {path}: moescope loads safetensors (and GGUF) only, never .bin/.pt pickles")]
+    PickleRefused { path: PathBuf },
+
+    #[error(
+        "no weights found: expected model.safetensors or model.safetensors.index.json in {path}"
+    )]
+    NoWeights { path: PathBuf },
+
+    #[error("corrupt safetensors file: {problem} in {path}")]
+    CorruptWeights { path: PathBuf, problem: String },
+
+    #[error("missing tensor '{name}' (looked in {path})")]
+    MissingTensor { name: String, path: PathBuf },
+
+    #[error(
+        "shape mismatch for tensor '{name}': expected {expected:?}, found {found:?} in {path}"
+    )]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        path: PathBuf,
+    },
+
+    #[error("unsupported dtype {dtype} for tensor '{name}' in {path}; expected f32, bf16 or f16")]
+    UnsupportedDtype {
+        name: String,
+        dtype: String,
+        path: PathBuf,
+    },
+
+    #[error("token id {id} at position {position} is out of range: the vocabulary has {vocab_size} entries")]
+    TokenOutOfRange {
+        id: u32,
+        position: usize,
+        vocab_size: usize,
+    },
+
+    #[error("tokenizer: {problem} in {path}")]
+    Tokenizer { path: PathBuf, problem: String },
+
+    #[error("no tokens to run: give a non-empty prompt or token ids")]
+    EmptyInput,
+
+    #[error("prompt has {tokens} tokens, more than the model's limit of {limit}")]
+    TooManyTokens { tokens: usize, limit: usize },
+
+    #[error("non-finite values (NaN or inf) in {what} at layer {layer}: the checkpoint's weights are probably corrupt")]
+    NonFinite { what: &'static str, layer: usize },
+
+    #[error("device: {0}")]
+    Device(String),
+
+    #[error("trace file {path}: {problem}")]
+    Trace { path: PathBuf, problem: String },
+
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,294 @@
+//! The decoder-only language model every supported family shares: embeddings, pre-norm blocks
+//! (attention + dense or MoE feed-forward), final norm, LM head. Built from a [`ModelSpec`] and the
+//! checkpoint's weights; the names passed to `pp` mirror the weight names.
+
+use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, QkNorm};
+use super::layers::rotary::RotaryLayout;
+use super::layers::{Attention, GatedMlp, KvCache, Linear, RmsNorm, Rotary};
+use super::moe::MoeBlock;
+use super::spec::{AttentionSpec, ModelSpec, QkNormKind};
+use super::weights::{Prefixed, Weights};
+use crate::engine::capture::{CaptureLevel, LayerRecord};
+use crate::engine::timing::Stopwatch;
+use crate::error::{Error, Result};
+use crate::trace::LayerTimings;
+use candle_core::{DType, Tensor};
+
+#[derive(Clone, Debug)]
+enum FeedForward {
+    Dense(GatedMlp),
+    Moe(Box<MoeBlock>),
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    input_norm: RmsNorm,
+    attention: Attention,
+    post_attention_norm: RmsNorm,
+    ffn: FeedForward,
+}
+
+/// A loaded model plus its KV cache.
+pub struct CausalLm {
+    pub spec: ModelSpec,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    cache: Vec<KvCache>,
+}
+
+impl CausalLm {
+    pub fn load(spec: ModelSpec, weights: &Weights) -> Result<Self> {
+        let h = spec.hidden_size;
+        let root = weights.pp("model");
+        let embed = root
+            .pp("embed_tokens")
+            .get("weight", &[spec.vocab_size, h])?;
+        let mut blocks = Vec::with_capacity(spec.num_layers);
+        for layer in 0..spec.num_layers {
+            let w = root.pp("layers").pp(layer);
+            let ffn = if spec.moe_layers[layer] {
+                let name = spec
+                    .moe
+                    .module_names
+                    .iter()
+                    .find(|n| w.pp(n).pp("gate").contains("weight"))
+                    .copied()
+                    .unwrap_or(spec.moe.module_names[0]);
+                FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), h, &spec.moe)?))
+            } else {
+                FeedForward::Dense(GatedMlp::load(
+                    &w.pp("mlp"),
+                    h,
+                    spec.dense_intermediate_size,
+                )?)
+            };
+            blocks.push(Block {
+                input_norm: RmsNorm::load(&w.pp("input_layernorm"), h, spec.rms_norm_eps)?,
+                attention: load_attention(&w.pp("self_attn"), &spec)?,
+                post_attention_norm: RmsNorm::load(
+                    &w.pp("post_attention_layernorm"),
+                    h,
+                    spec.rms_norm_eps,
+                )?,
+                ffn,
+            });
+        }
+        let norm = RmsNorm::load(&root.pp("norm"), h, spec.rms_norm_eps)?;
+        let lm_head = if weights.contains("lm_head.weight") || !spec.tie_word_embeddings {
+            Linear::load(&weights.pp("lm_head"), h, spec.vocab_size, false)?
+        } else {
+            Linear::from_weight(embed.clone())
+        };
+        let cache = vec![KvCache::default(); spec.num_layers];
+        Ok(Self {
+            spec,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            cache,
+        })
+    }
+
+    /// Positions already in the KV cache.
+    pub fn cached_len(&self) -> usize {
+        self.cache.first().map_or(0, KvCache::len)
+    }
+
+    pub fn clear_kv_cache(&mut self) {
+        self.cache.iter_mut().for_each(|c| *c = KvCache::default());
+    }
+
+    /// Runs `ids` as the next positions after the cache. Appends one [`LayerRecord`] per block to
+    /// `records` and returns the LM-head logits of the last position (f32, `[vocab]`).
+    pub fn forward(
+        &mut self,
+        ids: &[u32],
+        capture: CaptureLevel,
+        synchronize_timings: bool,
+        records: &mut Vec<LayerRecord>,
+    ) -> Result<Vec<f32>> {
+        if let Some((position, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= self.spec.vocab_size)
+        {
+            return Err(Error::TokenOutOfRange {
+                id,
+                position: self.cached_len() + position,
+                vocab_size: self.spec.vocab_size,
+            });
+        }
+        let device = self.embed.device().clone();
+        let index = Tensor::from_vec(ids.to_vec(), ids.len(), &device)?;
+        let mut x = self.embed.index_select(&index, 0)?;
+        for (layer, (block, cache)) in self.blocks.iter().zip(self.cache.iter_mut()).enumerate() {
+            let mut watch = Stopwatch::start(&device, synchronize_timings);
+            let mut timings = LayerTimings::default();
+            let attn = block
+                .attention
+                .forward(&block.input_norm.forward(&x)?, cache)?;
+            x = (x + attn)?;
+            timings.attention = watch.lap_ms();
+            let normed = block.post_attention_norm.forward(&x)?;
+            let (ffn_out, moe) = match &block.ffn {
+                FeedForward::Dense(mlp) => {
+                    let y = mlp.forward(&normed)?;
+                    timings.shared = watch.lap_ms();
+                    (y, None)
+                }
+                FeedForward::Moe(moe) => {
+                    let (y, record) =
+                        moe.forward(&normed, layer, capture, &mut watch, &mut timings)?;
+                    (y, Some(record))
+                }
+            };
+            x = (x + ffn_out)?;
+            timings.total = timings.attention + timings.router + timings.experts + timings.shared;
+            records.push(LayerRecord {
+                layer,
+                moe,
+                timings_ms: timings,
+            });
+        }
+        let last = x.narrow(0, ids.len() - 1, 1)?;
+        let logits: Vec<f32> = self
+            .lm_head
+            .forward(&self.norm.forward(&last)?)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        if logits.iter().any(|l| !l.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "output logits",
+                layer: self.spec.num_layers,
+            });
+        }
+        Ok(logits)
+    }
+}
+
+fn load_attention(w: &Prefixed, spec: &ModelSpec) -> Result<Attention> {
+    let h = spec.hidden_size;
+    Ok(match &spec.attention {
+        AttentionSpec::Gqa {
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            qkv_bias,
+            qk_norm,
+            clip_qkv,
+            sliding_window,
+            rope,
+        } => {
+            let (q_dim, kv_dim) = (num_heads * head_dim, num_kv_heads * head_dim);
+            let eps = spec.rms_norm_eps;
+            let qk_norm = match qk_norm {
+                QkNormKind::None => QkNorm::None,
+                QkNormKind::PerHead => QkNorm::PerHead {
+                    q: RmsNorm::load(&w.pp("q_norm"), *head_dim, eps)?,
+                    k: RmsNorm::load(&w.pp("k_norm"), *head_dim, eps)?,
+                },
+                QkNormKind::Full => QkNorm::Full {
+                    q: RmsNorm::load(&w.pp("q_norm"), q_dim, eps)?,
+                    k: RmsNorm::load(&w.pp("k_norm"), kv_dim, eps)?,
+                },
+            };
+            Attention::Gqa(GqaAttention {
+                q: Linear::load(&w.pp("q_proj"), h, q_dim, *qkv_bias)?,
+                k: Linear::load(&w.pp("k_proj"), h, kv_dim, *qkv_bias)?,
+                v: Linear::load(&w.pp("v_proj"), h, kv_dim, *qkv_bias)?,
+                o: Linear::load(&w.pp("o_proj"), q_dim, h, false)?,
+                num_heads: *num_heads,
+                num_kv_heads: *num_kv_heads,
+                head_dim: *head_dim,
+                qk_norm,
+                clip_qkv: *clip_qkv,
+                sliding_window: *sliding_window,
+                rotary: Rotary::new(
+                    rope,
+                    *head_dim,
+                    spec.max_position_embeddings,
+                    RotaryLayout::Halves,
+                ),
+            })
+        }
+        AttentionSpec::Mla {
+            num_heads,
+            q_lora_rank,
+            kv_lora_rank,
+            qk_nope_head_dim,
+            qk_rope_head_dim,
+            v_head_dim,
+            attention_bias,
+            rope_interleaved,
+            rope,
+        } => {
+            let qk_head_dim = qk_nope_head_dim + qk_rope_head_dim;
+            let q_out = num_heads * qk_head_dim;
+            let eps = spec.rms_norm_eps;
+            let q = match q_lora_rank {
+                None => MlaQuery::Direct(Linear::load(&w.pp("q_proj"), h, q_out, false)?),
+                Some(r) => MlaQuery::LowRank {
+                    a: Linear::load(&w.pp("q_a_proj"), h, *r, *attention_bias)?,
+                    norm: RmsNorm::load(&w.pp("q_a_layernorm"), *r, eps)?,
+                    b: Linear::load(&w.pp("q_b_proj"), *r, q_out, false)?,
+                },
+            };
+            let layout = if *rope_interleaved {
+                RotaryLayout::Interleaved
+            } else {
+                RotaryLayout::Halves
+            };
+            Attention::Mla(MlaAttention {
+                q,
+                kv_a: Linear::load(
+                    &w.pp("kv_a_proj_with_mqa"),
+                    h,
+                    kv_lora_rank + qk_rope_head_dim,
+                    *attention_bias,
+                )?,
+                kv_norm: RmsNorm::load(&w.pp("kv_a_layernorm"), *kv_lora_rank, eps)?,
+                kv_b: Linear::load(
+                    &w.pp("kv_b_proj"),
+                    *kv_lora_rank,
+                    num_heads * (qk_nope_head_dim + v_head_dim),
+                    false,
+                )?,
+                o: Linear::load(&w.pp("o_proj"), num_heads * v_head_dim, h, *attention_bias)?,
+                num_heads: *num_heads,
+                kv_lora_rank: *kv_lora_rank,
+                qk_nope_head_dim: *qk_nope_head_dim,
+                qk_rope_head_dim: *qk_rope_head_dim,
+                v_head_dim: *v_head_dim,
+                scale: mla_softmax_scale(rope, qk_head_dim),
+                rotary: Rotary::new(
+                    rope,
+                    *qk_rope_head_dim,
+                    spec.max_position_embeddings,
+                    layout,
+                ),
+            })
+        }
+    })
+}
+
+/// DeepSeek's attention scale: `qk_head_dim^-0.5`, times `mscale²` with
+/// `mscale = 0.1 · mscale_all_dim · ln(factor) + 1` when YaRN is on and `mscale_all_dim` is set
+/// (transformers' `yarn_apply_mscale`).
+fn mla_softmax_scale(rope: &super::config::RopeConfig, qk_head_dim: usize) -> f64 {
+    let base = (qk_head_dim as f64).powf(-0.5);
+    match rope.scaling {
+        super::config::RopeScaling::Yarn {
+            factor,
+            mscale_all_dim: Some(all),
+            ..
+        } if all != 0.0 && factor > 1.0 => {
+            let m = 0.1 * all * factor.ln() + 1.0;
+            base * m * m
+        }
+        _ => base,
+    }
+}

@@ -1,0 +1,215 @@
+//! Opening a checkpoint: a Hugging Face folder (or its config.json, or one of its .safetensors
+//! files) → config, family, weight files and optional tokenizer. Weights are not read here; the
+//! engine maps them in the dtype and on the device it runs with.
+
+use super::config::ModelConfig;
+use super::registry::{self, Family};
+use super::spec::ModelSpec;
+use super::weights::Weights;
+use crate::error::{Error, Result};
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+
+/// Extensions of pickle-based checkpoints, which can run code when loaded: never opened.
+const PICKLE_EXTENSIONS: &[&str] = &["bin", "pt", "pth", "ckpt", "pkl"];
+
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub family: &'static Family,
+    pub spec: ModelSpec,
+    pub weight_files: Vec<PathBuf>,
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+    pub tokenizer_path: Option<PathBuf>,
+}
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Self> {
+        let dir = checkpoint_dir(path)?;
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(Error::Io {
+                path: config_path,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "config.json not found"),
+            });
+        }
+        let config = ModelConfig::from_file(&config_path)?;
+        let family = registry::lookup(&config)?;
+        let spec = (family.spec)(&config)?;
+        let weight_files = weight_files(&dir)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        let (tokenizer, tokenizer_path) = if tokenizer_path.is_file() {
+            let t = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+                Error::Tokenizer {
+                    path: tokenizer_path.clone(),
+                    problem: e.to_string(),
+                }
+            })?;
+            (Some(t), Some(tokenizer_path))
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            dir,
+            config,
+            family,
+            spec,
+            weight_files,
+            tokenizer,
+            tokenizer_path,
+        })
+    }
+
+    /// Maps the weights for compute in `dtype` on `device`.
+    pub fn weights(&self, dtype: DType, device: &Device) -> Result<Weights> {
+        Weights::open(&self.weight_files, dtype, device)
+    }
+
+    /// Turns text into the ids the model sees (special tokens such as BOS included).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let (Some(tok), Some(path)) = (&self.tokenizer, &self.tokenizer_path) else {
+            return Err(Error::Tokenizer {
+                path: self.dir.join("tokenizer.json"),
+                problem: "no tokenizer.json in this checkpoint: give token ids instead of a prompt"
+                    .into(),
+            });
+        };
+        let encoding = tok.encode(text, true).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Display text of each token (its decoded piece, or `#id` without a tokenizer).
+    pub fn token_texts(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| match &self.tokenizer {
+                Some(tok) => tok
+                    .decode(&[id], false)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .or_else(|| tok.id_to_token(id))
+                    .unwrap_or_else(|| format!("#{id}")),
+                None => format!("#{id}"),
+            })
+            .collect()
+    }
+}
+
+fn is_pickle(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| PICKLE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The checkpoint folder for a folder, a config.json or a .safetensors path.
+fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Ok(path.to_owned());
+    }
+    if is_pickle(path) {
+        return Err(Error::PickleRefused {
+            path: path.to_owned(),
+        });
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "gguf" {
+        return Err(Error::BadConfig {
+            path: path.to_owned(),
+            problem:
+                "GGUF checkpoints are not supported yet; open a Hugging Face safetensors folder"
+                    .into(),
+        });
+    }
+    match (path.file_name().and_then(|n| n.to_str()), ext) {
+        (Some("config.json"), _)
+        | (_, "safetensors")
+        | (Some("model.safetensors.index.json"), _) => Ok(path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."))),
+        _ => Err(Error::BadConfig {
+            path: path.to_owned(),
+            problem: "expected a checkpoint folder, its config.json or a .safetensors file".into(),
+        }),
+    }
+}
+
+/// Safetensors files of the checkpoint in `dir`: the index's shards, `model.safetensors`, or every
+/// `*.safetensors`. Pickle-only folders are refused by name.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|source| Error::Io {
+            path: index.clone(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::CorruptWeights {
+                path: index.clone(),
+                problem: format!("invalid JSON ({e})"),
+            })?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::CorruptWeights {
+                path: index.clone(),
+                problem: "no 'weight_map' object".into(),
+            })?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for shard in map.values() {
+            let name = shard.as_str().ok_or_else(|| Error::CorruptWeights {
+                path: index.clone(),
+                problem: "'weight_map' values must be file names".into(),
+            })?;
+            let file = dir.join(name);
+            if !files.contains(&file) {
+                files.push(file);
+            }
+        }
+        files.sort();
+        for file in &files {
+            if !file.is_file() {
+                return Err(Error::Io {
+                    path: file.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "shard listed in model.safetensors.index.json is missing",
+                    ),
+                });
+            }
+        }
+        return Ok(files);
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut safetensors = Vec::new();
+    let mut pickle = None;
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+            safetensors.push(p);
+        } else if is_pickle(&p) {
+            pickle = Some(p);
+        }
+    }
+    safetensors.sort();
+    match (safetensors.is_empty(), pickle) {
+        (false, _) => Ok(safetensors),
+        (true, Some(p)) => Err(Error::PickleRefused { path: p }),
+        (true, None) => Err(Error::NoWeights {
+            path: dir.to_owned(),
+        }),
+    }
+}

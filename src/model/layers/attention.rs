@@ -1,0 +1,253 @@
+//! Attention variants: grouped-query attention (Mixtral, Qwen, OLMoE; optional q/k norm, qkv bias,
+//! sliding window) and multi-head latent attention (DeepSeek-V2/V3). Both share one masked softmax
+//! kernel and one KV-cache type, so appending tokens one at a time reproduces a full prefill.
+
+use super::{Linear, RmsNorm, Rotary};
+use crate::error::Result;
+use candle_core::{DType, Tensor, D};
+
+/// Per-layer cache of what attention needs from earlier positions.
+///
+/// For GQA `keys`/`values` hold rotated keys and values `[kv_heads, seen, head_dim]`. For MLA they
+/// hold the rotated shared key part `[1, seen, rope_dim]` and the normalized latent `[seen, kv_lora]`
+/// (the compressed form DeepSeek caches, expanded by `kv_b_proj` at each step).
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    keys: Option<Tensor>,
+    values: Option<Tensor>,
+}
+
+impl KvCache {
+    /// Number of positions already cached.
+    pub fn len(&self) -> usize {
+        self.values.as_ref().map_or(0, |v| {
+            v.dims()
+                .get(v.rank().saturating_sub(2))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends along the position axis (`dim`) and returns the full tensors.
+    fn append(
+        &mut self,
+        keys: Tensor,
+        values: Tensor,
+        keys_dim: usize,
+        values_dim: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let keys = match self.keys.take() {
+            Some(old) => Tensor::cat(&[&old, &keys], keys_dim)?,
+            None => keys,
+        };
+        let values = match self.values.take() {
+            Some(old) => Tensor::cat(&[&old, &values], values_dim)?,
+            None => values,
+        };
+        self.keys = Some(keys.clone());
+        self.values = Some(values.clone());
+        Ok((keys, values))
+    }
+}
+
+/// Where q/k normalization sits, when the family has it.
+#[derive(Clone, Debug)]
+pub enum QkNorm {
+    None,
+    /// Qwen3: RMSNorm over each head's `head_dim`, before rotary.
+    PerHead {
+        q: RmsNorm,
+        k: RmsNorm,
+    },
+    /// OLMoE: RMSNorm over the whole projection (`heads * head_dim`), before the head split.
+    Full {
+        q: RmsNorm,
+        k: RmsNorm,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct GqaAttention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub qk_norm: QkNorm,
+    /// OLMoE's `clip_qkv`: clamp q, k, v to ±value after projection.
+    pub clip_qkv: Option<f64>,
+    pub sliding_window: Option<usize>,
+    pub rotary: Rotary,
+}
+
+/// DeepSeek's query path: a direct projection, or a low-rank one (`q_lora_rank`).
+#[derive(Clone, Debug)]
+pub enum MlaQuery {
+    Direct(Linear),
+    LowRank { a: Linear, norm: RmsNorm, b: Linear },
+}
+
+#[derive(Clone, Debug)]
+pub struct MlaAttention {
+    pub q: MlaQuery,
+    /// `kv_a_proj_with_mqa`: hidden → kv_lora_rank + qk_rope_head_dim.
+    pub kv_a: Linear,
+    pub kv_norm: RmsNorm,
+    /// `kv_b_proj`: kv_lora_rank → heads × (qk_nope_head_dim + v_head_dim).
+    pub kv_b: Linear,
+    pub o: Linear,
+    pub num_heads: usize,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    /// Softmax scale: `qk_head_dim^-0.5`, times YaRN's `mscale²` when the rope is scaled.
+    pub scale: f64,
+    pub rotary: Rotary,
+}
+
+#[derive(Clone, Debug)]
+pub enum Attention {
+    Gqa(GqaAttention),
+    Mla(MlaAttention),
+}
+
+impl Attention {
+    /// Attends `x` (`[len, hidden]`, positions `cache.len()..`) to itself and the cache.
+    pub fn forward(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        match self {
+            Attention::Gqa(a) => a.forward(x, cache),
+            Attention::Mla(a) => a.forward(x, cache),
+        }
+    }
+}
+
+impl GqaAttention {
+    fn forward(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let start = cache.len();
+        let (len, _) = x.dims2()?;
+        let (mut q, mut k, mut v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        if let QkNorm::Full { q: qn, k: kn } = &self.qk_norm {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        if let Some(c) = self.clip_qkv {
+            q = q.clamp(-c, c)?;
+            k = k.clamp(-c, c)?;
+            v = v.clamp(-c, c)?;
+        }
+        let mut q = q.reshape((len, self.num_heads, self.head_dim))?;
+        let mut k = k.reshape((len, self.num_kv_heads, self.head_dim))?;
+        if let QkNorm::PerHead { q: qn, k: kn } = &self.qk_norm {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        // [len, heads, d] -> [heads, len, d]
+        let q = q.transpose(0, 1)?.contiguous()?;
+        let k = k.transpose(0, 1)?.contiguous()?;
+        let v = v
+            .reshape((len, self.num_kv_heads, self.head_dim))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let rotated = self.rotary.apply(&[&q, &k], start)?;
+        let (q, k) = (&rotated[0], &rotated[1]);
+        let (k, v) = cache.append(k.clone(), v, 1, 1)?;
+        let repeat = self.num_heads / self.num_kv_heads;
+        let k = repeat_kv(&k, repeat)?;
+        let v = repeat_kv(&v, repeat)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let out = masked_attention(q, &k, &v, scale, start, self.sliding_window)?;
+        self.o.forward(&out)
+    }
+}
+
+impl MlaAttention {
+    fn forward(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let start = cache.len();
+        let (len, _) = x.dims2()?;
+        let h = self.num_heads;
+        let (nope, rope, vdim) = (
+            self.qk_nope_head_dim,
+            self.qk_rope_head_dim,
+            self.v_head_dim,
+        );
+        let q = match &self.q {
+            MlaQuery::Direct(p) => p.forward(x)?,
+            MlaQuery::LowRank { a, norm, b } => b.forward(&norm.forward(&a.forward(x)?)?)?,
+        };
+        // [len, h*(nope+rope)] -> [h, len, nope+rope]
+        let q = q.reshape((len, h, nope + rope))?.transpose(0, 1)?;
+        let q_nope = q.narrow(2, 0, nope)?;
+        let q_rot = q.narrow(2, nope, rope)?.contiguous()?;
+        let compressed = self.kv_a.forward(x)?;
+        let latent = self
+            .kv_norm
+            .forward(&compressed.narrow(1, 0, self.kv_lora_rank)?)?;
+        let k_rot = compressed
+            .narrow(1, self.kv_lora_rank, rope)?
+            .reshape((1, len, rope))?;
+        let rotated = self.rotary.apply(&[&q_rot, &k_rot], start)?;
+        let (q_rot, k_rot) = (&rotated[0], &rotated[1]);
+        let (k_rot, latent) = cache.append(k_rot.clone(), latent, 1, 0)?;
+        let seen = latent.dim(0)?;
+        // kv_b_proj(latent): [seen, h*(nope+v)] -> [h, seen, nope+v]
+        let kv = self
+            .kv_b
+            .forward(&latent)?
+            .reshape((seen, h, nope + vdim))?
+            .transpose(0, 1)?;
+        let k_nope = kv.narrow(2, 0, nope)?;
+        let v = kv.narrow(2, nope, vdim)?.contiguous()?;
+        let k = Tensor::cat(&[&k_nope, &k_rot.broadcast_as((h, seen, rope))?], 2)?;
+        let q = Tensor::cat(&[&q_nope, q_rot], 2)?;
+        let out = masked_attention(&q, &k, &v, self.scale, start, None)?;
+        self.o.forward(&out)
+    }
+}
+
+/// `[kv_heads, s, d]` → `[kv_heads * repeat, s, d]`, each kv head serving `repeat` query heads.
+fn repeat_kv(x: &Tensor, repeat: usize) -> Result<Tensor> {
+    if repeat == 1 {
+        return Ok(x.clone());
+    }
+    let (kv_heads, s, d) = x.dims3()?;
+    Ok(x.unsqueeze(1)?
+        .broadcast_as((kv_heads, repeat, s, d))?
+        .reshape((kv_heads * repeat, s, d))?)
+}
+
+/// Causal softmax attention of `q` `[h, len, dq]` over `k` `[h, seen, dq]`, `v` `[h, seen, dv]`,
+/// where query i sits at absolute position `start + i`. Scores and softmax in f32 (transformers'
+/// eager path). Returns `[len, h * dv]`.
+fn masked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    start: usize,
+    sliding_window: Option<usize>,
+) -> Result<Tensor> {
+    let (h, len, _) = q.dims3()?;
+    let seen = k.dim(1)?;
+    let dtype = q.dtype();
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
+    let mut mask = Vec::with_capacity(len * seen);
+    for i in 0..len {
+        let pos = start + i;
+        for j in 0..seen {
+            let visible = j <= pos && sliding_window.is_none_or(|w| pos - j < w);
+            mask.push(if visible { 0f32 } else { f32::NEG_INFINITY });
+        }
+    }
+    let mask = Tensor::from_vec(mask, (1, len, seen), q.device())?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?.to_dtype(dtype)?;
+    let out = probs.matmul(&v.contiguous()?)?; // [h, len, dv]
+    let dv = out.dim(D::Minus1)?;
+    Ok(out.transpose(0, 1)?.contiguous()?.reshape((len, h * dv))?)
+}

@@ -1,0 +1,132 @@
+//! The one table of supported families. Nothing else in the crate lists architecture names: the
+//! CLI's error message, `moescope info` and the README's table are generated from [`FAMILIES`].
+
+use super::config::ModelConfig;
+use super::spec::ModelSpec;
+use super::{deepseek, mixtral, olmoe, qwen_moe};
+use crate::error::{Error, Result};
+
+pub struct Family {
+    /// Display name.
+    pub name: &'static str,
+    /// `architectures[0]` values in config.json.
+    pub architectures: &'static [&'static str],
+    /// `model_type` values, used when `architectures` is absent.
+    pub model_types: &'static [&'static str],
+    /// The transformers modeling file the implementation is checked against.
+    pub reference: &'static str,
+    /// What the router does, in a phrase (README table).
+    pub routing: &'static str,
+    pub spec: fn(&ModelConfig) -> Result<ModelSpec>,
+}
+
+pub static FAMILIES: &[Family] = &[
+    Family {
+        name: "Mixtral",
+        architectures: &["MixtralForCausalLM"],
+        model_types: &["mixtral"],
+        reference: "models/mixtral/modeling_mixtral.py",
+        routing: "softmax → top-k → renormalize",
+        spec: mixtral::spec,
+    },
+    Family {
+        name: "Qwen2-MoE",
+        architectures: &["Qwen2MoeForCausalLM"],
+        model_types: &["qwen2_moe"],
+        reference: "models/qwen2_moe/modeling_qwen2_moe.py",
+        routing: "softmax → top-k (renormalize if norm_topk_prob); shared expert × sigmoid gate",
+        spec: qwen_moe::spec_qwen2,
+    },
+    Family {
+        name: "Qwen3-MoE",
+        architectures: &["Qwen3MoeForCausalLM"],
+        model_types: &["qwen3_moe"],
+        reference: "models/qwen3_moe/modeling_qwen3_moe.py",
+        routing: "softmax → top-k (renormalize if norm_topk_prob)",
+        spec: qwen_moe::spec_qwen3,
+    },
+    Family {
+        name: "OLMoE",
+        architectures: &["OlmoeForCausalLM"],
+        model_types: &["olmoe"],
+        reference: "models/olmoe/modeling_olmoe.py",
+        routing: "softmax → top-k, no renormalization",
+        spec: olmoe::spec,
+    },
+    Family {
+        name: "DeepSeek-V2",
+        architectures: &["DeepseekV2ForCausalLM"],
+        model_types: &["deepseek_v2"],
+        reference: "models/deepseek_v2/modeling_deepseek_v2.py",
+        routing: "softmax → greedy or group-limited (max) top-k × routed_scaling_factor; shared experts",
+        spec: deepseek::spec_v2,
+    },
+    Family {
+        name: "DeepSeek-V3",
+        architectures: &["DeepseekV3ForCausalLM"],
+        model_types: &["deepseek_v3"],
+        reference: "models/deepseek_v3/modeling_deepseek_v3.py",
+        routing: "sigmoid + selection bias → group-limited (top-2 sum) top-k → renormalize × routed_scaling_factor; shared experts",
+        spec: deepseek::spec_v3,
+    },
+];
+
+/// Every architecture name the registry accepts, for error messages.
+pub fn supported_architectures() -> Vec<&'static str> {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.architectures.iter().copied())
+        .collect()
+}
+
+/// The family of a config: by `architectures[0]`, else by `model_type`.
+pub fn lookup(cfg: &ModelConfig) -> Result<&'static Family> {
+    let by_arch = cfg
+        .architecture
+        .as_deref()
+        .and_then(|a| FAMILIES.iter().find(|f| f.architectures.contains(&a)));
+    let by_type = || {
+        cfg.model_type
+            .as_deref()
+            .and_then(|t| FAMILIES.iter().find(|f| f.model_types.contains(&t)))
+    };
+    by_arch
+        .or_else(by_type)
+        .ok_or_else(|| Error::UnknownArchitecture {
+            name: cfg
+                .architecture
+                .clone()
+                .or_else(|| cfg.model_type.clone())
+                .unwrap_or_else(|| {
+                    "(none: config.json has neither 'architectures' nor 'model_type')".into()
+                }),
+            path: cfg.path.clone(),
+            supported: supported_architectures(),
+        })
+}
+
+/// The README's supported-families table (kept in sync by a test).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| Family | `architectures[0]` | `model_type` | Routing | Reference (transformers) |\n|---|---|---|---|---|\n",
+    );
+    for f in FAMILIES {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | `{}` |\n",
+            f.name,
+            f.architectures
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            f.model_types
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            f.routing,
+            f.reference
+        ));
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! The trace: the one contract between the engine and everything downstream (analysis, views,
+//! export, CLI). Its JSON form is specified in DESIGN.md ("Trace JSON contract", version 1); fields
+//! beyond the contract may be added, none may be removed or renamed without bumping
+//! [`FORMAT_VERSION`].
+
+mod matrix;
+
+pub use matrix::Matrix;
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Version of the JSON layout written by [`Trace::write_json`].
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Trace {
+    pub format_version: u32,
+    pub model: ModelInfo,
+    pub tokens: Vec<Token>,
+    pub moe_layers: Vec<MoeLayerTrace>,
+    /// LM-head logits at the last position (empty when the capture level skipped them).
+    #[serde(default)]
+    pub last_logits: Vec<f32>,
+    /// Wall time of the whole forward pass that produced this trace.
+    #[serde(default)]
+    pub forward_ms: f64,
+}
+
+/// What ran: enough to label a figure and to interpret the numbers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    pub path: String,
+    pub architecture: String,
+    pub num_layers: usize,
+    pub num_experts: usize,
+    pub top_k: usize,
+    pub device: String,
+    pub dtype: String,
+    /// How router logits turn into scores; analysis needs it to compute probabilities.
+    #[serde(default)]
+    pub router: RouterInfo,
+}
+
+/// The parts of the routing rule that downstream consumers need to reinterpret raw logits.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RouterInfo {
+    /// `softmax` or `sigmoid`.
+    pub scoring: String,
+    /// Whether the chosen weights are renormalized to sum to one (before routed scaling).
+    pub renormalize: bool,
+    /// Factor the weights are multiplied by after renormalization (1 when the family has none).
+    pub routed_scaling_factor: f32,
+    /// Expert groups for group-limited selection (1 when not grouped).
+    pub num_groups: usize,
+    /// Groups kept per token in group-limited selection.
+    pub topk_groups: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Token {
+    pub id: u32,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MoeLayerTrace {
+    /// Transformer block index (dense blocks have no entry).
+    pub layer: usize,
+    /// T×E raw gate output, before softmax/sigmoid and before any bias; 0×0 when not captured.
+    pub router_logits: Matrix<f32>,
+    /// T×k experts used, in descending weight order.
+    pub topk_ids: Matrix<u32>,
+    /// T×k weights multiplied into the experts' outputs (after renormalization and scaling).
+    pub topk_weights: Matrix<f32>,
+    /// The selection-only bias (DeepSeek-V3 `e_score_correction_bias`), when the router has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_bias: Option<Vec<f32>>,
+    pub timings_ms: LayerTimings,
+}
+
+/// Wall time of each phase of one transformer block, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LayerTimings {
+    pub attention: f64,
+    pub router: f64,
+    pub experts: f64,
+    pub shared: f64,
+    pub total: f64,
+}
+
+impl Trace {
+    pub fn num_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a trace always serializes")
+    }
+
+    pub fn from_json(text: &str) -> serde_json::Result<Self> {
+        serde_json::from_str(text)
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_json()).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads a trace file and checks it is one this build understands.
+    pub fn read_json(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let trace = Self::from_json(&text).map_err(|e| Error::Trace {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        })?;
+        if trace.format_version != FORMAT_VERSION {
+            return Err(Error::Trace {
+                path: path.to_owned(),
+                problem: format!(
+                    "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                    trace.format_version
+                ),
+            });
+        }
+        Ok(trace)
+    }
+}

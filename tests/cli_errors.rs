@@ -1,0 +1,203 @@
+//! Bad input gets one readable line naming the file and the problem, a non-zero exit, no panic.
+//! Each case starts from a good fixture copied into a temp folder and breaks one thing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn moescope(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_moescope"))
+        .args(args)
+        .output()
+        .expect("run moescope");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh copy of fixture `name` in a unique temp folder.
+fn copy_fixture(name: &str, case: &str) -> PathBuf {
+    let src = common::fixtures_dir().join(name);
+    let dst = std::env::temp_dir().join(format!("moescope-test-{}-{case}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+    dst
+}
+
+/// Runs `trace` on `dir` and returns stderr, asserting a clean one-line failure.
+fn trace_fails(dir: &Path, extra: &[&str]) -> String {
+    let out = dir.join("out.json");
+    let mut args = vec!["trace", dir.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    if !extra.contains(&"--prompt") {
+        args.extend(["--token-ids", "1,2,3"]);
+    }
+    args.extend(extra);
+    let (ok, _, stderr) = moescope(&args);
+    assert!(!ok, "expected failure, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line expected: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+/// Rewrites `model.safetensors` in `dir` through `edit` (name → (shape, f32 data)).
+fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let out = safetensors::serialize(views, None).unwrap();
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn unknown_architecture_is_named_with_the_supported_list() {
+    let dir = copy_fixture("mixtral", "arch");
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("MixtralForCausalLM", "FancyMoeForCausalLM").replace("\"mixtral\"", "\"fancy\""),
+    )
+    .unwrap();
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("FancyMoeForCausalLM"), "{err}");
+    assert!(err.contains("DeepseekV3ForCausalLM") && err.contains("MixtralForCausalLM"), "{err}");
+    assert!(err.contains("config.json"), "{err}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = copy_fixture("mixtral", "missing");
+    rewrite_weights(&dir, |t| t.retain(|(n, _, _)| n != "model.layers.1.self_attn.k_proj.weight"));
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("model.layers.1.self_attn.k_proj.weight"), "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn shape_mismatch_is_named() {
+    let dir = copy_fixture("mixtral", "shape");
+    rewrite_weights(&dir, |t| {
+        let norm = t.iter_mut().find(|(n, _, _)| n == "model.norm.weight").unwrap();
+        norm.1 = vec![norm.1[0] / 2];
+        norm.2.truncate(norm.2.len() / 2);
+    });
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("model.norm.weight") && err.contains("shape"), "{err}");
+}
+
+#[test]
+fn truncated_safetensors_is_reported() {
+    let dir = copy_fixture("mixtral", "truncated");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("truncated") && err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn garbage_safetensors_is_reported() {
+    let dir = copy_fixture("mixtral", "garbage");
+    std::fs::write(dir.join("model.safetensors"), b"this is not a safetensors file at all").unwrap();
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn bad_config_json_is_reported() {
+    let dir = copy_fixture("mixtral", "badjson");
+    std::fs::write(dir.join("config.json"), "{ \"hidden_size\": 32, ").unwrap();
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("config.json") && err.contains("invalid JSON"), "{err}");
+
+    let cfg = std::fs::read_to_string(common::fixtures_dir().join("mixtral/config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.replace("\"hidden_size\": 32", "\"hidden_size\": \"big\"")).unwrap();
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("hidden_size"), "{err}");
+}
+
+#[test]
+fn pickle_checkpoints_are_refused() {
+    let dir = copy_fixture("mixtral", "pickle");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("pytorch_model.bin"), b"\x80\x02}q\x00.").unwrap();
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("pytorch_model.bin") && err.contains("safetensors"), "{err}");
+    let (ok, _, stderr) = moescope(&["info", dir.join("pytorch_model.bin").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("pickle"), "{stderr}");
+}
+
+#[test]
+fn token_id_out_of_range_is_reported() {
+    let dir = common::fixtures_dir().join("mixtral");
+    let out = std::env::temp_dir().join("moescope-test-oob.json");
+    let (ok, _, stderr) = moescope(&[
+        "trace",
+        dir.to_str().unwrap(),
+        "--token-ids",
+        "1,99999",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("99999") && stderr.contains("position 1"), "{stderr}");
+}
+
+#[test]
+fn nan_weights_are_reported() {
+    let dir = copy_fixture("mixtral", "nan");
+    rewrite_weights(&dir, |t| {
+        let w = t.iter_mut().find(|(n, _, _)| n == "model.layers.0.self_attn.q_proj.weight").unwrap();
+        w.2[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains("NaN") && err.contains("layer 0"), "{err}");
+}
+
+#[test]
+fn prompt_without_tokenizer_asks_for_ids() {
+    let dir = copy_fixture("qwen3-moe", "notok");
+    let err = trace_fails(&dir, &["--prompt", "hello"]);
+    assert!(err.contains("tokenizer.json") && err.contains("token ids"), "{err}");
+}
+
+#[test]
+fn trace_and_info_succeed_on_a_fixture() {
+    let dir = common::fixtures_dir().join("mixtral");
+    let out = std::env::temp_dir().join(format!("moescope-test-ok-{}.json", std::process::id()));
+    let (ok, _, stderr) = moescope(&[
+        "trace",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "hello world",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let trace = moescope::trace::Trace::read_json(&out).unwrap();
+    assert_eq!(trace.model.architecture, "MixtralForCausalLM");
+    assert_eq!(trace.tokens.first().map(|t| t.text.as_str()), Some("<s>"));
+    let (ok, stdout, _) = moescope(&["info", dir.to_str().unwrap()]);
+    assert!(ok && stdout.contains("Mixtral"), "{stdout}");
+}

@@ -1,0 +1,152 @@
+//! Router parity with Hugging Face transformers on tiny random-weight checkpoints of every family,
+//! in both config layouts, per-expert and packed weights, f32 and sharded bf16
+//! (tests/fixtures, written by tests/fixtures/make_fixtures.py). Chosen experts must be identical;
+//! logits and weights within 1e-4.
+
+mod common;
+
+use common::{fixture_dirs, max_abs_diff, reference, RefLayer};
+use moescope::engine::{Engine, EngineOptions};
+use moescope::trace::Trace;
+
+const TOLERANCE: f32 = 1e-4;
+
+fn check_layers(name: &str, trace: &Trace, expected: &[RefLayer], last_logits: &[f32]) {
+    assert_eq!(
+        trace.moe_layers.iter().map(|l| l.layer).collect::<Vec<_>>(),
+        expected.iter().map(|l| l.layer).collect::<Vec<_>>(),
+        "{name}: MoE layer indices"
+    );
+    for (got, want) in trace.moe_layers.iter().zip(expected) {
+        let layer = want.layer;
+        for (t, ids) in want.topk_ids.iter().enumerate() {
+            assert_eq!(
+                got.topk_ids.row(t),
+                ids.as_slice(),
+                "{name}: layer {layer} token {t} experts"
+            );
+            let d = max_abs_diff(got.topk_weights.row(t), &want.topk_weights[t]);
+            assert!(
+                d <= TOLERANCE,
+                "{name}: layer {layer} token {t} weights differ by {d}"
+            );
+            let d = max_abs_diff(got.router_logits.row(t), &want.router_logits[t]);
+            assert!(
+                d <= TOLERANCE,
+                "{name}: layer {layer} token {t} logits differ by {d}"
+            );
+        }
+        assert_eq!(
+            got.topk_ids.rows(),
+            want.topk_ids.len(),
+            "{name}: layer {layer} token count"
+        );
+    }
+    let scale = last_logits.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    let d = max_abs_diff(&trace.last_logits, last_logits);
+    assert!(
+        d <= TOLERANCE * scale,
+        "{name}: last logits differ by {d} (scale {scale})"
+    );
+}
+
+#[test]
+fn every_fixture_matches_transformers() {
+    let dirs = fixture_dirs();
+    assert!(
+        dirs.len() >= 12,
+        "expected the fixture set, found {}",
+        dirs.len()
+    );
+    for dir in dirs {
+        let r = reference(&dir);
+        let mut engine = Engine::load(&dir, EngineOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", r.name));
+        let trace = engine
+            .run(&r.input_ids)
+            .unwrap_or_else(|e| panic!("{}: {e}", r.name));
+        check_layers(&r.name, trace, &r.moe_layers, &r.last_logits);
+        if let (Some(prompt), Some(ids), Some(layers), Some(logits)) = (
+            &r.prompt,
+            &r.prompt_ids,
+            &r.prompt_moe_layers,
+            &r.prompt_last_logits,
+        ) {
+            assert_eq!(
+                &engine.checkpoint.encode(prompt).unwrap(),
+                ids,
+                "{}: tokenizer ids",
+                r.name
+            );
+            let trace = engine.run_prompt(prompt).unwrap();
+            check_layers(&format!("{} (prompt)", r.name), trace, layers, logits);
+        }
+    }
+}
+
+#[test]
+fn fixture_set_covers_families_layouts_and_dtypes() {
+    let refs: Vec<_> = fixture_dirs().iter().map(|d| reference(d)).collect();
+    for family in [
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "olmoe",
+        "deepseek_v2",
+        "deepseek_v3",
+    ] {
+        for layout in ["v4", "v5"] {
+            assert!(
+                refs.iter()
+                    .any(|r| r.family == family && r.config_layout == layout),
+                "no {family} fixture with a {layout} config"
+            );
+        }
+    }
+    assert!(refs.iter().any(|r| r.weights_layout == "packed"));
+    assert!(refs.iter().any(|r| r.weights_dtype == "bfloat16"));
+}
+
+/// Feeding tokens one at a time through the KV cache must route exactly like one prefill.
+#[test]
+fn kv_cache_incremental_equals_prefill() {
+    for dir in fixture_dirs() {
+        let r = reference(&dir);
+        let mut engine = Engine::load(&dir, EngineOptions::default()).unwrap();
+        let prefill = engine.run(&r.input_ids).unwrap().clone();
+        engine.reset();
+        // Uneven chunks: 1 token, then 3, then the rest one by one.
+        let (first, rest) = r.input_ids.split_at(1);
+        let (middle, rest) = rest.split_at(3);
+        engine.push_tokens(first).unwrap();
+        engine.push_tokens(middle).unwrap();
+        for id in rest {
+            engine.push_tokens(&[*id]).unwrap();
+        }
+        let stepped = engine.trace();
+        assert_eq!(stepped.tokens, prefill.tokens);
+        for (a, b) in stepped.moe_layers.iter().zip(&prefill.moe_layers) {
+            assert_eq!(
+                a.topk_ids, b.topk_ids,
+                "{}: layer {} experts",
+                r.name, a.layer
+            );
+            let d = max_abs_diff(a.topk_weights.as_slice(), b.topk_weights.as_slice());
+            assert!(
+                d <= TOLERANCE,
+                "{}: layer {} weights differ by {d}",
+                r.name,
+                a.layer
+            );
+            let d = max_abs_diff(a.router_logits.as_slice(), b.router_logits.as_slice());
+            assert!(
+                d <= TOLERANCE,
+                "{}: layer {} logits differ by {d}",
+                r.name,
+                a.layer
+            );
+        }
+        let d = max_abs_diff(&stepped.last_logits, &prefill.last_logits);
+        assert!(d <= TOLERANCE, "{}: last logits differ by {d}", r.name);
+    }
+}
