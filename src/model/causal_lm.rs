@@ -170,6 +170,9 @@ impl CausalLm {
     }
 }
 
+/// Epsilon of DeepSeek's latent RMSNorms (`DeepseekV3RMSNorm(q_lora_rank)` takes the default).
+const MLA_NORM_EPS: f64 = 1e-6;
+
 fn load_attention(w: &Prefixed, spec: &ModelSpec) -> Result<Attention> {
     let h = spec.hidden_size;
     Ok(match &spec.attention {
@@ -228,7 +231,9 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec) -> Result<Attention> {
         } => {
             let qk_head_dim = qk_nope_head_dim + qk_rope_head_dim;
             let q_out = num_heads * qk_head_dim;
-            let eps = spec.rms_norm_eps;
+            // transformers builds q_a_layernorm and kv_a_layernorm with the RMSNorm default eps
+            // (1e-6), not config.rms_norm_eps.
+            let eps = MLA_NORM_EPS;
             let q = match q_lora_rank {
                 None => MlaQuery::Direct(Linear::load(&w.pp("q_proj"), h, q_out, false)?),
                 Some(r) => MlaQuery::LowRank {

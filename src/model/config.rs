@@ -110,7 +110,8 @@ impl ModelConfig {
             max_position_embeddings: r.opt_usize("max_position_embeddings")?.unwrap_or(4096),
             rope,
             tie_word_embeddings: r.opt_bool("tie_word_embeddings")?.unwrap_or(false),
-            sliding_window: r.opt_usize("sliding_window")?,
+            // Qwen configs write `sliding_window: 0` when windows are off.
+            sliding_window: r.opt_usize("sliding_window")?.filter(|w| *w > 0),
             dtype: r.dtype()?,
             path: path.to_owned(),
             raw: raw.clone(),
@@ -317,7 +318,8 @@ impl Reader<'_> {
             "default" => RopeScaling::Default,
             "linear" => RopeScaling::Linear { factor: factor()? },
             "yarn" => RopeScaling::Yarn {
-                factor: factor()?,
+                // Without `factor`, transformers derives it as max_position / original_max_position.
+                factor: num("factor").unwrap_or(0.0),
                 original_max_position_embeddings: num("original_max_position_embeddings")
                     .map(|v| v as usize)
                     .or(self.opt_usize("max_position_embeddings")?)
