@@ -33,7 +33,12 @@ fn copy_fixture(name: &str, case: &str) -> PathBuf {
 /// Runs `trace` on `dir` and returns stderr, asserting a clean one-line failure.
 fn trace_fails(dir: &Path, extra: &[&str]) -> String {
     let out = dir.join("out.json");
-    let mut args = vec!["trace", dir.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "trace",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
     if !extra.contains(&"--prompt") {
         args.extend(["--token-ids", "1,2,3"]);
     }
@@ -41,7 +46,11 @@ fn trace_fails(dir: &Path, extra: &[&str]) -> String {
     let (ok, _, stderr) = moescope(&args);
     assert!(!ok, "expected failure, stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one line expected: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
     assert!(stderr.starts_with("error: "), "{stderr}");
     stderr
 }
@@ -62,7 +71,8 @@ fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, V
         .map(|(n, s, d)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
             )
         })
         .collect();
@@ -76,21 +86,30 @@ fn unknown_architecture_is_named_with_the_supported_list() {
     let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
     std::fs::write(
         dir.join("config.json"),
-        cfg.replace("MixtralForCausalLM", "FancyMoeForCausalLM").replace("\"mixtral\"", "\"fancy\""),
+        cfg.replace("MixtralForCausalLM", "FancyMoeForCausalLM")
+            .replace("\"mixtral\"", "\"fancy\""),
     )
     .unwrap();
     let err = trace_fails(&dir, &[]);
     assert!(err.contains("FancyMoeForCausalLM"), "{err}");
-    assert!(err.contains("DeepseekV3ForCausalLM") && err.contains("MixtralForCausalLM"), "{err}");
+    assert!(
+        err.contains("DeepseekV3ForCausalLM") && err.contains("MixtralForCausalLM"),
+        "{err}"
+    );
     assert!(err.contains("config.json"), "{err}");
 }
 
 #[test]
 fn missing_tensor_is_named() {
     let dir = copy_fixture("mixtral", "missing");
-    rewrite_weights(&dir, |t| t.retain(|(n, _, _)| n != "model.layers.1.self_attn.k_proj.weight"));
+    rewrite_weights(&dir, |t| {
+        t.retain(|(n, _, _)| n != "model.layers.1.self_attn.k_proj.weight")
+    });
     let err = trace_fails(&dir, &[]);
-    assert!(err.contains("model.layers.1.self_attn.k_proj.weight"), "{err}");
+    assert!(
+        err.contains("model.layers.1.self_attn.k_proj.weight"),
+        "{err}"
+    );
     assert!(err.contains("model.safetensors"), "{err}");
 }
 
@@ -98,12 +117,18 @@ fn missing_tensor_is_named() {
 fn shape_mismatch_is_named() {
     let dir = copy_fixture("mixtral", "shape");
     rewrite_weights(&dir, |t| {
-        let norm = t.iter_mut().find(|(n, _, _)| n == "model.norm.weight").unwrap();
+        let norm = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "model.norm.weight")
+            .unwrap();
         norm.1 = vec![norm.1[0] / 2];
         norm.2.truncate(norm.2.len() / 2);
     });
     let err = trace_fails(&dir, &[]);
-    assert!(err.contains("model.norm.weight") && err.contains("shape"), "{err}");
+    assert!(
+        err.contains("model.norm.weight") && err.contains("shape"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -113,13 +138,20 @@ fn truncated_safetensors_is_reported() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = trace_fails(&dir, &[]);
-    assert!(err.contains("truncated") && err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("truncated") && err.contains("model.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
 fn garbage_safetensors_is_reported() {
     let dir = copy_fixture("mixtral", "garbage");
-    std::fs::write(dir.join("model.safetensors"), b"this is not a safetensors file at all").unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"this is not a safetensors file at all",
+    )
+    .unwrap();
     let err = trace_fails(&dir, &[]);
     assert!(err.contains("model.safetensors"), "{err}");
 }
@@ -129,10 +161,17 @@ fn bad_config_json_is_reported() {
     let dir = copy_fixture("mixtral", "badjson");
     std::fs::write(dir.join("config.json"), "{ \"hidden_size\": 32, ").unwrap();
     let err = trace_fails(&dir, &[]);
-    assert!(err.contains("config.json") && err.contains("invalid JSON"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("invalid JSON"),
+        "{err}"
+    );
 
     let cfg = std::fs::read_to_string(common::fixtures_dir().join("mixtral/config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("\"hidden_size\": 32", "\"hidden_size\": \"big\"")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("\"hidden_size\": 32", "\"hidden_size\": \"big\""),
+    )
+    .unwrap();
     let err = trace_fails(&dir, &[]);
     assert!(err.contains("hidden_size"), "{err}");
 }
@@ -143,7 +182,10 @@ fn pickle_checkpoints_are_refused() {
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("pytorch_model.bin"), b"\x80\x02}q\x00.").unwrap();
     let err = trace_fails(&dir, &[]);
-    assert!(err.contains("pytorch_model.bin") && err.contains("safetensors"), "{err}");
+    assert!(
+        err.contains("pytorch_model.bin") && err.contains("safetensors"),
+        "{err}"
+    );
     let (ok, _, stderr) = moescope(&["info", dir.join("pytorch_model.bin").to_str().unwrap()]);
     assert!(!ok && stderr.contains("pickle"), "{stderr}");
 }
@@ -161,14 +203,20 @@ fn token_id_out_of_range_is_reported() {
         out.to_str().unwrap(),
     ]);
     assert!(!ok);
-    assert!(stderr.contains("99999") && stderr.contains("position 1"), "{stderr}");
+    assert!(
+        stderr.contains("99999") && stderr.contains("position 1"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn nan_weights_are_reported() {
     let dir = copy_fixture("mixtral", "nan");
     rewrite_weights(&dir, |t| {
-        let w = t.iter_mut().find(|(n, _, _)| n == "model.layers.0.self_attn.q_proj.weight").unwrap();
+        let w = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "model.layers.0.self_attn.q_proj.weight")
+            .unwrap();
         w.2[..4].copy_from_slice(&f32::NAN.to_le_bytes());
     });
     let err = trace_fails(&dir, &[]);
@@ -179,7 +227,10 @@ fn nan_weights_are_reported() {
 fn prompt_without_tokenizer_asks_for_ids() {
     let dir = copy_fixture("qwen3-moe", "notok");
     let err = trace_fails(&dir, &["--prompt", "hello"]);
-    assert!(err.contains("tokenizer.json") && err.contains("token ids"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("token ids"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,0 +1,145 @@
+//! Engine behaviour beyond parity: capture levels, trace round trip, dtypes, input limits.
+
+mod common;
+
+use candle_core::DType;
+use moescope::engine::capture::CaptureLevel;
+use moescope::engine::{Engine, EngineOptions};
+use moescope::trace::Trace;
+use moescope::Error;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    common::fixtures_dir().join(name)
+}
+
+const IDS: &[u32] = &[5, 17, 42, 99, 3, 64, 8, 120];
+
+#[test]
+fn routing_capture_skips_logits_but_keeps_experts() {
+    let dir = fixture("deepseek-v3");
+    let mut full = Engine::load(&dir, EngineOptions::default()).unwrap();
+    let full = full.run(IDS).unwrap().clone();
+    let options = EngineOptions {
+        capture: CaptureLevel::Routing,
+        ..EngineOptions::default()
+    };
+    let mut lean = Engine::load(&dir, options).unwrap();
+    let lean = lean.run(IDS).unwrap();
+    for (a, b) in lean.moe_layers.iter().zip(&full.moe_layers) {
+        assert!(a.router_logits.is_empty());
+        assert_eq!(a.topk_ids, b.topk_ids);
+        assert_eq!(a.topk_weights, b.topk_weights);
+    }
+    assert_eq!(full.moe_layers[0].router_logits.rows(), IDS.len());
+    assert_eq!(full.moe_layers[0].router_logits.cols(), 16);
+}
+
+#[test]
+fn trace_json_round_trips_and_has_the_contract_fields() {
+    let mut engine = Engine::load(&fixture("qwen2-moe"), EngineOptions::default()).unwrap();
+    let trace = engine.run(IDS).unwrap().clone();
+    let json = trace.to_json();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["format_version"], 1);
+    for key in [
+        "path",
+        "architecture",
+        "num_layers",
+        "num_experts",
+        "top_k",
+        "device",
+        "dtype",
+    ] {
+        assert!(!value["model"][key].is_null(), "model.{key}");
+    }
+    let layer = &value["moe_layers"][0];
+    assert_eq!(layer["layer"], 1, "qwen2-moe fixture: layer 0 is dense");
+    for key in ["router_logits", "topk_ids", "topk_weights"] {
+        assert_eq!(
+            layer[key].as_array().unwrap().len(),
+            IDS.len(),
+            "{key} rows"
+        );
+    }
+    for key in ["attention", "router", "experts", "shared", "total"] {
+        assert!(
+            layer["timings_ms"][key].as_f64().unwrap() >= 0.0,
+            "timings_ms.{key}"
+        );
+    }
+    assert_eq!(value["last_logits"].as_array().unwrap().len(), 128);
+    let path = std::env::temp_dir().join(format!("moescope-roundtrip-{}.json", std::process::id()));
+    trace.write_json(&path).unwrap();
+    assert_eq!(Trace::read_json(&path).unwrap(), trace);
+}
+
+#[test]
+fn unsupported_trace_version_is_refused() {
+    let mut engine = Engine::load(&fixture("mixtral"), EngineOptions::default()).unwrap();
+    let mut trace = engine.run(IDS).unwrap().clone();
+    trace.format_version = 99;
+    let path = std::env::temp_dir().join(format!("moescope-v99-{}.json", std::process::id()));
+    trace.write_json(&path).unwrap();
+    let err = Trace::read_json(&path).unwrap_err().to_string();
+    assert!(err.contains("format_version 99"), "{err}");
+}
+
+#[test]
+fn half_precision_compute_runs_and_mostly_agrees() {
+    let dir = fixture("mixtral");
+    let reference = Engine::load(&dir, EngineOptions::default())
+        .unwrap()
+        .run(IDS)
+        .unwrap()
+        .clone();
+    for dtype in [DType::BF16, DType::F16] {
+        let options = EngineOptions {
+            dtype,
+            ..EngineOptions::default()
+        };
+        let mut engine = Engine::load(&dir, options).unwrap();
+        let trace = engine.run(IDS).unwrap();
+        assert_eq!(
+            trace.model.dtype,
+            if dtype == DType::BF16 { "bf16" } else { "f16" }
+        );
+        let (mut same, mut total) = (0, 0);
+        for (a, b) in trace.moe_layers.iter().zip(&reference.moe_layers) {
+            for t in 0..IDS.len() {
+                total += 1;
+                same += usize::from(a.topk_ids.row(t)[0] == b.topk_ids.row(t)[0]);
+            }
+        }
+        // Precision-induced flips are possible; a wholesale disagreement is a bug.
+        assert!(
+            same * 10 >= total * 8,
+            "{dtype:?}: top-1 agrees on only {same}/{total}"
+        );
+    }
+}
+
+#[test]
+fn prompts_longer_than_the_context_are_refused() {
+    let mut engine = Engine::load(&fixture("mixtral"), EngineOptions::default()).unwrap();
+    let limit = engine.checkpoint.spec.max_position_embeddings;
+    let ids = vec![3u32; limit + 1];
+    match engine.run(&ids) {
+        Err(Error::TooManyTokens { tokens, limit: l }) => {
+            assert_eq!((tokens, l), (limit + 1, limit))
+        }
+        other => panic!(
+            "expected TooManyTokens, got {:?}",
+            other.map(|t| t.num_tokens())
+        ),
+    }
+    assert!(matches!(engine.run(&[]), Err(Error::EmptyInput)));
+}
+
+#[test]
+fn open_accepts_config_json_and_safetensors_paths() {
+    let dir = fixture("olmoe");
+    for path in [dir.join("config.json"), dir.join("model.safetensors")] {
+        let mut engine = Engine::load(&path, EngineOptions::default()).unwrap();
+        assert_eq!(engine.run(IDS).unwrap().moe_layers.len(), 2);
+    }
+}
