@@ -81,6 +81,7 @@ impl RunArgs {
                 _ => CaptureLevel::Full,
             },
             synchronize_timings: true,
+            ..EngineOptions::default()
         })
     }
 }

@@ -150,3 +150,24 @@ fn kv_cache_incremental_equals_prefill() {
         assert!(d <= TOLERANCE, "{}: last logits differ by {d}", r.name);
     }
 }
+
+/// Long prompts are prefilled in chunks; a chunk size that does not divide the prompt must not
+/// change routing.
+#[test]
+fn chunked_prefill_equals_prefill() {
+    for dir in fixture_dirs() {
+        let r = reference(&dir);
+        let options = EngineOptions {
+            prefill_chunk_tokens: 5,
+            ..EngineOptions::default()
+        };
+        let mut engine = Engine::load(&dir, options).unwrap();
+        let trace = engine.run(&r.input_ids).unwrap();
+        check_layers(
+            &format!("{} (chunked)", r.name),
+            trace,
+            &r.moe_layers,
+            &r.last_logits,
+        );
+    }
+}

@@ -22,7 +22,16 @@ pub struct EngineOptions {
     pub capture: CaptureLevel,
     /// Synchronize the device at every phase boundary so per-phase timings are real (GPU).
     pub synchronize_timings: bool,
+    /// Most tokens one context may hold. Beyond the model's own limit, this bounds memory: the
+    /// trace grows with tokens × experts × layers and attention with tokens².
+    pub max_tokens: usize,
+    /// Prefill runs in chunks of this many tokens through the KV cache, so attention scores stay
+    /// `chunk × context` instead of `context²` (routing is identical either way: tested).
+    pub prefill_chunk_tokens: usize,
 }
+
+/// Default [`EngineOptions::max_tokens`]: far beyond what a person inspects token by token.
+pub const DEFAULT_MAX_TOKENS: usize = 16_384;
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -31,6 +40,8 @@ impl Default for EngineOptions {
             device: Device::Cpu,
             capture: CaptureLevel::Full,
             synchronize_timings: true,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            prefill_chunk_tokens: 512,
         }
     }
 }
