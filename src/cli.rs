@@ -8,6 +8,12 @@ use moescope::engine::{Engine, EngineOptions};
 use moescope::model::checkpoint::Checkpoint;
 use moescope::model::spec::AttentionSpec;
 use std::path::PathBuf;
+// `stats`.
+use anyhow::anyhow;
+use moescope::analysis::{self, AnalysisError, AnalysisOptions, Metrics, DEFAULT_CAPACITY_FACTOR};
+use moescope::trace::Trace;
+use std::ops::Range;
+use std::path::Path;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +39,10 @@ pub enum Command {
     },
     /// Run a prompt and write its routing trace.
     Trace(TraceArgs),
+    /// Routing metrics (docs/metrics.md) of trace files, pooled as one batch, or of a model run.
+    Stats(StatsArgs),
+    /// Draw a heatmap (PNG/SVG) or write the routing data (CSV/JSON) from a trace or a model run.
+    Export(ExportArgs),
 }
 
 #[derive(Args)]
@@ -90,11 +100,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Info { model, json }) => info(&model, json),
         Some(Command::Trace(args)) => trace(args),
-        None => {
-            bail!(
-                "the desktop app is not part of this build yet; use `moescope info MODEL` or `moescope trace MODEL --prompt TEXT --out trace.json` (see --help)"
-            )
-        }
+        Some(Command::Stats(args)) => stats(args),
+        Some(Command::Export(args)) => export(args),
+        None => open_app(cli.model),
     }
 }
 
@@ -207,5 +215,275 @@ fn trace(args: TraceArgs) -> Result<()> {
         trace.forward_ms,
         args.out.display()
     );
+    Ok(())
+}
+
+#[derive(Args)]
+// A trace file needs no input, so `--prompt`/`--token-ids` are optional here; `stats` asks for one
+// when it runs a model.
+#[command(mut_group("InputArgs", |g| g.required(false)))]
+pub struct StatsArgs {
+    /// Trace files (.json; several are pooled as one batch), or one checkpoint to run (a folder,
+    /// its config.json or a .safetensors file).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub input: Option<InputArgs>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Capacity factor CF: each expert takes C = ceil(T·k/E·CF) assignments.
+    #[arg(long, default_value_t = DEFAULT_CAPACITY_FACTOR)]
+    pub capacity_factor: f64,
+    /// Leave out the first N tokens of every trace (e.g. BOS).
+    #[arg(long, value_name = "N", conflicts_with = "tokens")]
+    pub skip_first: Option<usize>,
+    /// Analyse only tokens A..B (end exclusive, clamped to each trace).
+    #[arg(long, value_name = "A..B", value_parser = parse_token_range)]
+    pub tokens: Option<Range<usize>>,
+    /// Print the metrics as JSON (names in docs/metrics.md) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_token_range(text: &str) -> Result<Range<usize>, String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("expected A..B, got {text:?}"))?;
+    let start = a.trim().parse().map_err(|e| format!("start {a:?}: {e}"))?;
+    let end = b.trim().parse().map_err(|e| format!("end {b:?}: {e}"))?;
+    Ok(start..end)
+}
+
+/// A trace file rather than a checkpoint: a `.json` file that is not a checkpoint's config.json
+/// or safetensors index.
+fn is_trace_file(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    path.is_file()
+        && path.extension().and_then(|e| e.to_str()) == Some("json")
+        && name != "config.json"
+        && !name.ends_with(".index.json")
+}
+
+fn stats(args: StatsArgs) -> Result<()> {
+    let options = AnalysisOptions {
+        capacity_factor: args.capacity_factor,
+        token_range: match (args.skip_first, &args.tokens) {
+            (Some(n), _) => Some(n..usize::MAX),
+            (None, Some(range)) => Some(range.clone()),
+            (None, None) => None,
+        },
+    };
+    let given_input = args
+        .input
+        .as_ref()
+        .is_some_and(|i| i.prompt.is_some() || i.token_ids.is_some());
+    let metrics = if args.inputs.iter().all(|p| is_trace_file(p)) {
+        if given_input {
+            bail!("--prompt and --token-ids run a model; trace files already hold their tokens");
+        }
+        let traces = args
+            .inputs
+            .iter()
+            .map(|p| Trace::read_json(p))
+            .collect::<moescope::Result<Vec<_>>>()?;
+        let refs: Vec<&Trace> = traces.iter().collect();
+        analysis::aggregate(&refs, &options).map_err(|e| name_trace(e, &args.inputs))?
+    } else {
+        let [model] = args.inputs.as_slice() else {
+            bail!(
+                "stats takes trace files (.json) or one checkpoint, not several: {}",
+                args.inputs
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        let mut engine = Engine::load(model, args.run.options()?)?;
+        let ids = match args.input.as_ref().map(|i| (&i.prompt, &i.token_ids)) {
+            Some((Some(text), _)) => engine.checkpoint.encode(text)?,
+            Some((None, Some(ids))) => ids.clone(),
+            _ => bail!(
+                "give --prompt TEXT or --token-ids 1,2,3 to run {}",
+                model.display()
+            ),
+        };
+        let trace = engine.run(&ids)?;
+        analysis::analyze(trace, &options).map_err(|e| name_trace(e, &args.inputs))?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&metrics)?);
+    } else {
+        print_table(&metrics);
+    }
+    Ok(())
+}
+
+/// The analysis error with the file it concerns (path last).
+fn name_trace(err: AnalysisError, paths: &[PathBuf]) -> anyhow::Error {
+    let index = match &err {
+        AnalysisError::EmptyTokenRange { trace, .. }
+        | AnalysisError::Mismatch { trace, .. }
+        | AnalysisError::Malformed { trace, .. } => *trace,
+        AnalysisError::NoTraces | AnalysisError::CapacityFactor(_) => return err.into(),
+    };
+    match paths.get(index) {
+        Some(path) => anyhow!("{err}: {}", path.display()),
+        None => err.into(),
+    }
+}
+
+/// One row per MoE layer with the main metrics; `-` where a metric needs logits the trace lacks.
+fn print_table(m: &Metrics) {
+    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    println!(
+        "{:>5} {:>4} {:>6} {:>7} {:>6} {:>6} {:>7} {:>7} {:>8} {:>7} {:>7} {:>6} {:>7}",
+        "layer",
+        "dead",
+        "cv",
+        "max_vio",
+        "gini",
+        "jain",
+        "balance",
+        "band",
+        "entropy",
+        "switch",
+        "z_loss",
+        "drop%",
+        "repeat1"
+    );
+    for l in &m.moe_layers {
+        println!(
+            "{:>5} {:>4} {:>6.3} {:>7.3} {:>6.3} {:>6.3} {:>7.3} {:>7} {:>8} {:>7} {:>7} {:>6.1} {:>7}",
+            l.layer,
+            l.dead_experts,
+            l.cv,
+            l.max_vio,
+            l.gini,
+            l.jain,
+            l.utilization_balance,
+            format!("{:?}", l.utilization_band).to_lowercase(),
+            num(l.router_entropy_mean),
+            num(l.switch_loss),
+            num(l.z_loss),
+            100.0 * l.dropped_fraction,
+            num(l.repeat_top1),
+        );
+    }
+    println!(
+        "hf_aux_loss {} (k = {} at balance) · {} token(s) in {} trace(s) · {} experts, top-{}, {} · capacity factor {}",
+        num(m.hf_aux_loss),
+        m.top_k,
+        m.num_tokens,
+        m.num_traces,
+        m.num_experts,
+        m.top_k,
+        if m.scoring.is_empty() { "unknown scoring" } else { &m.scoring },
+        m.capacity_factor
+    );
+}
+
+/// `moescope [MODEL]`: the desktop app, on the bundled sample model when no model is named.
+#[cfg(feature = "gui")]
+fn open_app(model: Option<PathBuf>) -> Result<()> {
+    moescope::gui::run(model).map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
+
+#[cfg(not(feature = "gui"))]
+fn open_app(_model: Option<PathBuf>) -> Result<()> {
+    bail!("this is the headless build (--no-default-features): use a subcommand such as `moescope trace` (see --help)")
+}
+
+#[derive(Args)]
+#[command(mut_group("InputArgs", |g| g.required(false)))]
+pub struct ExportArgs {
+    /// A trace file (.json) or a checkpoint to run (with --prompt or --token-ids).
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub prompt: Option<InputArgs>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Which figure: routing-map (layers × tokens), layer-heatmap (experts × tokens of --layer),
+    /// load-heatmap (layers × experts).
+    #[arg(long, default_value = "routing-map", value_parser = ["routing-map", "layer-heatmap", "load-heatmap"])]
+    pub figure: String,
+    /// Transformer block index of the MoE layer for layer-heatmap (default: the first MoE layer).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Colour the layer heatmap by applied weight instead of router probability.
+    #[arg(long)]
+    pub weights: bool,
+    /// Write the figure as PNG.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// Write the figure as SVG.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Write long-format CSV: layer,token_index,token,rank,expert,weight,prob.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write the trace JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    use moescope::export::{write_data, write_figure, FigureKind};
+    if args.png.is_none() && args.svg.is_none() && args.csv.is_none() && args.json.is_none() {
+        bail!("nothing to write: give --png, --svg, --csv and/or --json FILE");
+    }
+    let trace = if is_trace_file(&args.input) {
+        Trace::read_json(&args.input)?
+    } else {
+        let mut engine = Engine::load(&args.input, args.run.options()?)?;
+        let ids = match args.prompt.as_ref().map(|i| (&i.prompt, &i.token_ids)) {
+            Some((Some(text), _)) => engine.checkpoint.encode(text)?,
+            Some((None, Some(ids))) => ids.clone(),
+            _ => bail!(
+                "give --prompt TEXT or --token-ids 1,2,3 to run {}",
+                args.input.display()
+            ),
+        };
+        engine.run(&ids)?.clone()
+    };
+    let kind = match args.figure.as_str() {
+        "layer-heatmap" => {
+            let moe_layer = match args.layer {
+                None => 0,
+                Some(block) => trace
+                    .moe_layers
+                    .iter()
+                    .position(|l| l.layer == block)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "layer {block} is not a MoE layer; MoE layers are {}",
+                            trace
+                                .moe_layers
+                                .iter()
+                                .map(|l| l.layer.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?,
+            };
+            FigureKind::LayerHeatmap {
+                moe_layer,
+                probabilities: !args.weights,
+            }
+        }
+        "load-heatmap" => FigureKind::LoadHeatmap,
+        _ => FigureKind::RoutingMap,
+    };
+    for path in [&args.png, &args.svg].into_iter().flatten() {
+        write_figure(&trace, &kind, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    for path in [&args.csv, &args.json].into_iter().flatten() {
+        write_data(&trace, path)?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }

@@ -76,6 +76,9 @@ pub enum Error {
     #[error("non-finite values (NaN or inf) in {what} at layer {layer}: the checkpoint's weights are probably corrupt")]
     NonFinite { what: &'static str, layer: usize },
 
+    #[error("cancelled")]
+    Cancelled,
+
     #[error("device: {0}")]
     Device(String),
 

@@ -3,8 +3,12 @@
 //! Data flows one way: [`model::checkpoint`] → [`model`] families → [`engine`] (forward pass with
 //! capture) → [`trace::Trace`] (the contract) → analysis, views, export.
 
+pub mod analysis;
 pub mod engine;
 pub mod error;
+pub mod export;
+#[cfg(feature = "gui")]
+pub mod gui;
 pub mod model;
 pub mod trace;
 

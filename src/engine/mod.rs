@@ -56,9 +56,19 @@ pub struct Engine {
 impl Engine {
     /// Opens the checkpoint at `path` and loads its weights.
     pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
+        Self::load_with_progress(path, options, &mut |_| true)
+    }
+
+    /// Loads with a progress callback (fraction of layers loaded) that can cancel by returning
+    /// `false`; the desktop app drives its progress bar and Cancel button with it.
+    pub fn load_with_progress(
+        path: &Path,
+        options: EngineOptions,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Self> {
         let checkpoint = Checkpoint::open(path)?;
         let weights = checkpoint.weights(options.dtype, &options.device)?;
-        let model = CausalLm::load(checkpoint.spec.clone(), &weights)?;
+        let model = CausalLm::load_with_progress(checkpoint.spec.clone(), &weights, progress)?;
         let trace = empty_trace(&checkpoint, &options);
         Ok(Self {
             checkpoint,

@@ -40,6 +40,16 @@ pub struct CausalLm {
 
 impl CausalLm {
     pub fn load(spec: ModelSpec, weights: &Weights) -> Result<Self> {
+        Self::load_with_progress(spec, weights, &mut |_| true)
+    }
+
+    /// Like [`CausalLm::load`], reporting the fraction of layers loaded after each one; loading
+    /// stops with [`Error::Cancelled`] as soon as `progress` returns `false`.
+    pub fn load_with_progress(
+        spec: ModelSpec,
+        weights: &Weights,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Self> {
         let h = spec.hidden_size;
         let root = weights.pp("model");
         let embed = root
@@ -74,6 +84,9 @@ impl CausalLm {
                 )?,
                 ffn,
             });
+            if !progress((layer + 1) as f32 / spec.num_layers as f32) {
+                return Err(Error::Cancelled);
+            }
         }
         let norm = RmsNorm::load(&root.pp("norm"), h, spec.rms_norm_eps)?;
         let lm_head = if weights.contains("lm_head.weight") || !spec.tie_word_embeddings {

@@ -81,19 +81,57 @@ impl Checkpoint {
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// Display text of each token (its decoded piece, or `#id` without a tokenizer).
+    /// Display text of each token: its decoded piece; a piece that is only part of a UTF-8
+    /// character (byte-level BPE splits CJK characters) is shown as its bytes, `‹e6 95›`, rather
+    /// than as U+FFFD; `#id` without a tokenizer.
     pub fn token_texts(&self, ids: &[u32]) -> Vec<String> {
         ids.iter()
             .map(|&id| match &self.tokenizer {
-                Some(tok) => tok
-                    .decode(&[id], false)
-                    .ok()
-                    .filter(|s| !s.is_empty())
-                    .or_else(|| tok.id_to_token(id))
-                    .unwrap_or_else(|| format!("#{id}")),
+                Some(tok) => {
+                    let decoded = tok.decode(&[id], false).ok().filter(|s| !s.is_empty());
+                    match decoded {
+                        Some(text) if !text.contains('\u{FFFD}') => text,
+                        _ => tok
+                            .id_to_token(id)
+                            .map(|piece| byte_level_display(&piece))
+                            .unwrap_or_else(|| format!("#{id}")),
+                    }
+                }
                 None => format!("#{id}"),
             })
             .collect()
+    }
+}
+
+/// GPT-2 byte-level BPE maps each byte to a printable character; undo that and show the bytes.
+/// Pieces that are not byte-level strings are returned unchanged.
+fn byte_level_display(piece: &str) -> String {
+    let byte_of = |c: char| -> Option<u8> {
+        let c = c as u32;
+        match c {
+            0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF => Some(c as u8),
+            0x100..=0x143 => {
+                // The 68 unprintable bytes, in order, were mapped to U+0100.. .
+                let unprintable = (0u8..=0x20).chain(0x7F..=0xA0).chain(std::iter::once(0xAD));
+                unprintable.into_iter().nth((c - 0x100) as usize)
+            }
+            _ => None,
+        }
+    };
+    let bytes: Option<Vec<u8>> = piece.chars().map(byte_of).collect();
+    match bytes {
+        Some(bytes) => match std::str::from_utf8(&bytes) {
+            Ok(text) => text.to_owned(),
+            Err(_) => format!(
+                "‹{}›",
+                bytes
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        },
+        None => piece.to_owned(),
     }
 }
 
@@ -211,5 +249,16 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         (true, None) => Err(Error::NoWeights {
             path: dir.to_owned(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_level_pieces_show_their_bytes() {
+        // "敏" is e6 95 8f; GPT-2's byte map turns e6 → 'æ', 95 → 'ķ' (0x95 is unprintable).
+        assert_eq!(super::byte_level_display("æķ"), "‹e6 95›");
+        assert_eq!(super::byte_level_display("Ġquick"), " quick");
+        assert_eq!(super::byte_level_display("plain"), "plain");
     }
 }

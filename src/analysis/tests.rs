@@ -1,0 +1,523 @@
+//! Metrics of small hand-built traces, each value worked out by hand in the comments.
+
+use super::*;
+use crate::trace::{LayerTimings, Matrix, ModelInfo, RouterInfo, Token};
+
+const TOL: f64 = 1e-6;
+
+fn close(got: f64, want: f64, what: &str) {
+    assert!((got - want).abs() < TOL, "{what}: got {got}, want {want}");
+}
+
+fn some(got: Option<f64>, want: f64, what: &str) {
+    close(got.unwrap_or_else(|| panic!("{what} is None")), want, what);
+}
+
+/// One MoE layer: chosen experts per token, and raw logits per token when captured.
+struct L {
+    ids: Vec<Vec<u32>>,
+    logits: Option<Vec<Vec<f32>>>,
+}
+
+fn layer(ids: Vec<Vec<u32>>, logits: Option<Vec<Vec<f32>>>) -> L {
+    L { ids, logits }
+}
+
+fn trace(e: usize, scoring: &str, layers: Vec<L>) -> Trace {
+    let t = layers[0].ids.len();
+    let k = layers[0].ids[0].len();
+    let moe_layers = layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| MoeLayerTrace {
+            layer: i + 1,
+            router_logits: l
+                .logits
+                .map_or(Matrix::empty(), |lg| Matrix::from_vec(t, e, lg.concat())),
+            topk_weights: Matrix::from_vec(t, k, vec![1.0 / k as f32; t * k]),
+            topk_ids: Matrix::from_vec(t, k, l.ids.concat()),
+            selection_bias: None,
+            timings_ms: LayerTimings::default(),
+        })
+        .collect();
+    Trace {
+        format_version: crate::trace::FORMAT_VERSION,
+        model: ModelInfo {
+            path: "hand-built".into(),
+            architecture: "Test".into(),
+            num_layers: 4,
+            num_experts: e,
+            top_k: k,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            router: RouterInfo {
+                scoring: scoring.into(),
+                renormalize: false,
+                routed_scaling_factor: 1.0,
+                num_groups: 1,
+                topk_groups: 1,
+            },
+        },
+        tokens: (0..t)
+            .map(|i| Token {
+                id: i as u32,
+                text: format!("t{i}"),
+            })
+            .collect(),
+        moe_layers,
+        last_logits: Vec::new(),
+        forward_ms: 0.0,
+    }
+}
+
+fn ln(x: f64) -> f32 {
+    x.ln() as f32
+}
+
+/// The two-expert case worked on paper. E = 2, k = 1, T = 4, softmax:
+///   t0: logits [ln 3, 0] → p = [3/4, 1/4], chooses 0, logsumexp = ln 4
+///   t1: logits [ln 3, 0] → p = [3/4, 1/4], chooses 0, logsumexp = ln 4
+///   t2: logits [0, ln 3] → p = [1/4, 3/4], chooses 1, logsumexp = ln 4
+///   t3: logits [ln 7, 0] → p = [7/8, 1/8], chooses 0, logsumexp = ln 8
+fn two_experts() -> Trace {
+    let a = vec![ln(3.0), 0.0];
+    let b = vec![0.0, ln(3.0)];
+    let c = vec![ln(7.0), 0.0];
+    trace(
+        2,
+        "softmax",
+        vec![layer(
+            vec![vec![0], vec![0], vec![1], vec![0]],
+            Some(vec![a.clone(), a, b, c]),
+        )],
+    )
+}
+
+fn options(cf: f64) -> AnalysisOptions {
+    AnalysisOptions {
+        capacity_factor: cf,
+        token_range: None,
+    }
+}
+
+#[test]
+fn two_experts_by_hand() {
+    let m = analyze(&two_experts(), &options(1.0)).unwrap();
+    let l = &m.moe_layers[0];
+    assert_eq!(l.layer, 1);
+    // c = [3, 1], T·k = 4 → f = [0.75, 0.25]; mean c = 2, std c = 1.
+    assert_eq!(l.expert_counts, vec![3, 1]);
+    close(l.load_fraction[0], 0.75, "f0");
+    close(l.load_fraction[1], 0.25, "f1");
+    close(l.cv, 0.5, "cv = 1/2");
+    close(l.max_vio, 0.5, "max_vio = (3−2)/2");
+    close(l.gini, 0.25, "gini = (2+2)/(2·4·2)");
+    close(l.jain, 0.8, "jain = 16/(2·10)");
+    // −(0.75 ln 0.75 + 0.25 ln 0.25)/ln 2 = (0.2157616 + 0.3465736)/0.6931472.
+    close(l.load_entropy, 0.811_278_124_459_132_8, "load_entropy");
+    assert_eq!(l.dead_experts, 0);
+    // Entropy per token: H(3/4,1/4) = 0.5623351 (×3), H(7/8,1/8) = 0.1168400 + 0.2599302
+    // = 0.3767702 → mean (3·0.5623351 + 0.3767702)/4.
+    let h1 = -(0.75f64 * 0.75f64.ln() + 0.25 * 0.25f64.ln());
+    let h2 = -(0.875f64 * 0.875f64.ln() + 0.125 * 0.125f64.ln());
+    some(l.router_entropy_mean, (3.0 * h1 + h2) / 4.0, "entropy");
+    some(l.router_entropy_mean, 0.515_943_9, "entropy (number)");
+    // Chosen p: 0.75, 0.75, 0.75, 0.875 → 3.125/4.
+    some(l.topk_mass_mean, 0.78125, "topk_mass");
+    // Margins p(1st) − p(2nd): 0.5, 0.5, 0.5, 0.75 → 2.25/4.
+    some(l.margin_mean, 0.5625, "margin");
+    // P = [(0.75+0.75+0.25+0.875)/4, …] = [0.65625, 0.34375];
+    // switch = 2·(0.75·0.65625 + 0.25·0.34375) = 2·0.578125.
+    some(l.switch_loss, 1.15625, "switch_loss");
+    // Softmax scores are already normalized, one sequence: seq_aux = Σ (c_e/(T·k/E))·P_e
+    // = (3/2)·0.65625 + (1/2)·0.34375 = 0.984375 + 0.171875.
+    some(l.seq_aux_loss, 1.15625, "seq_aux_loss");
+    // z = (3·(ln 4)² + (ln 8)²)/4 = (3·1.9218121 + 4.3240771)/4.
+    some(
+        l.z_loss,
+        (3.0 * 4f64.ln().powi(2) + 8f64.ln().powi(2)) / 4.0,
+        "z_loss",
+    );
+    some(l.z_loss, 2.522_378_4, "z_loss (number)");
+    close(l.usage_std, 0.25, "usage_std = std[0.75, 0.25]");
+    // Var[0.65625, 0.34375] = 0.15625².
+    some(l.prob_var, 0.024_414_062_5, "prob_var");
+    // 0.75 ln 1.5 + 0.25 ln 0.5 = 0.3040988 − 0.1732868.
+    close(l.usage_kl, 0.130_812_035_9, "usage_kl");
+    // CF = 1: C = ceil(4·1/2·1) = 2; (3 − 2)/4 dropped. Expert 0 has tokens 0, 1, 3:
+    // by position token 3 goes; by probability (0.75, 0.75, 0.875) the later tie, token 1, goes.
+    assert_eq!(l.capacity, 2);
+    close(l.dropped_fraction, 0.25, "dropped_fraction");
+    assert_eq!(l.dropped_tokens_position, vec![[3, 0]]);
+    assert_eq!(l.dropped_tokens_probs, Some(vec![[1, 0]]));
+    // top-1 sequence 0, 0, 1, 0: pairs (0,0) (0,1) (1,0) → 1/3; k = 1 has no top-2.
+    some(l.repeat_top1, 1.0 / 3.0, "repeat_top1");
+    assert_eq!(l.repeat_top12, None);
+    assert_eq!(l.coactivation, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
+    assert_eq!(l.jaccard_next_layer, None, "last MoE layer");
+    close(l.utilization_balance, l.load_entropy, "utilization_balance");
+    assert_eq!(l.utilization_band, Band::Normal);
+    assert_eq!(l.expert_time_spread, None);
+    assert_eq!(l.expert_time_band, None);
+    // One layer, top-1 of the softmax = the choices: 2·Σ (c_e/T)·P_e = k·switch = 1.15625.
+    some(m.hf_aux_loss, 1.15625, "hf_aux_loss");
+    some(m.layer_mean["switch_loss"], 1.15625, "layer_mean");
+    assert_eq!(m.num_tokens, 4);
+    assert_eq!(m.top_k, 1);
+}
+
+/// E = 4, k = 2, T = 4, all logits 0 (p = 1/4 everywhere), every expert chosen twice.
+/// Rows: [0,1] [1,0] [2,3] [3,2]; a second layer: [0,1] [0,2] [2,3] [0,1].
+fn uniform() -> Trace {
+    let zeros = Some(vec![vec![0.0f32; 4]; 4]);
+    trace(
+        4,
+        "softmax",
+        vec![
+            layer(
+                vec![vec![0, 1], vec![1, 0], vec![2, 3], vec![3, 2]],
+                zeros.clone(),
+            ),
+            layer(vec![vec![0, 1], vec![0, 2], vec![2, 3], vec![0, 1]], zeros),
+        ],
+    )
+}
+
+#[test]
+fn uniform_routing_is_balanced() {
+    let m = analyze(&uniform(), &AnalysisOptions::default()).unwrap();
+    let l = &m.moe_layers[0];
+    assert_eq!(l.expert_counts, vec![2, 2, 2, 2]);
+    close(l.cv, 0.0, "cv");
+    close(l.max_vio, 0.0, "max_vio");
+    close(l.gini, 0.0, "gini");
+    close(l.jain, 1.0, "jain");
+    close(l.load_entropy, 1.0, "load_entropy");
+    close(l.usage_std, 0.0, "usage_std");
+    close(l.usage_kl, 0.0, "usage_kl");
+    some(l.prob_var, 0.0, "prob_var");
+    // Entropy log 4, mass 2·1/4, all ties → margin 0.
+    some(l.router_entropy_mean, 4f64.ln(), "entropy");
+    some(l.topk_mass_mean, 0.5, "topk_mass");
+    some(l.margin_mean, 0.0, "margin");
+    // 4·Σ (1/4)(1/4) = 1; seq_aux Σ (2/(4·2/4))·1/4 = 1; z = (ln 4)².
+    some(l.switch_loss, 1.0, "switch_loss");
+    some(l.seq_aux_loss, 1.0, "seq_aux_loss");
+    some(l.z_loss, 4f64.ln().powi(2), "z_loss");
+    // C = ceil(4·2/4·1.25) = ceil(2.5) = 3 ≥ 2: nothing dropped.
+    assert_eq!(l.capacity, 3);
+    close(l.dropped_fraction, 0.0, "dropped");
+    assert!(l.dropped_tokens_position.is_empty());
+    assert_eq!(l.dropped_tokens_probs, Some(vec![]));
+    // top-1: 0, 1, 2, 3 → no repeat. top-1(t+1) in {top-1, top-2}(t): 1∈{0,1} yes, 2∈{1,0} no,
+    // 3∈{2,3} yes → 2/3.
+    some(l.repeat_top1, 0.0, "repeat_top1");
+    some(l.repeat_top12, 2.0 / 3.0, "repeat_top12");
+    // Tokens choosing 0 (t0, t1) both also choose 1, never 2 or 3.
+    assert_eq!(
+        l.coactivation,
+        vec![
+            vec![1.0, 1.0, 0.0, 0.0],
+            vec![1.0, 1.0, 0.0, 0.0],
+            vec![0.0, 0.0, 1.0, 1.0],
+            vec![0.0, 0.0, 1.0, 1.0],
+        ]
+    );
+    // Jaccard with layer 2: {0,1}/{0,1} = 1, {1,0}/{0,2} = 1/3, {2,3}/{2,3} = 1, {3,2}/{0,1} = 0
+    // → (1 + 1/3 + 1 + 0)/4 = 7/12.
+    some(l.jaccard_next_layer, 7.0 / 12.0, "jaccard");
+    assert_eq!(m.moe_layers[1].jaccard_next_layer, None);
+    // Layer 2: c = [3, 2, 2, 1], mean 2, std √(2/4) = 0.7071068 → cv 0.3535534; the layer mean
+    // of cv is (0 + 0.3535534)/2.
+    close(m.moe_layers[1].cv, 0.5f64.sqrt() / 2.0, "layer 2 cv");
+    some(m.layer_mean["cv"], 0.5f64.sqrt() / 4.0, "layer_mean cv");
+    some(
+        m.layer_mean["jaccard_next_layer"],
+        7.0 / 12.0,
+        "defined layers only",
+    );
+    // transformers re-selects top-2 of uniform p: ties → experts {0, 1} for all 8 rows of both
+    // layers: counts/rows = [1, 1, 0, 0], P = 1/4 → 4·(1/4 + 1/4) = 2 = k at balanced P.
+    some(m.hf_aux_loss, 2.0, "hf_aux_loss");
+}
+
+/// E = 4, k = 1, T = 3, every token to expert 2, no logits captured.
+#[test]
+fn collapse_to_one_expert() {
+    let t = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![2], vec![2], vec![2]], None)],
+    );
+    let m = analyze(&t, &AnalysisOptions::default()).unwrap();
+    let l = &m.moe_layers[0];
+    assert_eq!(l.expert_counts, vec![0, 0, 3, 0]);
+    // mean 0.75; std √((3·0.75² + 2.25²)/4) = √1.6875 = 1.2990381 → cv √3.
+    close(l.cv, 3f64.sqrt(), "cv = √(E−1)");
+    close(l.max_vio, 3.0, "max_vio = E−1");
+    // Σ|c_i − c_j| = 2·3·3 = 18; 2·16·0.75 = 24 → (E−1)/E.
+    close(l.gini, 0.75, "gini");
+    close(l.jain, 0.25, "jain = 1/E");
+    close(l.load_entropy, 0.0, "load_entropy");
+    assert_eq!(l.dead_experts, 3);
+    // f = [0, 0, 1, 0]: std √(3/16) = √3/4, KL = 1·ln 4.
+    close(l.usage_std, 3f64.sqrt() / 4.0, "usage_std");
+    close(l.usage_kl, 4f64.ln(), "usage_kl");
+    // C = ceil(3·1/4·1.25) = ceil(0.9375) = 1: tokens 1 and 2 are over.
+    assert_eq!(l.capacity, 1);
+    close(l.dropped_fraction, 2.0 / 3.0, "dropped_fraction");
+    assert_eq!(l.dropped_tokens_position, vec![[1, 2], [2, 2]]);
+    some(l.repeat_top1, 1.0, "repeat_top1");
+    assert_eq!(l.coactivation[2], vec![0.0, 0.0, 1.0, 0.0]);
+    assert_eq!(l.coactivation[0], vec![0.0; 4], "never chosen: all 0");
+    assert_eq!(l.utilization_band, Band::Alarm);
+    // Without logits every probability-based metric is null.
+    for value in [
+        l.router_entropy_mean,
+        l.topk_mass_mean,
+        l.margin_mean,
+        l.switch_loss,
+        l.z_loss,
+        l.seq_aux_loss,
+        l.prob_var,
+        m.hf_aux_loss,
+    ] {
+        assert_eq!(value, None);
+    }
+    assert_eq!(l.dropped_tokens_probs, None);
+}
+
+/// T = 1, E = 3, k = 1: no consecutive pairs; an expert never chosen.
+#[test]
+fn single_token() {
+    let t = trace(
+        3,
+        "softmax",
+        vec![layer(vec![vec![0]], Some(vec![vec![0.0; 3]]))],
+    );
+    let l = &analyze(&t, &AnalysisOptions::default()).unwrap().moe_layers[0];
+    // c = [1, 0, 0]: mean 1/3, std √((4/9 + 1/9 + 1/9)/3) = √2/3 → cv √2; max_vio 2.
+    close(l.cv, 2f64.sqrt(), "cv");
+    close(l.max_vio, 2.0, "max_vio");
+    assert_eq!(l.dead_experts, 2);
+    assert_eq!(l.repeat_top1, None);
+    assert_eq!(l.repeat_top12, None);
+    // p = 1/3 each: 3·(1·1/3) = 1; z = (ln 3)²; margin 1/3 − 1/3 = 0.
+    some(l.switch_loss, 1.0, "switch_loss");
+    some(l.z_loss, 3f64.ln().powi(2), "z_loss");
+    some(l.margin_mean, 0.0, "margin");
+    // C = ceil(1/3·1.25) = 1.
+    assert_eq!(l.capacity, 1);
+    close(l.dropped_fraction, 0.0, "dropped");
+}
+
+/// k = E = 2, T = 2, both tokens logits [ln 3, 0] (p = [3/4, 1/4]), rows [0,1] [0,1].
+#[test]
+fn k_equals_e() {
+    let lg = vec![ln(3.0), 0.0];
+    let t = trace(
+        2,
+        "softmax",
+        vec![layer(
+            vec![vec![0, 1], vec![0, 1]],
+            Some(vec![lg.clone(), lg]),
+        )],
+    );
+    let m = analyze(&t, &AnalysisOptions::default()).unwrap();
+    let l = &m.moe_layers[0];
+    close(l.jain, 1.0, "every expert always chosen");
+    some(l.topk_mass_mean, 1.0, "all mass chosen");
+    assert_eq!(l.margin_mean, None, "no (k+1)-th expert");
+    // f = [1/2, 1/2], P = [3/4, 1/4] → 2·(3/8 + 1/8) = 1.
+    some(l.switch_loss, 1.0, "switch_loss");
+    some(l.repeat_top12, 1.0, "top-1 0 ∈ {0, 1}");
+    assert_eq!(l.coactivation, vec![vec![1.0, 1.0], vec![1.0, 1.0]]);
+    // 2·((2/2)·3/4 + (2/2)·1/4) = 2 = k.
+    some(m.hf_aux_loss, 2.0, "hf_aux_loss");
+}
+
+/// Sigmoid router (E = 2, k = 1, T = 2), scores normalized to sum 1:
+///   t0: logits [ln 3, −ln 3] → σ = [3/4, 1/4] → s' = [3/4, 1/4], chooses 0
+///   t1: logits [ln 3,  ln 3] → σ = [3/4, 3/4] → s' = [1/2, 1/2], chooses 0
+#[test]
+fn sigmoid_scores_are_normalized() {
+    let t = trace(
+        2,
+        "sigmoid",
+        vec![layer(
+            vec![vec![0], vec![0]],
+            Some(vec![vec![ln(3.0), -ln(3.0)], vec![ln(3.0), ln(3.0)]]),
+        )],
+    );
+    let m = analyze(&t, &AnalysisOptions::default()).unwrap();
+    let l = &m.moe_layers[0];
+    // c = [2, 0]; P' = [(3/4 + 1/2)/2, (1/4 + 1/2)/2] = [0.625, 0.375].
+    // seq_aux = Σ (c_e/(T·k/E))·P'_e = (2/1)·0.625 = 1.25; switch = 2·(1·0.625) = 1.25.
+    some(l.seq_aux_loss, 1.25, "seq_aux_loss");
+    some(l.switch_loss, 1.25, "switch_loss");
+    some(l.prob_var, 0.015_625, "Var[0.625, 0.375] = 0.125²");
+    // Entropy of s': H(3/4,1/4) = 0.5623351, ln 2 = 0.6931472 → mean 0.6277411.
+    some(l.router_entropy_mean, 0.627_741_1, "entropy");
+    some(l.topk_mass_mean, 0.625, "(0.75 + 0.5)/2");
+    some(l.margin_mean, 0.25, "(0.5 + 0)/2");
+    // z-loss uses the raw logits: ln(3 + 1/3) and ln 6.
+    some(
+        l.z_loss,
+        ((10.0f64 / 3.0).ln().powi(2) + 6f64.ln().powi(2)) / 2.0,
+        "z_loss",
+    );
+    assert_eq!(m.hf_aux_loss, None, "transformers' loss is softmax-only");
+}
+
+/// The two-expert case split into two traces [t0, t1] and [t2, t3].
+#[test]
+fn aggregate_pools_load_and_averages_sequences() {
+    let whole = two_experts();
+    let mut a = whole.clone();
+    let mut b = whole.clone();
+    for (part, rows) in [(&mut a, 0..2), (&mut b, 2..4)] {
+        let l = &mut part.moe_layers[0];
+        let pick = |m: &Matrix<f32>| {
+            Matrix::from_vec(
+                2,
+                m.cols(),
+                rows.clone().flat_map(|t| m.row(t).to_vec()).collect(),
+            )
+        };
+        l.router_logits = pick(&l.router_logits);
+        l.topk_weights = pick(&l.topk_weights);
+        l.topk_ids = Matrix::from_vec(2, 1, rows.clone().map(|t| l.topk_ids.get(t, 0)).collect());
+        part.tokens = part.tokens[rows].to_vec();
+    }
+    let m = aggregate(&[&a, &b], &options(1.0)).unwrap();
+    let l = &m.moe_layers[0];
+    // Pooled: exactly the single-trace load, switch and capacity figures (token indices run on).
+    assert_eq!(l.expert_counts, vec![3, 1]);
+    some(l.switch_loss, 1.15625, "switch_loss");
+    assert_eq!(l.dropped_tokens_position, vec![[3, 0]]);
+    assert_eq!(l.dropped_tokens_probs, Some(vec![[1, 0]]));
+    // Per sequence: A c = [2, 0], P = [3/4, 1/4] → (2/1)·3/4 = 1.5; B c = [1, 1],
+    // P = [(1/4 + 7/8)/2, (3/4 + 1/8)/2] = [0.5625, 0.4375] → 1 → mean 1.25.
+    some(l.seq_aux_loss, 1.25, "seq_aux_loss");
+    // A: top-1 0, 0 → 1; B: 1, 0 → 0 → mean 0.5 (no pair across the two prompts).
+    some(l.repeat_top1, 0.5, "repeat_top1");
+    assert_eq!(m.num_traces, 2);
+    assert_eq!(m.num_tokens, 4);
+    let mismatch = trace(3, "softmax", vec![layer(vec![vec![0]], None)]);
+    assert!(matches!(
+        aggregate(&[&a, &mismatch], &options(1.0)),
+        Err(AnalysisError::Mismatch { trace: 1, .. })
+    ));
+}
+
+#[test]
+fn token_range_skips_and_clamps() {
+    let t = two_experts();
+    let skip = AnalysisOptions {
+        capacity_factor: 1.0,
+        token_range: Some(1..usize::MAX),
+    };
+    let l = &analyze(&t, &skip).unwrap().moe_layers[0];
+    // t1..t3: c = [2, 1], T = 3 → C = ceil(3/2) = 2, nothing dropped; P = [(0.75 + 0.25 +
+    // 0.875)/3, …] = [0.625, 0.375] → switch 2·(2/3·0.625 + 1/3·0.375) = 1.0833333.
+    assert_eq!(l.expert_counts, vec![2, 1]);
+    assert_eq!(l.capacity, 2);
+    assert!(l.dropped_tokens_position.is_empty());
+    some(
+        l.switch_loss,
+        2.0 * (2.0 / 3.0 * 0.625 + 0.375 / 3.0),
+        "switch",
+    );
+    let empty = AnalysisOptions {
+        capacity_factor: 1.0,
+        token_range: Some(4..10),
+    };
+    assert!(matches!(
+        analyze(&t, &empty),
+        Err(AnalysisError::EmptyTokenRange { tokens: 4, .. })
+    ));
+    assert!(matches!(
+        analyze(&t, &options(0.0)),
+        Err(AnalysisError::CapacityFactor(_))
+    ));
+}
+
+#[test]
+fn malformed_traces_are_errors() {
+    let bad = trace(2, "softmax", vec![layer(vec![vec![0, 0]], None)]);
+    assert!(matches!(
+        analyze(&bad, &AnalysisOptions::default()),
+        Err(AnalysisError::Malformed { .. })
+    ));
+    let out_of_range = trace(2, "softmax", vec![layer(vec![vec![5]], None)]);
+    assert!(analyze(&out_of_range, &AnalysisOptions::default()).is_err());
+}
+
+#[test]
+fn per_token_metrics_for_views() {
+    let t = two_experts();
+    let per = token_metrics(&t.moe_layers[0], &t.model.router).unwrap();
+    assert_eq!(per.len(), 4);
+    close(per[3].topk_mass, 0.875, "t3 mass");
+    close(per[3].margin.unwrap(), 0.75, "t3 margin");
+    close(
+        per[0].entropy_nats,
+        -(0.75f64 * 0.75f64.ln() + 0.25 * 0.25f64.ln()),
+        "t0 entropy",
+    );
+    let no_logits = trace(2, "softmax", vec![layer(vec![vec![0]], None)]);
+    assert!(token_metrics(&no_logits.moe_layers[0], &no_logits.model.router).is_none());
+}
+
+/// `switch_loss` = 1 and `hf_aux_loss` = k at balance: hf = k · mean over layers of switch when
+/// the choices are the softmax top-k.
+#[test]
+fn hf_aux_is_k_times_mean_switch() {
+    let m = analyze(&two_experts(), &AnalysisOptions::default()).unwrap();
+    let mean_switch = m.layer_mean["switch_loss"].unwrap();
+    close(
+        m.hf_aux_loss.unwrap(),
+        m.top_k as f64 * mean_switch,
+        "hf = k·switch",
+    );
+}
+
+#[test]
+fn scalars_match_serialization() {
+    let m = analyze(&uniform(), &AnalysisOptions::default()).unwrap();
+    let value = serde_json::to_value(&m.moe_layers[0]).unwrap();
+    let object = value.as_object().unwrap();
+    let scalars = m.moe_layers[0].scalars();
+    for (name, v) in &scalars {
+        let json = &object[*name];
+        match v {
+            Some(v) => close(json.as_f64().unwrap(), *v, name),
+            None => assert!(json.is_null(), "{name}"),
+        }
+    }
+    for (name, json) in object {
+        if json.is_number() && name != "layer" {
+            assert!(
+                scalars.iter().any(|(n, _)| n == name),
+                "{name} missing from scalars()"
+            );
+        }
+    }
+}
+
+/// Every JSON name `stats --json` prints (per layer and model level) is documented.
+#[test]
+fn every_metric_name_is_documented() {
+    let docs = include_str!("../../docs/metrics.md");
+    let m = analyze(&uniform(), &AnalysisOptions::default()).unwrap();
+    let value = serde_json::to_value(&m).unwrap();
+    let mut names: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+    names.extend(value["moe_layers"][0].as_object().unwrap().keys().cloned());
+    assert!(names.len() > 35, "{names:?}");
+    for name in names {
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "docs/metrics.md does not document `{name}`"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Router probabilities p_{t,e} and per-token metrics (entropy, top-k mass, margin).
+//!
+//! p_{t,e} is the family's scoring of the raw logits — softmax over all experts, or sigmoid scores
+//! normalized to sum 1 (DeepSeek-V3's s') — so softmax and sigmoid routers are compared on the same
+//! scale. The scoring itself is [`crate::model::router::scores`], the router's own function.
+
+use super::load::x_ln_x;
+use crate::model::router::{scores, Scoring};
+use crate::trace::{MoeLayerTrace, RouterInfo};
+use serde::Serialize;
+
+/// The trace's scoring rule, or `None` for a trace that does not name one (older files).
+pub fn scoring(router: &RouterInfo) -> Option<Scoring> {
+    match router.scoring.as_str() {
+        "softmax" => Some(Scoring::Softmax),
+        "sigmoid" => Some(Scoring::Sigmoid),
+        _ => None,
+    }
+}
+
+/// p_{t,·} for one token's raw logits, in f64, summing to 1.
+pub fn probabilities(logits: &[f32], scoring: Scoring) -> Vec<f64> {
+    let mut raw = Vec::with_capacity(logits.len());
+    scores(logits, scoring, &mut raw);
+    let mut p: Vec<f64> = raw.iter().map(|&x| f64::from(x)).collect();
+    // Softmax already sums to 1 up to f32 rounding; sigmoid scores are normalized here (s').
+    let sum: f64 = p.iter().sum();
+    if sum > 0.0 {
+        p.iter_mut().for_each(|x| *x /= sum);
+    }
+    p
+}
+
+/// log Σ_e exp(logit_e) of raw logits, in f64 (the quantity ST-MoE's z-loss squares).
+pub fn logsumexp(logits: &[f32]) -> f64 {
+    let max = logits
+        .iter()
+        .map(|&l| f64::from(l))
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + logits
+        .iter()
+        .map(|&l| (f64::from(l) - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// How one token was routed, from its probabilities p_{t,·}.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TokenMetrics {
+    /// −Σ_e p log p over all experts, in nats: log E for a uniform router, 0 for a one-hot one.
+    pub entropy_nats: f64,
+    /// Σ of the chosen experts' p (before any renormalization): k/E uniform, up to 1.
+    pub topk_mass: f64,
+    /// k-th minus (k+1)-th largest p: small means a nearly tied, fragile choice.
+    /// `None` when k = E (every expert is chosen; there is no (k+1)-th).
+    pub margin: Option<f64>,
+}
+
+/// Metrics of one token from its probabilities and its chosen experts.
+pub fn metrics_of(probs: &[f64], chosen: &[u32]) -> TokenMetrics {
+    let entropy_nats = -probs.iter().map(|&p| x_ln_x(p)).sum::<f64>();
+    let topk_mass = chosen
+        .iter()
+        .filter_map(|&e| probs.get(e as usize))
+        .sum::<f64>();
+    let k = chosen.len();
+    let margin = if k == 0 || k >= probs.len() {
+        None
+    } else {
+        let mut sorted = probs.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        Some(sorted[k - 1] - sorted[k])
+    };
+    TokenMetrics {
+        entropy_nats,
+        topk_mass,
+        margin,
+    }
+}
+
+/// Per-token metrics of every token of `layer` (for the views), or `None` when the trace was
+/// captured without router logits or does not name its scoring.
+pub fn token_metrics(layer: &MoeLayerTrace, router: &RouterInfo) -> Option<Vec<TokenMetrics>> {
+    let scoring = scoring(router)?;
+    if layer.router_logits.is_empty() || layer.router_logits.rows() != layer.topk_ids.rows() {
+        return None;
+    }
+    Some(
+        layer
+            .router_logits
+            .iter_rows()
+            .zip(layer.topk_ids.iter_rows())
+            .map(|(logits, ids)| metrics_of(&probabilities(logits, scoring), ids))
+            .collect(),
+    )
+}

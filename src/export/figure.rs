@@ -1,0 +1,209 @@
+//! A figure as data: a grid of coloured cells with labelled axes, a title and a legend. Built once
+//! from a trace and drawn by both backends ([`super::png`], [`super::svg`]), so a PNG and an SVG of
+//! the same figure agree cell for cell.
+
+use super::palette::{self, Rgb};
+use super::FigureKind;
+use crate::analysis;
+use crate::trace::Trace;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Legend {
+    /// Categorical swatches for these experts (routing map).
+    Experts(Vec<usize>),
+    /// A sequential colour bar from `low` to `high` (labels), with a caption.
+    ColorBar {
+        caption: String,
+        low: String,
+        high: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figure {
+    pub title: String,
+    pub x_title: String,
+    pub y_title: String,
+    pub rows: usize,
+    pub cols: usize,
+    /// Row-major colours, `rows * cols`.
+    pub cells: Vec<Rgb>,
+    pub row_labels: Vec<String>,
+    pub col_labels: Vec<String>,
+    /// Cells to outline (row, col): the chosen experts in a layer heatmap.
+    pub outlined: Vec<(usize, usize)>,
+    pub legend: Legend,
+}
+
+/// The model folder's name, for titles.
+fn model_name(trace: &Trace) -> String {
+    std::path::Path::new(&trace.model.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| trace.model.architecture.clone())
+}
+
+/// Token text for an axis label: whitespace made visible, long pieces shortened.
+pub fn token_label(text: &str) -> String {
+    let visible = text.replace('\n', "⏎").replace('\t', "⇥");
+    let visible = if visible.trim().is_empty() {
+        visible.replace(' ', "␣")
+    } else {
+        visible.trim().to_owned()
+    };
+    if visible.chars().count() > 12 {
+        visible.chars().take(11).collect::<String>() + "…"
+    } else {
+        visible
+    }
+}
+
+/// Top-1 expert and its share of the token's weights.
+fn top1(trace: &Trace, moe_layer: usize, token: usize) -> (usize, f32) {
+    let layer = &trace.moe_layers[moe_layer];
+    let ids = layer.topk_ids.row(token);
+    let weights = layer.topk_weights.row(token);
+    let sum: f32 = weights.iter().sum();
+    (
+        ids[0] as usize,
+        if sum > 0.0 { weights[0] / sum } else { 1.0 },
+    )
+}
+
+pub fn build(trace: &Trace, kind: &FigureKind) -> Result<Figure, String> {
+    let tokens = trace.tokens.len();
+    let name = model_name(trace);
+    let token_labels: Vec<String> = trace.tokens.iter().map(|t| token_label(&t.text)).collect();
+    if trace.moe_layers.is_empty() || tokens == 0 {
+        return Err("the trace has no MoE layers or no tokens".into());
+    }
+    match kind {
+        FigureKind::RoutingMap => {
+            let rows = trace.moe_layers.len();
+            let mut cells = Vec::with_capacity(rows * tokens);
+            let mut used = std::collections::BTreeSet::new();
+            for l in 0..rows {
+                for t in 0..tokens {
+                    let (expert, share) = top1(trace, l, t);
+                    used.insert(expert);
+                    cells.push(palette::expert_color(expert, share));
+                }
+            }
+            Ok(Figure {
+                title: format!(
+                    "{name}: top-1 expert per token and MoE layer (paler = lower weight share)"
+                ),
+                x_title: "token".into(),
+                y_title: "layer".into(),
+                rows,
+                cols: tokens,
+                cells,
+                row_labels: trace
+                    .moe_layers
+                    .iter()
+                    .map(|l| l.layer.to_string())
+                    .collect(),
+                col_labels: token_labels,
+                outlined: Vec::new(),
+                legend: Legend::Experts(used.into_iter().collect()),
+            })
+        }
+        FigureKind::LayerHeatmap {
+            moe_layer,
+            probabilities,
+        } => {
+            let layer = trace
+                .moe_layers
+                .get(*moe_layer)
+                .ok_or_else(|| format!("MoE layer index {moe_layer} is out of range"))?;
+            let experts = trace.model.num_experts;
+            let scoring = analysis::token::scoring(&trace.model.router);
+            let use_probs = *probabilities && !layer.router_logits.is_empty() && scoring.is_some();
+            let mut values = vec![0f32; experts * tokens];
+            let mut outlined = Vec::new();
+            for t in 0..tokens {
+                if let (true, Some(scoring)) = (use_probs, scoring) {
+                    for (e, p) in
+                        analysis::token::probabilities(layer.router_logits.row(t), scoring)
+                            .iter()
+                            .enumerate()
+                    {
+                        values[e * tokens + t] = *p as f32;
+                    }
+                }
+                for (&id, &w) in layer.topk_ids.row(t).iter().zip(layer.topk_weights.row(t)) {
+                    if !use_probs {
+                        values[id as usize * tokens + t] = w;
+                    }
+                    outlined.push((id as usize, t));
+                }
+            }
+            let max = values.iter().copied().fold(f32::EPSILON, f32::max);
+            let what = if use_probs {
+                "router probability"
+            } else {
+                "applied weight"
+            };
+            Ok(Figure {
+                title: format!(
+                    "{name}: layer {} {what} per token and expert (outlined: chosen)",
+                    layer.layer
+                ),
+                x_title: "token".into(),
+                y_title: "expert".into(),
+                rows: experts,
+                cols: tokens,
+                cells: values
+                    .iter()
+                    .map(|v| palette::sequential(v / max))
+                    .collect(),
+                row_labels: (0..experts).map(|e| e.to_string()).collect(),
+                col_labels: token_labels,
+                outlined,
+                legend: Legend::ColorBar {
+                    caption: what.into(),
+                    low: "0".into(),
+                    high: format!("{max:.3}"),
+                },
+            })
+        }
+        FigureKind::LoadHeatmap => {
+            let metrics = analysis::analyze(trace, &analysis::AnalysisOptions::default())
+                .map_err(|e| e.to_string())?;
+            let experts = metrics.num_experts;
+            let rows = metrics.moe_layers.len();
+            let cells = metrics
+                .moe_layers
+                .iter()
+                .flat_map(|l| {
+                    l.load_fraction
+                        .iter()
+                        .map(move |f| palette::sequential((f * experts as f64 / 2.0) as f32))
+                })
+                .collect();
+            Ok(Figure {
+                title: format!(
+                    "{name}: expert load relative to uniform ({} tokens, top-{})",
+                    metrics.num_tokens, metrics.top_k
+                ),
+                x_title: "expert".into(),
+                y_title: "layer".into(),
+                rows,
+                cols: experts,
+                cells,
+                row_labels: metrics
+                    .moe_layers
+                    .iter()
+                    .map(|l| l.layer.to_string())
+                    .collect(),
+                col_labels: (0..experts).map(|e| e.to_string()).collect(),
+                outlined: Vec::new(),
+                legend: Legend::ColorBar {
+                    caption: "load / uniform load".into(),
+                    low: "0×".into(),
+                    high: "≥ 2×".into(),
+                },
+            })
+        }
+    }
+}

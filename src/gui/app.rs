@@ -1,0 +1,860 @@
+//! The app: state, the per-frame `logic` (merge worker events, debounce edits, shortcuts,
+//! drag-and-drop) and `ui` (menus, input panel, views), and the one place commands are applied.
+
+use super::command::Command;
+use super::dialogs::FileDialogs;
+use super::run_data::RunData;
+use super::settings::{BottomTab, Settings};
+use super::views::balance::BalancePoint;
+use super::views::export::{self, FigureKind};
+use super::views::layer_heatmap::LayerHeatmap;
+use super::views::load::LoadView;
+use super::views::routing_map::RoutingMap;
+use super::views::timings::{TimingPoint, TimingsView};
+use super::views::{balance, colored_text, Selection};
+use super::worker::{Event, ModelSummary, RunInput, Worker};
+use crate::engine::device::parse_dtype;
+use crate::trace::Trace;
+use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText, Ui};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs kept in the live history plots.
+const HISTORY_RUNS: usize = 300;
+/// Time per frame spent merging worker events (rerun's `App::logic` budget).
+const MERGE_BUDGET: Duration = Duration::from_millis(10);
+
+const SHORTCUT_OPEN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+const SHORTCUT_EXPORT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::E);
+const SHORTCUT_PROMPT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::L);
+
+enum ModelState {
+    Empty,
+    Loading { path: PathBuf, fraction: f32 },
+    Ready(ModelSummary),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InputMode {
+    Prompt,
+    TokenIds,
+}
+
+/// Answers from dialog and file-writing threads.
+enum Background {
+    Picked(Option<PathBuf>),
+    FigurePath(FigureKind, Option<PathBuf>),
+    DataPath(Option<PathBuf>),
+    Wrote(Result<PathBuf, String>),
+}
+
+pub struct MoescopeApp {
+    pub settings: Settings,
+    worker: Worker,
+    dialogs: Arc<dyn FileDialogs>,
+    background_tx: SyncSender<Background>,
+    background_rx: Receiver<Background>,
+    model: ModelState,
+    input_mode: InputMode,
+    token_ids_text: String,
+    /// When the input last changed and has not been sent yet.
+    dirty_since: Option<Instant>,
+    /// Run without waiting for typing to pause (after a load, a device change).
+    run_now: bool,
+    next_run_id: u64,
+    /// The run in flight and when its input was edited (for the edit → views latency).
+    pending: Option<(u64, Instant)>,
+    pub data: Option<RunData>,
+    selection: Selection,
+    pub errors: Vec<String>,
+    pub notice: Option<String>,
+    routing_map: RoutingMap,
+    layer_heatmap: LayerHeatmap,
+    load: LoadView,
+    timings: TimingsView,
+    balance_history: Vec<BalancePoint>,
+    timing_history: Vec<TimingPoint>,
+    /// Edit (or load) to views-updated latency of the last run.
+    pub last_update_ms: Option<f64>,
+    commands: Vec<Command>,
+    focus_prompt: bool,
+    theme_applied: Option<bool>,
+}
+
+impl MoescopeApp {
+    pub fn new(
+        cc: &eframe::CreationContext<'_>,
+        model: Option<PathBuf>,
+        dialogs: Box<dyn FileDialogs>,
+    ) -> Self {
+        let settings: Settings = cc
+            .storage
+            .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+            .unwrap_or_default();
+        Self::with_settings(&cc.egui_ctx, settings, model, dialogs)
+    }
+
+    /// Builds the app on `ctx` (tests pass a kittest context and fixed dialogs).
+    pub fn with_settings(
+        ctx: &egui::Context,
+        settings: Settings,
+        model: Option<PathBuf>,
+        dialogs: Box<dyn FileDialogs>,
+    ) -> Self {
+        install_fonts(ctx);
+        let wake_ctx = ctx.clone();
+        let (worker, worker_error) =
+            match Worker::spawn(Arc::new(move || wake_ctx.request_repaint())) {
+                Ok(w) => (w, None),
+                Err(e) => panic!("cannot start the engine thread: {e}"),
+            };
+        let (background_tx, background_rx) = sync_channel(16);
+        let mut app = Self {
+            settings,
+            worker,
+            dialogs: Arc::from(dialogs),
+            background_tx,
+            background_rx,
+            model: ModelState::Empty,
+            input_mode: InputMode::Prompt,
+            token_ids_text: String::new(),
+            dirty_since: None,
+            run_now: false,
+            next_run_id: 1,
+            pending: None,
+            data: None,
+            selection: Selection::default(),
+            errors: worker_error.into_iter().collect(),
+            notice: None,
+            routing_map: RoutingMap::default(),
+            layer_heatmap: LayerHeatmap::default(),
+            load: LoadView::default(),
+            timings: TimingsView::default(),
+            balance_history: Vec::new(),
+            timing_history: Vec::new(),
+            last_update_ms: None,
+            commands: Vec::new(),
+            focus_prompt: true,
+            theme_applied: None,
+        };
+        if let Some(path) = model.or_else(super::default_model) {
+            app.commands.push(Command::Load(path));
+        }
+        app
+    }
+
+    pub fn is_loading(&self) -> bool {
+        matches!(self.model, ModelState::Loading { .. })
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.is_loading() || self.pending.is_some() || self.dirty_since.is_some()
+    }
+
+    /// Per-frame work that draws nothing: worker events, background answers, debounce, input.
+    pub fn logic(&mut self, ctx: &egui::Context) {
+        if self.theme_applied != Some(self.settings.dark_mode) {
+            ctx.set_theme(if self.settings.dark_mode {
+                egui::Theme::Dark
+            } else {
+                egui::Theme::Light
+            });
+            self.theme_applied = Some(self.settings.dark_mode);
+        }
+        let started = Instant::now();
+        while started.elapsed() < MERGE_BUDGET {
+            let Ok(event) = self.worker.events.try_recv() else {
+                break;
+            };
+            self.on_event(event);
+        }
+        while let Ok(answer) = self.background_rx.try_recv() {
+            self.on_background(answer);
+        }
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        if let Some(path) = dropped.into_iter().next() {
+            self.commands.push(Command::Load(path));
+        }
+        ctx.input_mut(|i| {
+            if i.consume_shortcut(&SHORTCUT_OPEN) {
+                self.commands.push(Command::OpenDialog);
+            }
+            if i.consume_shortcut(&SHORTCUT_EXPORT) {
+                self.commands
+                    .push(Command::ExportFigure(FigureKind::RoutingMap));
+            }
+            if i.consume_shortcut(&SHORTCUT_PROMPT) {
+                self.commands.push(Command::FocusPrompt);
+            }
+        });
+        if std::mem::take(&mut self.run_now) {
+            self.send_run(Instant::now());
+        } else if let Some(since) = self.dirty_since {
+            let debounce = Duration::from_millis(self.settings.debounce_ms);
+            if since.elapsed() >= debounce {
+                self.send_run(since);
+            } else {
+                ctx.request_repaint_after(debounce - since.elapsed());
+            }
+        }
+        self.apply_commands();
+    }
+
+    fn send_run(&mut self, edited_at: Instant) {
+        self.dirty_since = None;
+        let ModelState::Ready(summary) = &self.model else {
+            return;
+        };
+        let input = match self.input_mode {
+            InputMode::Prompt if summary.has_tokenizer => {
+                RunInput::Prompt(self.settings.prompt.clone())
+            }
+            InputMode::Prompt => {
+                self.errors.push(format!(
+                    "{} has no tokenizer.json: switch to token ids",
+                    summary.path.display()
+                ));
+                return;
+            }
+            InputMode::TokenIds => match parse_ids(&self.token_ids_text) {
+                Ok(ids) => RunInput::TokenIds(ids),
+                Err(e) => {
+                    self.notice = Some(e);
+                    return;
+                }
+            },
+        };
+        let run_id = self.next_run_id;
+        self.next_run_id += 1;
+        self.pending = Some((run_id, edited_at));
+        self.worker.run(run_id, input);
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::LoadProgress { path, fraction } => {
+                if let ModelState::Loading {
+                    path: p,
+                    fraction: f,
+                } = &mut self.model
+                {
+                    if *p == path {
+                        *f = fraction;
+                    }
+                }
+            }
+            Event::Loaded(summary) => {
+                self.settings.remember(summary.path.clone());
+                if !summary.has_tokenizer {
+                    self.input_mode = InputMode::TokenIds;
+                    if self.token_ids_text.is_empty() {
+                        self.token_ids_text = "1, 2, 3, 4, 5, 6, 7, 8".into();
+                    }
+                }
+                self.model = ModelState::Ready(summary);
+                self.data = None;
+                self.selection = Selection::default();
+                self.run_now = true;
+            }
+            Event::LoadFailed { path, message } => {
+                self.errors.push(message);
+                if matches!(&self.model, ModelState::Loading { path: p, .. } if *p == path) {
+                    self.model = ModelState::Empty;
+                }
+            }
+            Event::LoadCancelled { path } => {
+                if matches!(&self.model, ModelState::Loading { path: p, .. } if *p == path) {
+                    self.model = ModelState::Empty;
+                }
+            }
+            Event::RunFinished {
+                run_id,
+                trace,
+                elapsed_ms,
+            } => {
+                let edited_at = match self.pending {
+                    Some((id, at)) if id == run_id => {
+                        self.pending = None;
+                        Some(at)
+                    }
+                    _ => None,
+                };
+                self.accept_trace(run_id, trace, elapsed_ms);
+                self.last_update_ms = edited_at.map(|at| at.elapsed().as_secs_f64() * 1e3);
+            }
+            Event::RunFailed { run_id, message } => {
+                if matches!(self.pending, Some((id, _)) if id == run_id) {
+                    self.pending = None;
+                }
+                self.notice = Some(message);
+            }
+        }
+    }
+
+    /// Installs a finished run (also used by tests to show fixed data).
+    pub fn accept_trace(&mut self, run_id: u64, trace: Arc<Trace>, elapsed_ms: f64) {
+        let data = RunData::new(run_id, trace, elapsed_ms);
+        if let Ok(m) = &data.metrics {
+            let util = m
+                .moe_layers
+                .iter()
+                .map(|l| l.utilization_balance)
+                .sum::<f64>()
+                / m.moe_layers.len().max(1) as f64;
+            push_bounded(
+                &mut self.balance_history,
+                BalancePoint {
+                    run: run_id,
+                    utilization_mean: util,
+                    switch_loss_mean: m.layer_mean.get("switch_loss").copied().flatten(),
+                },
+            );
+        }
+        push_bounded(
+            &mut self.timing_history,
+            TimingPoint {
+                run: run_id,
+                forward_ms: data.trace.forward_ms,
+            },
+        );
+        if self.selection.token.is_some_and(|t| t >= data.num_tokens()) {
+            self.selection.token = None;
+        }
+        self.selection.moe_layer = self
+            .selection
+            .moe_layer
+            .min(data.num_moe_layers().saturating_sub(1));
+        self.notice = None;
+        self.data = Some(data);
+    }
+
+    fn on_background(&mut self, answer: Background) {
+        match answer {
+            Background::Picked(Some(path)) => self.commands.push(Command::Load(path)),
+            Background::FigurePath(kind, Some(path)) => {
+                self.commands.push(Command::WriteFigure(kind, path))
+            }
+            Background::DataPath(Some(path)) => self.commands.push(Command::WriteData(path)),
+            Background::Picked(None)
+            | Background::FigurePath(_, None)
+            | Background::DataPath(None) => {}
+            Background::Wrote(Ok(path)) => self.notice = Some(format!("wrote {}", path.display())),
+            Background::Wrote(Err(e)) => self.errors.push(e),
+        }
+    }
+
+    /// Runs `job` on a named thread and routes its answer back to `logic`.
+    fn background(&self, name: &str, job: impl FnOnce() -> Background + Send + 'static) {
+        let tx = self.background_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("moescope-{name}"))
+            .spawn(move || {
+                let _ = tx.send(job());
+            });
+        if let Err(e) = spawned {
+            let _ = self
+                .background_tx
+                .try_send(Background::Wrote(Err(format!("cannot start {name}: {e}"))));
+        }
+    }
+
+    fn apply_commands(&mut self) {
+        for command in std::mem::take(&mut self.commands) {
+            match command {
+                Command::OpenDialog => {
+                    let dialogs = self.dialogs.clone();
+                    self.background("open-dialog", move || {
+                        Background::Picked(dialogs.pick_checkpoint())
+                    });
+                }
+                Command::Load(path) => {
+                    let dtype =
+                        parse_dtype(&self.settings.dtype).unwrap_or(candle_core::DType::F32);
+                    self.model = ModelState::Loading {
+                        path: path.clone(),
+                        fraction: 0.0,
+                    };
+                    self.worker.load(path, dtype, self.settings.device.clone());
+                }
+                Command::CancelLoad => self.worker.cancel_load(),
+                Command::Select { token, moe_layer } => {
+                    self.selection = Selection {
+                        token: Some(token),
+                        moe_layer,
+                    }
+                }
+                Command::SelectLayer(moe_layer) => self.selection.moe_layer = moe_layer,
+                Command::DismissError(i) => {
+                    if i < self.errors.len() {
+                        self.errors.remove(i);
+                    }
+                }
+                Command::ExportFigure(kind) => {
+                    let kind = match kind {
+                        FigureKind::LayerHeatmap { .. } => FigureKind::LayerHeatmap {
+                            moe_layer: self.selection.moe_layer,
+                            probabilities: self.settings.heatmap_probabilities,
+                        },
+                        other => other,
+                    };
+                    let name = export::default_file_name(&kind, &self.model_name());
+                    let dialogs = self.dialogs.clone();
+                    self.background("save-dialog", move || {
+                        let path = dialogs.save_file(&name, &["png", "svg"]);
+                        Background::FigurePath(kind, path)
+                    });
+                }
+                Command::ExportData => {
+                    let name = format!("{}-trace.json", self.model_name());
+                    let dialogs = self.dialogs.clone();
+                    self.background("save-dialog", move || {
+                        Background::DataPath(dialogs.save_file(&name, &["json", "csv"]))
+                    });
+                }
+                Command::WriteFigure(kind, path) => {
+                    let Some(data) = &self.data else { continue };
+                    let trace = data.trace.clone();
+                    self.background("export", move || {
+                        Background::Wrote(
+                            crate::export::write_figure(&trace, &kind, &path)
+                                .map(|()| path)
+                                .map_err(|e| e.to_string()),
+                        )
+                    });
+                }
+                Command::WriteData(path) => {
+                    let Some(data) = &self.data else { continue };
+                    let trace = data.trace.clone();
+                    self.background("export", move || {
+                        Background::Wrote(
+                            crate::export::write_data(&trace, &path)
+                                .map(|()| path)
+                                .map_err(|e| e.to_string()),
+                        )
+                    });
+                }
+                Command::Rerun => self.run_now = true,
+                Command::Reload => {
+                    if let ModelState::Ready(summary) = &self.model {
+                        self.commands.push(Command::Load(summary.path.clone()));
+                        return self.apply_commands();
+                    }
+                }
+                Command::FocusPrompt => self.focus_prompt = true,
+            }
+        }
+    }
+
+    fn model_name(&self) -> String {
+        match &self.model {
+            ModelState::Ready(s) => s
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into()),
+            _ => "model".into(),
+        }
+    }
+
+    /// Draws the whole window.
+    pub fn draw(&mut self, ui: &mut Ui) {
+        egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui));
+        egui::Panel::left("input")
+            .default_size(340.0)
+            .resizable(true)
+            .show(ui, |ui| self.input_ui(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            self.errors_ui(ui);
+            if let ModelState::Loading { path, fraction } = &self.model {
+                let (path, fraction) = (path.clone(), *fraction);
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(format!("loading {}", path.display()));
+                    ui.add(
+                        egui::ProgressBar::new(fraction)
+                            .show_percentage()
+                            .desired_width(240.0),
+                    );
+                    if ui.button("Cancel").clicked() {
+                        self.commands.push(Command::CancelLoad);
+                    }
+                });
+            }
+            match self.data.take() {
+                Some(data) => {
+                    self.views_ui(ui, &data);
+                    self.data = Some(data);
+                }
+                None => self.welcome_ui(ui),
+            }
+        });
+    }
+
+    fn menu_ui(&mut self, ui: &mut Ui) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.add(egui::Button::new("Open checkpoint…").shortcut_text(ui.ctx().format_shortcut(&SHORTCUT_OPEN))).clicked() {
+                    self.commands.push(Command::OpenDialog);
+                }
+                ui.menu_button("Open recent", |ui| {
+                    if self.settings.recent.is_empty() {
+                        ui.label("none yet");
+                    }
+                    for path in self.settings.recent.clone() {
+                        if ui.button(path.display().to_string()).clicked() {
+                            self.commands.push(Command::Load(path));
+                        }
+                    }
+                });
+                ui.menu_button("Open sample model", |ui| {
+                    for path in super::bundled_models() {
+                        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        if ui.button(name).clicked() {
+                            self.commands.push(Command::Load(path));
+                        }
+                    }
+                });
+                ui.separator();
+                let has_data = self.data.is_some();
+                ui.add_enabled_ui(has_data, |ui| {
+                    ui.menu_button("Export heatmap…", |ui| {
+                        for kind in [
+                            FigureKind::RoutingMap,
+                            FigureKind::LayerHeatmap {
+                                moe_layer: 0,
+                                probabilities: true,
+                            },
+                            FigureKind::LoadHeatmap,
+                        ] {
+                            if ui.button(export::label(&kind)).clicked() {
+                                self.commands.push(Command::ExportFigure(kind));
+                            }
+                        }
+                    });
+                    if ui.button("Export data…").on_hover_text("trace JSON, or long-format CSV: layer,token_index,token,rank,expert,weight,prob").clicked() {
+                        self.commands.push(Command::ExportData);
+                    }
+                });
+            });
+            ui.menu_button("View", |ui| {
+                ui.checkbox(&mut self.settings.dark_mode, "Dark theme");
+                ui.add(egui::Slider::new(&mut self.settings.debounce_ms, 0..=500).text("re-run delay (ms)"));
+            });
+        });
+    }
+
+    fn status_ui(&mut self, ui: &mut Ui) {
+        ui.horizontal(|ui| {
+            match &self.model {
+                ModelState::Ready(s) => {
+                    ui.label(format!(
+                        "{} · {} · {} · {}",
+                        s.family, s.architecture, s.device, s.dtype
+                    ));
+                }
+                ModelState::Loading { .. } => {
+                    ui.label("loading…");
+                }
+                ModelState::Empty => {
+                    ui.label("no model");
+                }
+            }
+            if let Some(data) = &self.data {
+                ui.separator();
+                ui.label(format!("{} tokens", data.num_tokens()));
+                ui.separator();
+                ui.label(format!("forward {:.1} ms", data.trace.forward_ms));
+            }
+            if let Some(ms) = self.last_update_ms {
+                ui.separator();
+                ui.label(format!("edit → views {ms:.0} ms")).on_hover_text(
+                    "from the last edit to the views showing its routing, re-run delay included",
+                );
+            }
+            if self.pending.is_some() || self.dirty_since.is_some() {
+                ui.spinner();
+            }
+            if let Some(notice) = &self.notice {
+                ui.separator();
+                ui.label(RichText::new(notice).italics());
+            }
+        });
+    }
+
+    fn input_ui(&mut self, ui: &mut Ui) {
+        ui.heading("Input");
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.input_mode, InputMode::Prompt, "Prompt");
+            ui.selectable_value(&mut self.input_mode, InputMode::TokenIds, "Token ids");
+        });
+        let changed = match self.input_mode {
+            InputMode::Prompt => {
+                let edit = egui::TextEdit::multiline(&mut self.settings.prompt)
+                    .id_salt("prompt")
+                    .hint_text("type a prompt: routing follows as you type")
+                    .desired_rows(8)
+                    .desired_width(f32::INFINITY);
+                let response = ui.add(edit);
+                if std::mem::take(&mut self.focus_prompt) {
+                    response.request_focus();
+                }
+                response.changed()
+            }
+            InputMode::TokenIds => {
+                let response = ui.add(
+                    egui::TextEdit::multiline(&mut self.token_ids_text)
+                        .id_salt("token-ids")
+                        .hint_text("1, 2, 3")
+                        .desired_rows(4)
+                        .desired_width(f32::INFINITY),
+                );
+                response.changed()
+            }
+        };
+        if changed {
+            self.dirty_since = Some(Instant::now());
+        }
+        ui.separator();
+        ui.heading("Run on");
+        let mut rerun = false;
+        egui::Grid::new("device-grid")
+            .num_columns(2)
+            .show(ui, |ui| {
+                ui.label("device");
+                egui::ComboBox::from_id_salt("device")
+                    .selected_text(self.settings.device.clone())
+                    .show_ui(ui, |ui| {
+                        for device in available_devices() {
+                            rerun |= ui
+                                .selectable_value(&mut self.settings.device, device.clone(), device)
+                                .changed();
+                        }
+                    });
+                ui.end_row();
+                ui.label("dtype");
+                egui::ComboBox::from_id_salt("dtype")
+                    .selected_text(self.settings.dtype.clone())
+                    .show_ui(ui, |ui| {
+                        for dtype in ["f32", "bf16", "f16"] {
+                            rerun |= ui
+                                .selectable_value(&mut self.settings.dtype, dtype.to_owned(), dtype)
+                                .changed();
+                        }
+                    });
+                ui.end_row();
+            });
+        if rerun {
+            self.commands.push(Command::Reload);
+        }
+        ui.separator();
+        if let ModelState::Ready(s) = &self.model {
+            ui.heading("Model");
+            egui::Grid::new("model-grid").num_columns(2).show(ui, |ui| {
+                ui.label("path");
+                ui.label(s.path.display().to_string());
+                ui.end_row();
+                ui.label("family");
+                ui.label(s.family);
+                ui.end_row();
+                ui.label("layers");
+                ui.label(format!("{} ({} MoE)", s.num_layers, s.num_moe_layers));
+                ui.end_row();
+                ui.label("experts");
+                ui.label(format!("{} routed, top-{}", s.num_experts, s.top_k));
+                ui.end_row();
+                ui.label("load time");
+                ui.label(format!("{:.0} ms", s.load_ms));
+                ui.end_row();
+            });
+        }
+    }
+
+    fn errors_ui(&mut self, ui: &mut Ui) {
+        for (i, message) in self.errors.iter().enumerate() {
+            egui::Frame::new()
+                .fill(Color32::from_rgb(90, 20, 20))
+                .inner_margin(6.0)
+                .corner_radius(4.0)
+                .show(ui, |ui| {
+                    ui.horizontal(|ui| {
+                        ui.label(RichText::new("⚠").color(Color32::WHITE));
+                        ui.label(RichText::new(message).color(Color32::WHITE));
+                        if ui.button("Dismiss").clicked() {
+                            self.commands.push(Command::DismissError(i));
+                        }
+                    });
+                });
+        }
+    }
+
+    fn welcome_ui(&mut self, ui: &mut Ui) {
+        ui.vertical_centered(|ui| {
+            ui.add_space(24.0);
+            ui.heading(RichText::new("moescope").size(28.0));
+            ui.label("See how a Mixture-of-Experts model routes every token.");
+            ui.add_space(12.0);
+            if ui
+                .button(RichText::new("Open checkpoint…").size(16.0))
+                .clicked()
+            {
+                self.commands.push(Command::OpenDialog);
+            }
+            ui.label(
+                RichText::new(
+                    "or drop a checkpoint folder, its config.json or a .safetensors file here",
+                )
+                .weak(),
+            );
+            ui.add_space(16.0);
+            let models = super::bundled_models();
+            if !models.is_empty() {
+                ui.label(RichText::new("Sample models").strong());
+                for path in models {
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if ui.button(name).clicked() {
+                        self.commands.push(Command::Load(path));
+                    }
+                }
+            }
+            if !self.settings.recent.is_empty() {
+                ui.add_space(12.0);
+                ui.label(RichText::new("Recent").strong());
+                for path in self.settings.recent.clone() {
+                    if ui.link(path.display().to_string()).clicked() {
+                        self.commands.push(Command::Load(path));
+                    }
+                }
+            }
+        });
+    }
+
+    fn views_ui(&mut self, ui: &mut Ui, data: &RunData) {
+        let map_height = (ui.available_height() * 0.42).max(140.0);
+        ui.horizontal(|ui| {
+            ui.heading("Routing map");
+            ui.label(
+                RichText::new(format!(
+                    "{} MoE layers × {} tokens",
+                    data.num_moe_layers(),
+                    data.num_tokens()
+                ))
+                .weak(),
+            );
+        });
+        ui.allocate_ui(egui::vec2(ui.available_width(), map_height), |ui| {
+            self.routing_map
+                .ui(ui, data, self.selection, &mut self.commands);
+        });
+        ui.separator();
+        ui.horizontal(|ui| {
+            let tab = &mut self.settings.bottom_tab;
+            ui.selectable_value(tab, BottomTab::LayerHeatmap, "Layer heatmap");
+            ui.selectable_value(tab, BottomTab::Text, "Coloured text");
+            ui.selectable_value(tab, BottomTab::Load, "Load");
+            ui.selectable_value(tab, BottomTab::Balance, "Balance");
+            ui.selectable_value(tab, BottomTab::Timings, "Timings");
+            ui.separator();
+            let layers = &data.trace.moe_layers;
+            if !layers.is_empty() {
+                let mut selected = self.selection.moe_layer.min(layers.len() - 1);
+                egui::ComboBox::from_id_salt("layer")
+                    .selected_text(format!("layer {}", layers[selected].layer))
+                    .show_ui(ui, |ui| {
+                        for (i, l) in layers.iter().enumerate() {
+                            ui.selectable_value(&mut selected, i, format!("layer {}", l.layer));
+                        }
+                    });
+                if selected != self.selection.moe_layer {
+                    self.commands.push(Command::SelectLayer(selected));
+                }
+            }
+        });
+        match self.settings.bottom_tab {
+            BottomTab::LayerHeatmap => self.layer_heatmap.ui(
+                ui,
+                data,
+                self.selection,
+                &mut self.settings.heatmap_probabilities,
+                &mut self.commands,
+            ),
+            BottomTab::Text => colored_text::ui(ui, data, self.selection, &mut self.commands),
+            BottomTab::Load => {
+                self.load
+                    .ui(ui, data, self.selection, &mut self.settings.capacity_factor)
+            }
+            BottomTab::Balance => balance::ui(ui, data, self.selection, &self.balance_history),
+            BottomTab::Timings => self.timings.ui(ui, data, &self.timing_history),
+        }
+    }
+}
+
+impl eframe::App for MoescopeApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        MoescopeApp::logic(self, ctx);
+    }
+
+    fn ui(&mut self, ui: &mut Ui, _frame: &mut eframe::Frame) {
+        self.draw(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
+}
+
+fn push_bounded<T>(history: &mut Vec<T>, item: T) {
+    history.push(item);
+    if history.len() > HISTORY_RUNS {
+        history.remove(0);
+    }
+}
+
+/// `1, 2 3` → [1, 2, 3].
+fn parse_ids(text: &str) -> Result<Vec<u32>, String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| format!("'{s}' is not a token id"))
+        })
+        .collect()
+}
+
+/// Adds the bundled Latin + CJK font as a fallback, so Chinese/Japanese tokens render.
+fn install_fonts(ctx: &egui::Context) {
+    let mut fonts = egui::FontDefinitions::default();
+    fonts.font_data.insert(
+        "droid-sans-fallback".into(),
+        Arc::new(egui::FontData::from_static(crate::export::png::FONT_BYTES)),
+    );
+    for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+        fonts
+            .families
+            .entry(family)
+            .or_default()
+            .push("droid-sans-fallback".into());
+    }
+    ctx.set_fonts(fonts);
+}
+
+/// Devices this build can run on: the CPU, and CUDA devices when built with CUDA and one exists.
+fn available_devices() -> Vec<String> {
+    let mut devices = vec!["cpu".to_owned()];
+    if candle_core::utils::cuda_is_available() {
+        devices.push("cuda:0".to_owned());
+    }
+    devices
+}

@@ -1,0 +1,32 @@
+//! Everything a view or menu can ask for. Widgets never mutate app state directly: they push a
+//! [`Command`] and the app applies all of them in one place at the end of the frame.
+
+use super::views::export::FigureKind;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Show the open-checkpoint dialog.
+    OpenDialog,
+    /// Load this checkpoint (folder, config.json or .safetensors).
+    Load(PathBuf),
+    CancelLoad,
+    /// Select a token (column) and MoE layer (index into the trace's `moe_layers`).
+    Select {
+        token: usize,
+        moe_layer: usize,
+    },
+    SelectLayer(usize),
+    DismissError(usize),
+    /// Ask where to save a figure, then write it.
+    ExportFigure(FigureKind),
+    /// Ask where to save the trace as JSON or CSV, then write it.
+    ExportData,
+    /// Write a file chosen by a dialog (the dialog thread answered).
+    WriteFigure(FigureKind, PathBuf),
+    WriteData(PathBuf),
+    /// Re-run the current input (device or dtype changed, or a reload).
+    Rerun,
+    Reload,
+    FocusPrompt,
+}

@@ -1,0 +1,47 @@
+//! File dialogs behind a trait, so tests inject paths and the app never blocks its UI thread:
+//! native dialogs run on a named thread and answer through a channel.
+
+use std::path::PathBuf;
+
+/// What the app asks of the desktop.
+pub trait FileDialogs: Send + Sync {
+    /// A checkpoint folder (or a config.json / .safetensors file inside one).
+    fn pick_checkpoint(&self) -> Option<PathBuf>;
+    /// Where to save a file, proposing `default_name`, restricted to `extensions`.
+    fn save_file(&self, default_name: &str, extensions: &[&str]) -> Option<PathBuf>;
+}
+
+/// rfd-backed dialogs (the xdg portal on Linux; no system libraries at build time).
+pub struct NativeDialogs;
+
+impl FileDialogs for NativeDialogs {
+    fn pick_checkpoint(&self) -> Option<PathBuf> {
+        rfd::FileDialog::new()
+            .set_title("Open checkpoint folder")
+            .pick_folder()
+    }
+
+    fn save_file(&self, default_name: &str, extensions: &[&str]) -> Option<PathBuf> {
+        rfd::FileDialog::new()
+            .set_title("Save")
+            .set_file_name(default_name)
+            .add_filter(extensions.join(", "), extensions)
+            .save_file()
+    }
+}
+
+/// Dialogs that answer with fixed paths (tests, scripted runs).
+pub struct FixedDialogs {
+    pub checkpoint: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+}
+
+impl FileDialogs for FixedDialogs {
+    fn pick_checkpoint(&self) -> Option<PathBuf> {
+        self.checkpoint.clone()
+    }
+
+    fn save_file(&self, _default_name: &str, _extensions: &[&str]) -> Option<PathBuf> {
+        self.save.clone()
+    }
+}

@@ -1,0 +1,83 @@
+//! One run's results as the views consume them: the trace plus everything derived from it
+//! (metrics, per-token router statistics), computed once on the worker thread, never in `ui()`.
+
+use crate::analysis::{self, AnalysisOptions, Metrics, TokenMetrics};
+use crate::trace::Trace;
+use std::sync::Arc;
+
+pub struct RunData {
+    /// Increases with every run; views key their caches (textures) on it.
+    pub run_id: u64,
+    pub trace: Arc<Trace>,
+    /// `None` when the analysis refused the trace (the message says why).
+    pub metrics: Result<Metrics, String>,
+    /// Per MoE layer, per token; `None` for a layer without captured logits.
+    pub token_metrics: Vec<Option<Vec<TokenMetrics>>>,
+    /// Tokenization and forward pass as the worker measured it.
+    pub elapsed_ms: f64,
+}
+
+impl RunData {
+    pub fn new(run_id: u64, trace: Arc<Trace>, elapsed_ms: f64) -> Self {
+        let metrics =
+            analysis::analyze(&trace, &AnalysisOptions::default()).map_err(|e| e.to_string());
+        let token_metrics = trace
+            .moe_layers
+            .iter()
+            .map(|layer| analysis::token_metrics(layer, &trace.model.router))
+            .collect();
+        Self {
+            run_id,
+            trace,
+            metrics,
+            token_metrics,
+            elapsed_ms,
+        }
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.trace.tokens.len()
+    }
+
+    pub fn num_moe_layers(&self) -> usize {
+        self.trace.moe_layers.len()
+    }
+
+    /// Top-1 expert of `token` at MoE layer `moe_layer` and its share of the token's weights
+    /// (weights divided by their sum, so routed scaling factors do not wash out the colour).
+    pub fn top1(&self, moe_layer: usize, token: usize) -> Option<(usize, f32)> {
+        let layer = self.trace.moe_layers.get(moe_layer)?;
+        if token >= layer.topk_ids.rows() {
+            return None;
+        }
+        let ids = layer.topk_ids.row(token);
+        let weights = layer.topk_weights.row(token);
+        let sum: f32 = weights.iter().sum();
+        let share = if sum > 0.0 { weights[0] / sum } else { 1.0 };
+        Some((ids[0] as usize, share))
+    }
+
+    /// Router probabilities of one token (softmax, or sigmoid scores normalized), if logits exist.
+    pub fn probabilities(&self, moe_layer: usize, token: usize) -> Option<Vec<f64>> {
+        let layer = self.trace.moe_layers.get(moe_layer)?;
+        let scoring = analysis::token::scoring(&self.trace.model.router)?;
+        if layer.router_logits.rows() <= token {
+            return None;
+        }
+        Some(analysis::token::probabilities(
+            layer.router_logits.row(token),
+            scoring,
+        ))
+    }
+
+    /// Token text for display: whitespace made visible, empty pieces shown by id.
+    pub fn token_label(&self, token: usize) -> String {
+        let t = &self.trace.tokens[token];
+        let text = t.text.replace('\n', "⏎").replace('\t', "⇥");
+        if text.trim().is_empty() {
+            format!("␣{}", text.len().saturating_sub(1)).replace("␣0", "␣")
+        } else {
+            text
+        }
+    }
+}

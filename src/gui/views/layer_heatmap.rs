@@ -1,0 +1,146 @@
+//! Layer heatmap: tokens (x) × experts (y) of the selected MoE layer, coloured by router
+//! probability or by applied weight, with the chosen cells outlined. One texture per
+//! (run, layer, mode), shown as an egui_plot image so it zooms and pans.
+
+use super::super::command::Command;
+use super::super::run_data::RunData;
+use super::super::theme;
+use super::{hover, Selection};
+use egui::{Color32, ColorImage, TextureHandle, TextureOptions, Ui};
+use egui_plot::{Plot, PlotImage, PlotPoint, Polygon, VLine};
+
+/// Above this many chosen cells, outlines are too small to see and too many to draw each frame.
+const MAX_OUTLINES: usize = 4096;
+
+#[derive(Default)]
+pub struct LayerHeatmap {
+    texture: Option<TextureHandle>,
+    built_for: Option<(u64, usize, bool)>,
+}
+
+/// Value of each (expert row, token column) cell: probability or applied weight (0 if unchosen).
+/// Row-major over experts: `values[expert * tokens + token]`.
+pub fn heatmap_values(data: &RunData, moe_layer: usize, probabilities: bool) -> Vec<f32> {
+    let tokens = data.num_tokens();
+    let experts = data.trace.model.num_experts;
+    let mut values = vec![0.0f32; tokens * experts];
+    let Some(layer) = data.trace.moe_layers.get(moe_layer) else {
+        return values;
+    };
+    for t in 0..tokens.min(layer.topk_ids.rows()) {
+        match data.probabilities(moe_layer, t).filter(|_| probabilities) {
+            Some(p) => {
+                for (e, v) in p.iter().enumerate() {
+                    values[e * tokens + t] = *v as f32;
+                }
+            }
+            None => {
+                for (&id, &w) in layer.topk_ids.row(t).iter().zip(layer.topk_weights.row(t)) {
+                    values[id as usize * tokens + t] = w;
+                }
+            }
+        }
+    }
+    values
+}
+
+impl LayerHeatmap {
+    pub fn ui(
+        &mut self,
+        ui: &mut Ui,
+        data: &RunData,
+        selection: Selection,
+        probabilities: &mut bool,
+        commands: &mut Vec<Command>,
+    ) {
+        let tokens = data.num_tokens();
+        let experts = data.trace.model.num_experts;
+        let moe_layer = selection
+            .moe_layer
+            .min(data.num_moe_layers().saturating_sub(1));
+        let Some(layer) = data.trace.moe_layers.get(moe_layer) else {
+            ui.label("No MoE layers in this trace.");
+            return;
+        };
+        let has_logits = !layer.router_logits.is_empty();
+        ui.horizontal(|ui| {
+            ui.label(format!("layer {}", layer.layer));
+            ui.add_enabled_ui(has_logits, |ui| {
+                ui.selectable_value(probabilities, true, "router probability")
+                    .on_hover_text(
+                        "softmax over all experts, or sigmoid scores normalized to sum 1",
+                    );
+            });
+            ui.selectable_value(probabilities, false, "applied weight")
+                .on_hover_text(
+                    "the weight multiplied into each chosen expert's output (0 where not chosen)",
+                );
+        });
+        let use_probs = *probabilities && has_logits;
+        let values = heatmap_values(data, moe_layer, use_probs);
+        let key = (data.run_id, moe_layer, use_probs);
+        if self.built_for != Some(key) {
+            let max = values.iter().copied().fold(f32::EPSILON, f32::max);
+            let pixels = values.iter().map(|v| theme::sequential(v / max)).collect();
+            let image = ColorImage::new([tokens, experts], pixels);
+            self.texture = Some(ui.ctx().load_texture(
+                "layer-heatmap",
+                image,
+                TextureOptions::NEAREST,
+            ));
+            self.built_for = Some(key);
+        }
+        let Some(texture) = &self.texture else { return };
+        let (t_n, e_n) = (tokens as f64, experts as f64);
+        let response = Plot::new("layer-heatmap-plot")
+            .x_axis_label("token")
+            .y_axis_label("expert")
+            .allow_scroll(false)
+            .show(ui, |plot_ui| {
+                plot_ui.image(PlotImage::new(
+                    "heatmap",
+                    texture.id(),
+                    PlotPoint::new(t_n / 2.0, e_n / 2.0),
+                    [t_n as f32, e_n as f32],
+                ));
+                if tokens * layer.topk_ids.cols() <= MAX_OUTLINES {
+                    for t in 0..tokens.min(layer.topk_ids.rows()) {
+                        for &id in layer.topk_ids.row(t) {
+                            let y = e_n - id as f64 - 1.0;
+                            let x = t as f64;
+                            let square =
+                                vec![[x, y], [x + 1.0, y], [x + 1.0, y + 1.0], [x, y + 1.0]];
+                            plot_ui.polygon(
+                                Polygon::new("chosen", square)
+                                    .fill_color(Color32::TRANSPARENT)
+                                    .stroke(egui::Stroke::new(1.2, Color32::WHITE)),
+                            );
+                        }
+                    }
+                }
+                if let Some(t) = selection.token {
+                    plot_ui.vline(VLine::new("selected", t as f64 + 0.5).color(Color32::LIGHT_RED));
+                }
+                plot_ui.pointer_coordinate()
+            });
+        if let Some(p) = response.inner {
+            if p.x >= 0.0 && p.y >= 0.0 && p.x < t_n && p.y < e_n {
+                let t = p.x as usize;
+                let plot_response = response.response;
+                if plot_response.clicked() {
+                    commands.push(Command::Select {
+                        token: t,
+                        moe_layer,
+                    });
+                }
+                plot_response.on_hover_ui_at_pointer(|ui| {
+                    let e = (e_n - p.y) as usize;
+                    let v = values[e.min(experts - 1) * tokens + t];
+                    ui.label(format!("expert {e}: {v:.4}"));
+                    ui.separator();
+                    hover::token_card(ui, data, moe_layer, t);
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The engine worker: a named thread that owns the model. The UI sends [`Request`]s and receives
+//! [`Event`]s over bounded channels; it never waits on the model. Requests queued while the worker
+//! was busy are coalesced: only the newest load and the newest run after it are executed, so fast
+//! typing never builds a backlog.
+
+use crate::engine::device::open_device;
+use crate::engine::{Engine, EngineOptions};
+use crate::trace::Trace;
+use candle_core::DType;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the model should read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunInput {
+    Prompt(String),
+    TokenIds(Vec<u32>),
+}
+
+#[derive(Clone, Debug)]
+pub enum Request {
+    Load {
+        path: PathBuf,
+        dtype: DType,
+        device: String,
+    },
+    Run {
+        run_id: u64,
+        input: RunInput,
+    },
+}
+
+/// What the loaded model is, for the UI.
+#[derive(Clone, Debug)]
+pub struct ModelSummary {
+    pub path: PathBuf,
+    pub family: &'static str,
+    pub architecture: String,
+    pub num_layers: usize,
+    pub num_moe_layers: usize,
+    pub num_experts: usize,
+    pub top_k: usize,
+    pub has_tokenizer: bool,
+    pub device: String,
+    pub dtype: String,
+    pub load_ms: f64,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    LoadProgress {
+        path: PathBuf,
+        fraction: f32,
+    },
+    Loaded(ModelSummary),
+    LoadFailed {
+        path: PathBuf,
+        message: String,
+    },
+    LoadCancelled {
+        path: PathBuf,
+    },
+    RunFinished {
+        run_id: u64,
+        trace: Arc<Trace>,
+        /// Tokenization plus forward pass, as the worker measured it.
+        elapsed_ms: f64,
+    },
+    RunFailed {
+        run_id: u64,
+        message: String,
+    },
+}
+
+/// Handle held by the UI.
+pub struct Worker {
+    requests: SyncSender<Request>,
+    pub events: Receiver<Event>,
+    cancel_load: Arc<AtomicBool>,
+    latest_run: Arc<AtomicU64>,
+}
+
+/// Called after each event so the UI wakes up (egui's `request_repaint`).
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+impl Worker {
+    pub fn spawn(wake: Wake) -> std::io::Result<Self> {
+        let (requests, request_rx) = sync_channel::<Request>(64);
+        let (event_tx, events) = sync_channel::<Event>(256);
+        let cancel_load = Arc::new(AtomicBool::new(false));
+        let latest_run = Arc::new(AtomicU64::new(0));
+        let state = WorkerState {
+            engine: None,
+            events: event_tx,
+            wake,
+            cancel_load: cancel_load.clone(),
+            latest_run: latest_run.clone(),
+        };
+        std::thread::Builder::new()
+            .name("moescope-engine".into())
+            .spawn(move || state.serve(request_rx))?;
+        Ok(Self {
+            requests,
+            events,
+            cancel_load,
+            latest_run,
+        })
+    }
+
+    /// Queues a load; a load in progress is cancelled first.
+    pub fn load(&self, path: PathBuf, dtype: DType, device: String) {
+        self.cancel_load.store(true, Ordering::SeqCst);
+        self.send(Request::Load {
+            path,
+            dtype,
+            device,
+        });
+    }
+
+    pub fn cancel_load(&self) {
+        self.cancel_load.store(true, Ordering::SeqCst);
+    }
+
+    /// Queues a run; earlier runs still queued are skipped.
+    pub fn run(&self, run_id: u64, input: RunInput) {
+        self.latest_run.store(run_id, Ordering::SeqCst);
+        self.send(Request::Run { run_id, input });
+    }
+
+    fn send(&self, request: Request) {
+        // The worker drains its queue before every job, so a full queue only happens if it died;
+        // the UI learns that from the disconnected event channel.
+        let _ = self.requests.try_send(request);
+    }
+}
+
+struct WorkerState {
+    engine: Option<Engine>,
+    events: SyncSender<Event>,
+    wake: Wake,
+    cancel_load: Arc<AtomicBool>,
+    latest_run: Arc<AtomicU64>,
+}
+
+impl WorkerState {
+    fn serve(mut self, requests: Receiver<Request>) {
+        while let Ok(first) = requests.recv() {
+            // Coalesce: the newest load wins, then the newest run.
+            let mut load = None;
+            let mut run = None;
+            for request in std::iter::once(first).chain(requests.try_iter()) {
+                match request {
+                    r @ Request::Load { .. } => {
+                        load = Some(r);
+                        run = None;
+                    }
+                    r @ Request::Run { .. } => run = Some(r),
+                }
+            }
+            if let Some(Request::Load {
+                path,
+                dtype,
+                device,
+            }) = load
+            {
+                self.load(path, dtype, &device);
+            }
+            if let Some(Request::Run { run_id, input }) = run {
+                if run_id == self.latest_run.load(Ordering::SeqCst) {
+                    self.run(run_id, input);
+                }
+            }
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        match self.events.try_send(event) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            // Progress events may be dropped when the UI lags; results use the blocking path.
+            Err(TrySendError::Full(event)) => {
+                if !matches!(event, Event::LoadProgress { .. }) {
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+        (self.wake)();
+    }
+
+    fn load(&mut self, path: PathBuf, dtype: DType, device: &str) {
+        self.cancel_load.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let device = match open_device(device) {
+            Ok(d) => d,
+            Err(e) => {
+                return self.emit(Event::LoadFailed {
+                    path,
+                    message: e.to_string(),
+                })
+            }
+        };
+        let options = EngineOptions {
+            dtype,
+            device,
+            ..EngineOptions::default()
+        };
+        let cancel = self.cancel_load.clone();
+        let events = self.events.clone();
+        let wake = self.wake.clone();
+        let progress_path = path.clone();
+        let mut progress = |fraction: f32| {
+            let _ = events.try_send(Event::LoadProgress {
+                path: progress_path.clone(),
+                fraction,
+            });
+            wake();
+            !cancel.load(Ordering::SeqCst)
+        };
+        match Engine::load_with_progress(&path, options, &mut progress) {
+            Ok(engine) => {
+                let spec = &engine.checkpoint.spec;
+                let summary = ModelSummary {
+                    path: path.clone(),
+                    family: engine.checkpoint.family.name,
+                    architecture: spec.architecture.clone(),
+                    num_layers: spec.num_layers,
+                    num_moe_layers: spec.num_moe_layers(),
+                    num_experts: spec.moe.router.num_experts,
+                    top_k: spec.moe.router.top_k,
+                    has_tokenizer: engine.checkpoint.tokenizer.is_some(),
+                    device: engine.trace().model.device.clone(),
+                    dtype: engine.trace().model.dtype.clone(),
+                    load_ms: started.elapsed().as_secs_f64() * 1e3,
+                };
+                self.engine = Some(engine);
+                self.emit(Event::Loaded(summary));
+            }
+            Err(crate::Error::Cancelled) => self.emit(Event::LoadCancelled { path }),
+            Err(e) => self.emit(Event::LoadFailed {
+                path,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn run(&mut self, run_id: u64, input: RunInput) {
+        let Some(engine) = self.engine.as_mut() else {
+            return self.emit(Event::RunFailed {
+                run_id,
+                message: "no model is loaded".into(),
+            });
+        };
+        let started = Instant::now();
+        let result = match &input {
+            RunInput::Prompt(text) => engine.run_prompt(text).map(|t| Arc::new(t.clone())),
+            RunInput::TokenIds(ids) => engine.run(ids).map(|t| Arc::new(t.clone())),
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        match result {
+            Ok(trace) => self.emit(Event::RunFinished {
+                run_id,
+                trace,
+                elapsed_ms,
+            }),
+            Err(e) => self.emit(Event::RunFailed {
+                run_id,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
