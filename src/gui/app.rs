@@ -30,6 +30,16 @@ const SHORTCUT_OPEN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND
 const SHORTCUT_EXPORT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::E);
 const SHORTCUT_PROMPT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::L);
 
+/// What the window shows first.
+pub enum StartWith {
+    /// Load this checkpoint.
+    Model(PathBuf),
+    /// Load the bundled default sample model (deepseek-tiny), if present.
+    DefaultModel,
+    /// Show the welcome screen.
+    Welcome,
+}
+
 enum ModelState {
     Empty,
     Loading { path: PathBuf, fraction: f32 },
@@ -81,6 +91,7 @@ pub struct MoescopeApp {
     commands: Vec<Command>,
     focus_prompt: bool,
     theme_applied: Option<bool>,
+    fonts_installed: bool,
 }
 
 impl MoescopeApp {
@@ -93,17 +104,20 @@ impl MoescopeApp {
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
             .unwrap_or_default();
-        Self::with_settings(&cc.egui_ctx, settings, model, dialogs)
+        let start = match model {
+            Some(path) => StartWith::Model(path),
+            None => StartWith::DefaultModel,
+        };
+        Self::with_settings(&cc.egui_ctx, settings, start, dialogs)
     }
 
     /// Builds the app on `ctx` (tests pass a kittest context and fixed dialogs).
     pub fn with_settings(
         ctx: &egui::Context,
         settings: Settings,
-        model: Option<PathBuf>,
+        start: StartWith,
         dialogs: Box<dyn FileDialogs>,
     ) -> Self {
-        install_fonts(ctx);
         let wake_ctx = ctx.clone();
         let (worker, worker_error) =
             match Worker::spawn(Arc::new(move || wake_ctx.request_repaint())) {
@@ -138,8 +152,14 @@ impl MoescopeApp {
             commands: Vec::new(),
             focus_prompt: true,
             theme_applied: None,
+            fonts_installed: false,
         };
-        if let Some(path) = model.or_else(super::default_model) {
+        let model = match start {
+            StartWith::Model(path) => Some(path),
+            StartWith::DefaultModel => super::default_model(),
+            StartWith::Welcome => None,
+        };
+        if let Some(path) = model {
             app.commands.push(Command::Load(path));
         }
         app
@@ -155,6 +175,10 @@ impl MoescopeApp {
 
     /// Per-frame work that draws nothing: worker events, background answers, debounce, input.
     pub fn logic(&mut self, ctx: &egui::Context) {
+        if !self.fonts_installed {
+            install_fonts(ctx);
+            self.fonts_installed = true;
+        }
         if self.theme_applied != Some(self.settings.dark_mode) {
             ctx.set_theme(if self.settings.dark_mode {
                 egui::Theme::Dark
@@ -627,31 +651,23 @@ impl MoescopeApp {
         ui.separator();
         ui.heading("Run on");
         let mut rerun = false;
-        egui::Grid::new("device-grid")
-            .num_columns(2)
-            .show(ui, |ui| {
-                ui.label("device");
-                egui::ComboBox::from_id_salt("device")
-                    .selected_text(self.settings.device.clone())
-                    .show_ui(ui, |ui| {
-                        for device in available_devices() {
-                            rerun |= ui
-                                .selectable_value(&mut self.settings.device, device.clone(), device)
-                                .changed();
-                        }
-                    });
-                ui.end_row();
-                ui.label("dtype");
-                egui::ComboBox::from_id_salt("dtype")
-                    .selected_text(self.settings.dtype.clone())
-                    .show_ui(ui, |ui| {
-                        for dtype in ["f32", "bf16", "f16"] {
-                            rerun |= ui
-                                .selectable_value(&mut self.settings.dtype, dtype.to_owned(), dtype)
-                                .changed();
-                        }
-                    });
-                ui.end_row();
+        egui::ComboBox::from_label("device")
+            .selected_text(self.settings.device.clone())
+            .show_ui(ui, |ui| {
+                for device in available_devices() {
+                    rerun |= ui
+                        .selectable_value(&mut self.settings.device, device.clone(), device)
+                        .changed();
+                }
+            });
+        egui::ComboBox::from_label("dtype")
+            .selected_text(self.settings.dtype.clone())
+            .show_ui(ui, |ui| {
+                for dtype in ["f32", "bf16", "f16"] {
+                    rerun |= ui
+                        .selectable_value(&mut self.settings.dtype, dtype.to_owned(), dtype)
+                        .changed();
+                }
             });
         if rerun {
             self.commands.push(Command::Reload);
@@ -770,7 +786,7 @@ impl MoescopeApp {
             let layers = &data.trace.moe_layers;
             if !layers.is_empty() {
                 let mut selected = self.selection.moe_layer.min(layers.len() - 1);
-                egui::ComboBox::from_id_salt("layer")
+                egui::ComboBox::from_label("MoE layer")
                     .selected_text(format!("layer {}", layers[selected].layer))
                     .show_ui(ui, |ui| {
                         for (i, l) in layers.iter().enumerate() {
@@ -833,19 +849,21 @@ fn parse_ids(text: &str) -> Result<Vec<u32>, String> {
         .collect()
 }
 
-/// Adds the bundled Latin + CJK font as a fallback, so Chinese/Japanese tokens render.
+/// Adds the bundled fonts as fallbacks: DejaVu Sans for symbols (⚠, →, ⏎), Droid Sans Fallback
+/// for Chinese/Japanese tokens.
 fn install_fonts(ctx: &egui::Context) {
     let mut fonts = egui::FontDefinitions::default();
-    fonts.font_data.insert(
-        "droid-sans-fallback".into(),
-        Arc::new(egui::FontData::from_static(crate::export::png::FONT_BYTES)),
-    );
-    for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+    let extra = [
+        ("dejavu-sans", crate::export::png::LATIN_FONT_BYTES),
+        ("droid-sans-fallback", crate::export::png::FONT_BYTES),
+    ];
+    for (name, bytes) in extra {
         fonts
-            .families
-            .entry(family)
-            .or_default()
-            .push("droid-sans-fallback".into());
+            .font_data
+            .insert(name.into(), Arc::new(egui::FontData::from_static(bytes)));
+        for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+            fonts.families.entry(family).or_default().push(name.into());
+        }
     }
     ctx.set_fonts(fonts);
 }

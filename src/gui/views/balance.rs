@@ -7,7 +7,7 @@ use super::super::theme;
 use super::Selection;
 use crate::analysis::Band;
 use egui::{Color32, RichText, Ui};
-use egui_plot::{Bar, BarChart, HLine, Legend, Line, Plot};
+use egui_plot::{Bar, BarChart, HLine, Legend, Line, Plot, Points};
 
 /// One run's model-level balance figures, for the history plot.
 #[derive(Clone, Copy, Debug)]
@@ -164,8 +164,14 @@ pub fn ui(ui: &mut Ui, data: &RunData, selection: Selection, history: &[BalanceP
             .x_axis_label("run")
             .allow_scroll(false)
             .show(&mut cols[0], |plot| {
-                plot.line(Line::new("utilization balance (mean over layers)", util));
-                plot.line(Line::new("switch loss (mean over layers)", switch));
+                let (u, s) = (
+                    "utilization balance (mean over layers)",
+                    "switch loss (mean over layers)",
+                );
+                plot.line(Line::new(u, util.clone()));
+                plot.points(Points::new(u, util).radius(3.0));
+                plot.line(Line::new(s, switch.clone()));
+                plot.points(Points::new(s, switch).radius(3.0));
             });
         let selected = selection
             .moe_layer

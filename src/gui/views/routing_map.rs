@@ -82,8 +82,11 @@ impl RoutingMap {
         }
         self.ensure_textures(ui, data);
         ui.horizontal(|ui| {
-            ui.label("zoom");
-            ui.add(egui::Slider::new(&mut self.cell_width, 2.0..=48.0).show_value(false));
+            ui.add(
+                egui::Slider::new(&mut self.cell_width, 2.0..=48.0)
+                    .show_value(false)
+                    .text("zoom"),
+            );
             ui.label(
                 egui::RichText::new(
                     "cell = top-1 expert; paler = lower weight share; click to select",

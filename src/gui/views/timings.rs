@@ -3,7 +3,7 @@
 
 use super::super::run_data::RunData;
 use egui::{Color32, Ui};
-use egui_plot::{Bar, BarChart, Legend, Line, Plot};
+use egui_plot::{Bar, BarChart, Legend, Line, Plot, Points};
 
 /// Forward time of one run.
 #[derive(Clone, Copy, Debug)]
@@ -38,7 +38,7 @@ impl TimingsView {
             ));
             let mut paused = self.paused.is_some();
             if ui
-                .toggle_value(&mut paused, "⏸ pause")
+                .toggle_value(&mut paused, "Pause")
                 .on_hover_text("freeze the run history")
                 .changed()
             {
@@ -84,7 +84,8 @@ impl TimingsView {
                 .include_y(0.0)
                 .allow_scroll(false)
                 .show(&mut cols[1], |plot| {
-                    plot.line(Line::new("forward time", points))
+                    plot.line(Line::new("forward time", points.clone()));
+                    plot.points(Points::new("forward time", points).radius(3.0));
                 });
         });
     }
