@@ -81,7 +81,12 @@ impl LayerHeatmap {
         let key = (data.run_id, moe_layer, use_probs);
         if self.built_for != Some(key) {
             let max = values.iter().copied().fold(f32::EPSILON, f32::max);
-            let pixels = values.iter().map(|v| theme::sequential(v / max)).collect();
+            // Image rows run top-down; put expert 0 at the bottom so y grows with the expert id.
+            let pixels = (0..experts)
+                .rev()
+                .flat_map(|e| values[e * tokens..(e + 1) * tokens].iter())
+                .map(|v| theme::sequential(v / max))
+                .collect();
             let image = ColorImage::new([tokens, experts], pixels);
             self.texture = Some(ui.ctx().load_texture(
                 "layer-heatmap",
@@ -97,17 +102,17 @@ impl LayerHeatmap {
             .y_axis_label("expert")
             .allow_scroll(false)
             .show(ui, |plot_ui| {
+                // Cell (token t, expert e) is centred on (t, e), so axis ticks name cells.
                 plot_ui.image(PlotImage::new(
                     "heatmap",
                     texture.id(),
-                    PlotPoint::new(t_n / 2.0, e_n / 2.0),
+                    PlotPoint::new(t_n / 2.0 - 0.5, e_n / 2.0 - 0.5),
                     [t_n as f32, e_n as f32],
                 ));
                 if tokens * layer.topk_ids.cols() <= MAX_OUTLINES {
                     for t in 0..tokens.min(layer.topk_ids.rows()) {
                         for &id in layer.topk_ids.row(t) {
-                            let y = e_n - id as f64 - 1.0;
-                            let x = t as f64;
+                            let (x, y) = (t as f64 - 0.5, id as f64 - 0.5);
                             let square =
                                 vec![[x, y], [x + 1.0, y], [x + 1.0, y + 1.0], [x, y + 1.0]];
                             plot_ui.polygon(
@@ -119,13 +124,14 @@ impl LayerHeatmap {
                     }
                 }
                 if let Some(t) = selection.token {
-                    plot_ui.vline(VLine::new("selected", t as f64 + 0.5).color(Color32::LIGHT_RED));
+                    plot_ui.vline(VLine::new("selected", t as f64).color(Color32::LIGHT_RED));
                 }
                 plot_ui.pointer_coordinate()
             });
         if let Some(p) = response.inner {
-            if p.x >= 0.0 && p.y >= 0.0 && p.x < t_n && p.y < e_n {
-                let t = p.x as usize;
+            let (x, y) = (p.x.round(), p.y.round());
+            if x >= 0.0 && y >= 0.0 && x < t_n && y < e_n {
+                let (t, e) = (x as usize, y as usize);
                 let plot_response = response.response;
                 if plot_response.clicked() {
                     commands.push(Command::Select {
@@ -134,8 +140,7 @@ impl LayerHeatmap {
                     });
                 }
                 plot_response.on_hover_ui_at_pointer(|ui| {
-                    let e = (e_n - p.y) as usize;
-                    let v = values[e.min(experts - 1) * tokens + t];
+                    let v = values[e * tokens + t];
                     ui.label(format!("expert {e}: {v:.4}"));
                     ui.separator();
                     hover::token_card(ui, data, moe_layer, t);

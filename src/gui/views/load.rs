@@ -88,8 +88,13 @@ impl LoadView {
                 .enumerate()
                 .map(|(e, &c)| Bar::new(e as f64, c.saturating_sub(capacity as u64) as f64).fill(theme::BAND_ALARM))
                 .collect();
-            let kept = BarChart::new("within capacity", kept).width(0.8);
-            let over = BarChart::new("over capacity (dropped)", over).width(0.8).stack_on(&[&kept]);
+            let kept = BarChart::new("within capacity", kept)
+                .color(Color32::from_rgb(88, 166, 255))
+                .width(0.8);
+            let over = BarChart::new("over capacity (dropped)", over)
+                .color(theme::BAND_ALARM)
+                .width(0.8)
+                .stack_on(&[&kept]);
             Plot::new("load-bars")
                 .legend(Legend::default())
                 .x_axis_label("expert")
@@ -114,15 +119,25 @@ impl LoadView {
                     .weak(),
             );
             if let Some(texture) = &self.texture {
+                // Row i (first MoE layer at the top) is centred on y = layers - 1 - i; the axis
+                // names it by its transformer block index.
+                let names: Vec<usize> = metrics.moe_layers.iter().map(|l| l.layer).collect();
                 Plot::new("load-heatmap")
                     .x_axis_label("expert")
-                    .y_axis_label("MoE layer (top = first)")
+                    .y_axis_label("layer")
+                    .y_axis_formatter(move |mark, _| {
+                        let row = layers as f64 - 1.0 - mark.value;
+                        match names.get(row.round() as usize) {
+                            Some(layer) if (row - row.round()).abs() < 1e-6 && row >= 0.0 => layer.to_string(),
+                            _ => String::new(),
+                        }
+                    })
                     .allow_scroll(false)
                     .show(&mut cols[1], |plot| {
                         plot.image(PlotImage::new(
                             "load",
                             texture.id(),
-                            PlotPoint::new(experts as f64 / 2.0, layers as f64 / 2.0),
+                            PlotPoint::new(experts as f64 / 2.0 - 0.5, layers as f64 / 2.0 - 0.5),
                             [experts as f32, layers as f32],
                         ));
                     });
