@@ -6,12 +6,13 @@ use super::dialogs::FileDialogs;
 use super::run_data::RunData;
 use super::settings::{BottomTab, Settings};
 use super::views::balance::BalancePoint;
+use super::views::colored_text::ColoredText;
 use super::views::export::{self, FigureKind};
 use super::views::layer_heatmap::LayerHeatmap;
 use super::views::load::LoadView;
 use super::views::routing_map::RoutingMap;
 use super::views::timings::{TimingPoint, TimingsView};
-use super::views::{balance, colored_text, Selection};
+use super::views::{balance, Selection};
 use super::worker::{Event, ModelSummary, RunInput, Worker};
 use crate::engine::device::parse_dtype;
 use crate::trace::Trace;
@@ -82,6 +83,7 @@ pub struct MoescopeApp {
     pub notice: Option<String>,
     routing_map: RoutingMap,
     layer_heatmap: LayerHeatmap,
+    colored_text: ColoredText,
     load: LoadView,
     timings: TimingsView,
     balance_history: Vec<BalancePoint>,
@@ -144,6 +146,7 @@ impl MoescopeApp {
             notice: None,
             routing_map: RoutingMap::default(),
             layer_heatmap: LayerHeatmap::default(),
+            colored_text: ColoredText::default(),
             load: LoadView::default(),
             timings: TimingsView::default(),
             balance_history: Vec::new(),
@@ -300,19 +303,15 @@ impl MoescopeApp {
                     self.model = ModelState::Empty;
                 }
             }
-            Event::RunFinished {
-                run_id,
-                trace,
-                elapsed_ms,
-            } => {
+            Event::RunFinished(data) => {
                 let edited_at = match self.pending {
-                    Some((id, at)) if id == run_id => {
+                    Some((id, at)) if id == data.run_id => {
                         self.pending = None;
                         Some(at)
                     }
                     _ => None,
                 };
-                self.accept_trace(run_id, trace, elapsed_ms);
+                self.accept(*data);
                 self.last_update_ms = edited_at.map(|at| at.elapsed().as_secs_f64() * 1e3);
             }
             Event::RunFailed { run_id, message } => {
@@ -324,9 +323,14 @@ impl MoescopeApp {
         }
     }
 
-    /// Installs a finished run (also used by tests to show fixed data).
+    /// Installs a trace as a finished run, analysing it on this thread (tests and benchmarks
+    /// show fixed data this way; the app's runs arrive analysed from the worker).
     pub fn accept_trace(&mut self, run_id: u64, trace: Arc<Trace>, elapsed_ms: f64) {
-        let data = RunData::new(run_id, trace, elapsed_ms);
+        self.accept(RunData::new(run_id, trace, elapsed_ms));
+    }
+
+    fn accept(&mut self, data: RunData) {
+        let run_id = data.run_id;
         if let Ok(m) = &data.metrics {
             let util = m
                 .moe_layers
@@ -806,7 +810,9 @@ impl MoescopeApp {
                 &mut self.settings.heatmap_probabilities,
                 &mut self.commands,
             ),
-            BottomTab::Text => colored_text::ui(ui, data, self.selection, &mut self.commands),
+            BottomTab::Text => self
+                .colored_text
+                .ui(ui, data, self.selection, &mut self.commands),
             BottomTab::Load => {
                 self.load
                     .ui(ui, data, self.selection, &mut self.settings.capacity_factor)

@@ -3,9 +3,9 @@
 //! was busy are coalesced: only the newest load and the newest run after it are executed, so fast
 //! typing never builds a backlog.
 
+use super::run_data::RunData;
 use crate::engine::device::open_device;
 use crate::engine::{Engine, EngineOptions};
-use crate::trace::Trace;
 use candle_core::DType;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,7 +49,6 @@ pub struct ModelSummary {
     pub load_ms: f64,
 }
 
-#[derive(Debug)]
 pub enum Event {
     LoadProgress {
         path: PathBuf,
@@ -63,12 +62,8 @@ pub enum Event {
     LoadCancelled {
         path: PathBuf,
     },
-    RunFinished {
-        run_id: u64,
-        trace: Arc<Trace>,
-        /// Tokenization plus forward pass, as the worker measured it.
-        elapsed_ms: f64,
-    },
+    /// The run's trace with its analysis, computed here so the UI thread never waits on it.
+    RunFinished(Box<RunData>),
     RunFailed {
         run_id: u64,
         message: String,
@@ -259,11 +254,9 @@ impl WorkerState {
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
-            Ok(trace) => self.emit(Event::RunFinished {
-                run_id,
-                trace,
-                elapsed_ms,
-            }),
+            Ok(trace) => self.emit(Event::RunFinished(Box::new(RunData::new(
+                run_id, trace, elapsed_ms,
+            )))),
             Err(e) => self.emit(Event::RunFailed {
                 run_id,
                 message: e.to_string(),

@@ -1,63 +1,130 @@
 //! The prompt with each token on its top-1 expert's colour at the selected layer (Mixtral paper,
-//! Fig. 8). Hover a token for its routing card; click to select it.
+//! Fig. 8). The whole text is one galley, laid out once per (run, layer, width) and cached: a
+//! widget per token would cost tens of milliseconds per frame on long prompts. Hover a token for
+//! its routing card; click to select it.
 
 use super::super::command::Command;
 use super::super::run_data::RunData;
 use super::super::theme;
 use super::{hover, Selection};
-use egui::{RichText, Sense, Ui};
+use egui::text::{CCursor, LayoutJob, TextFormat};
+use egui::{FontId, Galley, RichText, Sense, Stroke, Ui};
+use std::sync::Arc;
 
-pub fn ui(ui: &mut Ui, data: &RunData, selection: Selection, commands: &mut Vec<Command>) {
-    let moe_layer = selection
-        .moe_layer
-        .min(data.num_moe_layers().saturating_sub(1));
-    let Some(layer) = data.trace.moe_layers.get(moe_layer) else {
-        ui.label("No MoE layers in this trace.");
-        return;
-    };
-    ui.label(
-        RichText::new(format!(
-            "layer {}: each token on its top-1 expert's colour (paler = lower weight share)",
-            layer.layer
-        ))
-        .small()
-        .weak(),
-    );
-    egui::ScrollArea::vertical()
-        .id_salt("colored-text")
-        .show(ui, |ui| {
-            ui.horizontal_wrapped(|ui| {
-                ui.spacing_mut().item_spacing = egui::vec2(0.0, 4.0);
-                for (t, token) in data.trace.tokens.iter().enumerate() {
-                    let Some((expert, share)) = data.top1(moe_layer, t) else {
-                        continue;
-                    };
-                    let background = theme::expert_color(expert, share);
-                    let text = if token.text.is_empty() {
-                        "∅".to_owned()
-                    } else {
-                        token.text.replace('\n', "⏎")
-                    };
-                    let mut rich = RichText::new(text)
-                        .monospace()
-                        .size(15.0)
-                        .background_color(background)
-                        .color(theme::text_on(background));
-                    if selection.token == Some(t) {
-                        rich = rich.underline().strong();
+#[derive(Default)]
+pub struct ColoredText {
+    galley: Option<Arc<Galley>>,
+    /// Char index where each token starts in the galley's text (plus the total at the end).
+    token_starts: Vec<usize>,
+    built_for: Option<(u64, usize, u32)>,
+}
+
+impl ColoredText {
+    fn build(&mut self, ui: &Ui, data: &RunData, moe_layer: usize, width: f32) {
+        let mut job = LayoutJob::default();
+        job.wrap.max_width = width;
+        self.token_starts.clear();
+        let mut chars = 0;
+        for (t, token) in data.trace.tokens.iter().enumerate() {
+            self.token_starts.push(chars);
+            let Some((expert, share)) = data.top1(moe_layer, t) else {
+                continue;
+            };
+            let background = theme::expert_color(expert, share);
+            let text = if token.text.is_empty() {
+                "∅".to_owned()
+            } else {
+                token.text.clone()
+            };
+            chars += text.chars().count();
+            job.append(
+                &text,
+                0.0,
+                TextFormat {
+                    font_id: FontId::monospace(15.0),
+                    color: theme::text_on(background),
+                    background,
+                    ..Default::default()
+                },
+            );
+        }
+        self.token_starts.push(chars);
+        self.galley = Some(ui.fonts_mut(|f| f.layout_job(job)));
+    }
+
+    /// Token whose text contains char index `index`.
+    fn token_at(&self, index: usize) -> Option<usize> {
+        let t = self.token_starts.partition_point(|&start| start <= index);
+        (t > 0 && t < self.token_starts.len()).then(|| t - 1)
+    }
+
+    pub fn ui(
+        &mut self,
+        ui: &mut Ui,
+        data: &RunData,
+        selection: Selection,
+        commands: &mut Vec<Command>,
+    ) {
+        let moe_layer = selection
+            .moe_layer
+            .min(data.num_moe_layers().saturating_sub(1));
+        let Some(layer) = data.trace.moe_layers.get(moe_layer) else {
+            ui.label("No MoE layers in this trace.");
+            return;
+        };
+        ui.label(
+            RichText::new(format!(
+                "layer {}: each token on its top-1 expert's colour (paler = lower weight share)",
+                layer.layer
+            ))
+            .small()
+            .weak(),
+        );
+        egui::ScrollArea::vertical()
+            .id_salt("colored-text")
+            .show(ui, |ui| {
+                let width = ui.available_width();
+                let key = (data.run_id, moe_layer, width.round() as u32);
+                if self.built_for != Some(key) {
+                    self.build(ui, data, moe_layer, width);
+                    self.built_for = Some(key);
+                }
+                let Some(galley) = self.galley.clone() else {
+                    return;
+                };
+                let (rect, response) = ui.allocate_exact_size(galley.size(), Sense::click());
+                ui.painter()
+                    .galley(rect.min, galley.clone(), ui.visuals().text_color());
+                if let Some(t) = selection.token {
+                    if let (Some(&a), Some(&b)) =
+                        (self.token_starts.get(t), self.token_starts.get(t + 1))
+                    {
+                        let start = galley.pos_from_cursor(CCursor::new(a));
+                        let end = galley.pos_from_cursor(CCursor::new(b));
+                        if (start.min.y - end.min.y).abs() < 1.0 {
+                            let underline =
+                                egui::Rect::from_min_max(start.left_bottom(), end.left_bottom())
+                                    .translate(rect.min.to_vec2());
+                            ui.painter().line_segment(
+                                [underline.min, underline.max],
+                                Stroke::new(2.0, ui.visuals().strong_text_color()),
+                            );
+                        }
                     }
-                    let response = ui.add(egui::Label::new(rich).sense(Sense::click()));
+                }
+                let hovered = response.hover_pos().and_then(|p| {
+                    let cursor = galley.cursor_from_pos(p - rect.min);
+                    self.token_at(cursor.index.0)
+                });
+                if let Some(t) = hovered {
                     if response.clicked() {
                         commands.push(Command::Select {
                             token: t,
                             moe_layer,
                         });
                     }
-                    response.on_hover_ui(|ui| hover::token_card(ui, data, moe_layer, t));
-                    if token.text.contains('\n') {
-                        ui.end_row();
-                    }
+                    response.on_hover_ui_at_pointer(|ui| hover::token_card(ui, data, moe_layer, t));
                 }
             });
-        });
+    }
 }

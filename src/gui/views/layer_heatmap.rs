@@ -14,7 +14,10 @@ const MAX_OUTLINES: usize = 4096;
 
 #[derive(Default)]
 pub struct LayerHeatmap {
-    texture: Option<TextureHandle>,
+    /// Texture tiles and the token range each covers (long traces exceed the texture size limit).
+    tiles: Vec<(TextureHandle, std::ops::Range<usize>)>,
+    /// The cell values the tiles show (for hover), computed with them.
+    values: Vec<f32>,
     built_for: Option<(u64, usize, bool)>,
 }
 
@@ -77,25 +80,31 @@ impl LayerHeatmap {
                 );
         });
         let use_probs = *probabilities && has_logits;
-        let values = heatmap_values(data, moe_layer, use_probs);
         let key = (data.run_id, moe_layer, use_probs);
         if self.built_for != Some(key) {
+            self.values = heatmap_values(data, moe_layer, use_probs);
+            let values = &self.values;
             let max = values.iter().copied().fold(f32::EPSILON, f32::max);
-            // Image rows run top-down; put expert 0 at the bottom so y grows with the expert id.
-            let pixels = (0..experts)
-                .rev()
-                .flat_map(|e| values[e * tokens..(e + 1) * tokens].iter())
-                .map(|v| theme::sequential(v / max))
-                .collect();
-            let image = ColorImage::new([tokens, experts], pixels);
-            self.texture = Some(ui.ctx().load_texture(
-                "layer-heatmap",
-                image,
-                TextureOptions::NEAREST,
-            ));
+            self.tiles.clear();
+            let tile = super::routing_map::tile_width(ui);
+            for start in (0..tokens).step_by(tile) {
+                let range = start..(start + tile).min(tokens);
+                // Image rows run top-down; put expert 0 at the bottom so y grows with the expert id.
+                let pixels = (0..experts)
+                    .rev()
+                    .flat_map(|e| values[e * tokens + range.start..e * tokens + range.end].iter())
+                    .map(|v| theme::sequential(v / max))
+                    .collect();
+                let image = ColorImage::new([range.len(), experts], pixels);
+                let texture = ui.ctx().load_texture(
+                    format!("layer-heatmap-{start}"),
+                    image,
+                    TextureOptions::NEAREST,
+                );
+                self.tiles.push((texture, range));
+            }
             self.built_for = Some(key);
         }
-        let Some(texture) = &self.texture else { return };
         let (t_n, e_n) = (tokens as f64, experts as f64);
         let response = Plot::new("layer-heatmap-plot")
             .x_axis_label("token")
@@ -103,12 +112,15 @@ impl LayerHeatmap {
             .allow_scroll(false)
             .show(ui, |plot_ui| {
                 // Cell (token t, expert e) is centred on (t, e), so axis ticks name cells.
-                plot_ui.image(PlotImage::new(
-                    "heatmap",
-                    texture.id(),
-                    PlotPoint::new(t_n / 2.0 - 0.5, e_n / 2.0 - 0.5),
-                    [t_n as f32, e_n as f32],
-                ));
+                for (texture, range) in &self.tiles {
+                    let width = range.len() as f64;
+                    plot_ui.image(PlotImage::new(
+                        "heatmap",
+                        texture.id(),
+                        PlotPoint::new(range.start as f64 + width / 2.0 - 0.5, e_n / 2.0 - 0.5),
+                        [width as f32, e_n as f32],
+                    ));
+                }
                 if tokens * layer.topk_ids.cols() <= MAX_OUTLINES {
                     for t in 0..tokens.min(layer.topk_ids.rows()) {
                         for &id in layer.topk_ids.row(t) {
@@ -140,7 +152,7 @@ impl LayerHeatmap {
                     });
                 }
                 plot_response.on_hover_ui_at_pointer(|ui| {
-                    let v = values[e * tokens + t];
+                    let v = self.values[e * tokens + t];
                     ui.label(format!("expert {e}: {v:.4}"));
                     ui.separator();
                     hover::token_card(ui, data, moe_layer, t);

@@ -10,8 +10,15 @@ use egui::{
     Color32, ColorImage, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Ui, Vec2,
 };
 
-/// Tokens per texture tile (well under egui-wgpu's 8192 limit).
+/// Tokens per texture tile at most; also bounded by the renderer's maximum texture side.
 const TILE_TOKENS: usize = 4096;
+
+/// Texture tile width in cells for this renderer.
+pub fn tile_width(ui: &Ui) -> usize {
+    TILE_TOKENS
+        .min(ui.ctx().input(|i| i.max_texture_side))
+        .max(1)
+}
 /// Width of the layer-label gutter.
 const GUTTER_PX: f32 = 40.0;
 
@@ -54,8 +61,9 @@ impl RoutingMap {
         self.tiles.clear();
         let tokens = data.num_tokens();
         let layers = data.num_moe_layers();
-        for start in (0..tokens).step_by(TILE_TOKENS) {
-            let range = start..(start + TILE_TOKENS).min(tokens);
+        let tile = tile_width(ui);
+        for start in (0..tokens).step_by(tile) {
+            let range = start..(start + tile).min(tokens);
             let image = ColorImage::new([range.len(), layers], map_pixels(data, range.clone()));
             let texture = ui.ctx().load_texture(
                 format!("routing-map-{start}"),
