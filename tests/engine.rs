@@ -143,3 +143,46 @@ fn open_accepts_config_json_and_safetensors_paths() {
         assert_eq!(engine.run(IDS).unwrap().moe_layers.len(), 2);
     }
 }
+
+#[test]
+fn a_cancelled_pass_stops_cleanly_and_the_next_one_is_unaffected() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = fixture("deepseek-v2");
+    let reference = Engine::load(&dir, EngineOptions::default())
+        .unwrap()
+        .run(IDS)
+        .unwrap()
+        .clone();
+    let cancel = Arc::new(AtomicBool::new(true));
+    let options = EngineOptions {
+        cancel: Some(cancel.clone()),
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::load(&dir, options).unwrap();
+    assert!(matches!(engine.run(IDS), Err(Error::Cancelled)));
+    assert_eq!(
+        engine.trace().num_tokens(),
+        0,
+        "a stopped pass leaves no partial trace"
+    );
+    cancel.store(false, Ordering::SeqCst);
+    let trace = engine.run(IDS).unwrap();
+    assert_eq!(
+        trace.moe_layers,
+        reference
+            .moe_layers
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                l.timings_ms = trace
+                    .moe_layers
+                    .iter()
+                    .find(|m| m.layer == l.layer)
+                    .unwrap()
+                    .timings_ms;
+                l
+            })
+            .collect::<Vec<_>>()
+    );
+}

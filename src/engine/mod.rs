@@ -13,6 +13,8 @@ use crate::trace::{self, Matrix, MoeLayerTrace, RouterInfo, Token, Trace};
 use candle_core::{DType, Device};
 use capture::{CaptureLevel, LayerRecord};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -28,6 +30,9 @@ pub struct EngineOptions {
     /// Prefill runs in chunks of this many tokens through the KV cache, so attention scores stay
     /// `chunk × context` instead of `context²` (routing is identical either way: tested).
     pub prefill_chunk_tokens: usize,
+    /// Set to abandon a forward pass between layers ([`Error::Cancelled`]); the desktop app sets it
+    /// when a newer edit makes the running pass stale.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Default [`EngineOptions::max_tokens`]: far beyond what a person inspects token by token.
@@ -42,6 +47,7 @@ impl Default for EngineOptions {
             synchronize_timings: true,
             max_tokens: DEFAULT_MAX_TOKENS,
             prefill_chunk_tokens: 512,
+            cancel: None,
         }
     }
 }
@@ -125,6 +131,7 @@ impl Engine {
             ids,
             self.options.capture,
             self.options.synchronize_timings,
+            self.options.cancel.as_deref(),
             &mut records,
         )?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;

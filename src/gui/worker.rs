@@ -75,6 +75,7 @@ pub struct Worker {
     requests: SyncSender<Request>,
     pub events: Receiver<Event>,
     cancel_load: Arc<AtomicBool>,
+    cancel_run: Arc<AtomicBool>,
     latest_run: Arc<AtomicU64>,
 }
 
@@ -86,12 +87,14 @@ impl Worker {
         let (requests, request_rx) = sync_channel::<Request>(64);
         let (event_tx, events) = sync_channel::<Event>(256);
         let cancel_load = Arc::new(AtomicBool::new(false));
+        let cancel_run = Arc::new(AtomicBool::new(false));
         let latest_run = Arc::new(AtomicU64::new(0));
         let state = WorkerState {
             engine: None,
             events: event_tx,
             wake,
             cancel_load: cancel_load.clone(),
+            cancel_run: cancel_run.clone(),
             latest_run: latest_run.clone(),
         };
         std::thread::Builder::new()
@@ -101,6 +104,7 @@ impl Worker {
             requests,
             events,
             cancel_load,
+            cancel_run,
             latest_run,
         })
     }
@@ -119,9 +123,10 @@ impl Worker {
         self.cancel_load.store(true, Ordering::SeqCst);
     }
 
-    /// Queues a run; earlier runs still queued are skipped.
+    /// Queues a run; earlier runs still queued are skipped and a running one is abandoned.
     pub fn run(&self, run_id: u64, input: RunInput) {
         self.latest_run.store(run_id, Ordering::SeqCst);
+        self.cancel_run.store(true, Ordering::SeqCst);
         self.send(Request::Run { run_id, input });
     }
 
@@ -137,6 +142,7 @@ struct WorkerState {
     events: SyncSender<Event>,
     wake: Wake,
     cancel_load: Arc<AtomicBool>,
+    cancel_run: Arc<AtomicBool>,
     latest_run: Arc<AtomicU64>,
 }
 
@@ -199,6 +205,7 @@ impl WorkerState {
         let options = EngineOptions {
             dtype,
             device,
+            cancel: Some(self.cancel_run.clone()),
             ..EngineOptions::default()
         };
         let cancel = self.cancel_load.clone();
@@ -247,6 +254,7 @@ impl WorkerState {
                 message: "no model is loaded".into(),
             });
         };
+        self.cancel_run.store(false, Ordering::SeqCst);
         let started = Instant::now();
         let result = match &input {
             RunInput::Prompt(text) => engine.run_prompt(text).map(|t| Arc::new(t.clone())),
@@ -257,6 +265,8 @@ impl WorkerState {
             Ok(trace) => self.emit(Event::RunFinished(Box::new(RunData::new(
                 run_id, trace, elapsed_ms,
             )))),
+            // A newer run superseded this one; its own result follows.
+            Err(crate::Error::Cancelled) => {}
             Err(e) => self.emit(Event::RunFailed {
                 run_id,
                 message: e.to_string(),

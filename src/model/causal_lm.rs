@@ -13,6 +13,7 @@ use crate::engine::timing::Stopwatch;
 use crate::error::{Error, Result};
 use crate::trace::LayerTimings;
 use candle_core::{DType, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug)]
 enum FeedForward {
@@ -121,6 +122,7 @@ impl CausalLm {
         ids: &[u32],
         capture: CaptureLevel,
         synchronize_timings: bool,
+        cancel: Option<&AtomicBool>,
         records: &mut Vec<LayerRecord>,
     ) -> Result<Vec<f32>> {
         if let Some((position, &id)) = ids
@@ -138,6 +140,9 @@ impl CausalLm {
         let index = Tensor::from_vec(ids.to_vec(), ids.len(), &device)?;
         let mut x = self.embed.index_select(&index, 0)?;
         for (layer, (block, cache)) in self.blocks.iter().zip(self.cache.iter_mut()).enumerate() {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::Cancelled);
+            }
             let mut watch = Stopwatch::start(&device, synchronize_timings);
             let mut timings = LayerTimings::default();
             let attn = block
