@@ -1,7 +1,7 @@
 //! PNG backend: rasterizes a [`Figure`] with the bundled font (ab_glyph), no window or GPU.
 
-use super::figure::{Figure, Legend};
-use super::layout::{self, Layout, AXIS_TITLE_PX, LABEL_PX, MARGIN, TITLE_PX};
+use super::figure::Figure;
+use super::layout::{self, Anchor, Shape};
 use super::palette::{self, Rgb};
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgb as Px, RgbImage};
@@ -13,13 +13,6 @@ pub static LATIN_FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSa
 
 const INK: Rgb = [30, 30, 30];
 const BACKGROUND: Rgb = [255, 255, 255];
-
-#[derive(Clone, Copy)]
-enum Anchor {
-    Left,
-    Center,
-    Right,
-}
 
 struct Canvas {
     image: RgbImage,
@@ -87,9 +80,9 @@ impl Canvas {
             })
             .sum();
         let start = match anchor {
-            Anchor::Left => 0.0,
-            Anchor::Center => -width / 2.0,
-            Anchor::Right => -width,
+            Anchor::Start => 0.0,
+            Anchor::Middle => -width / 2.0,
+            Anchor::End => -width,
         };
         // Local coordinates: baseline at y = 0; shift so the text's vertical centre sits at 0.
         let metrics = self.latin.as_scaled(PxScale::from(px));
@@ -121,163 +114,44 @@ impl Canvas {
 }
 
 pub fn render(fig: &Figure) -> RgbImage {
-    let lay: Layout = layout::layout(fig);
+    let lay = layout::layout(fig);
     let mut canvas = Canvas {
         image: RgbImage::from_pixel(lay.width as u32, lay.height as u32, Px(BACKGROUND)),
         latin: FontRef::try_from_slice(LATIN_FONT_BYTES).expect("the bundled Latin font parses"),
         fallback: FontRef::try_from_slice(FONT_BYTES).expect("the bundled CJK font parses"),
     };
-    canvas.text(
-        &fig.title,
-        MARGIN,
-        MARGIN + TITLE_PX * 0.5,
-        TITLE_PX,
-        Anchor::Left,
-        false,
-        INK,
-    );
-    for r in 0..fig.rows {
-        for c in 0..fig.cols {
-            let x = lay.grid_x + c as f32 * lay.cell_w;
-            let y = lay.grid_y + r as f32 * lay.cell_h;
-            canvas.rect(x, y, lay.cell_w, lay.cell_h, fig.cells[r * fig.cols + c]);
-        }
-    }
-    if lay.cell_w >= 4.0 && lay.cell_h >= 4.0 {
-        for &(r, c) in &fig.outlined {
-            let x = lay.grid_x + c as f32 * lay.cell_w;
-            let y = lay.grid_y + r as f32 * lay.cell_h;
-            canvas.outline(x, y, lay.cell_w, lay.cell_h, [255, 255, 255]);
-        }
-    }
-    for (r, label) in fig
-        .row_labels
-        .iter()
-        .enumerate()
-        .step_by(lay.row_label_step)
-    {
-        let y = lay.grid_y + (r as f32 + 0.5) * lay.cell_h;
-        canvas.text(
-            label,
-            lay.grid_x - 6.0,
-            y,
-            LABEL_PX,
-            Anchor::Right,
-            false,
-            INK,
-        );
-    }
-    let grid_bottom = lay.grid_y + fig.rows as f32 * lay.cell_h;
-    for (c, label) in fig
-        .col_labels
-        .iter()
-        .enumerate()
-        .step_by(lay.col_label_step)
-    {
-        let x = lay.grid_x + (c as f32 + 0.5) * lay.cell_w;
-        if lay.col_labels_rotated {
-            let width = layout::text_width(label, LABEL_PX);
-            canvas.text(
-                label,
+    for shape in layout::shapes(fig, &lay) {
+        match shape {
+            Shape::Cells {
                 x,
-                grid_bottom + 6.0 + width,
-                LABEL_PX,
-                Anchor::Left,
-                true,
-                INK,
-            );
-        } else {
-            canvas.text(
-                label,
+                y,
+                cell_w,
+                cell_h,
+            } => {
+                for r in 0..fig.rows {
+                    for c in 0..fig.cols {
+                        let (cx, cy) = (x + c as f32 * cell_w, y + r as f32 * cell_h);
+                        canvas.rect(cx, cy, cell_w, cell_h, fig.cells[r * fig.cols + c]);
+                    }
+                }
+            }
+            Shape::Rect { x, y, w, h, color } => canvas.rect(x, y, w, h, color),
+            Shape::Outline { x, y, w, h, color } => canvas.outline(x, y, w, h, color),
+            Shape::Text {
+                text,
                 x,
-                grid_bottom + 6.0 + LABEL_PX * 0.5,
-                LABEL_PX,
-                Anchor::Center,
-                false,
-                INK,
-            );
-        }
-    }
-    let grid_w = fig.cols as f32 * lay.cell_w;
-    let x_title_y = grid_bottom + lay.col_label_band + AXIS_TITLE_PX;
-    canvas.text(
-        &fig.x_title,
-        lay.grid_x + grid_w / 2.0,
-        x_title_y,
-        AXIS_TITLE_PX,
-        Anchor::Center,
-        false,
-        INK,
-    );
-    let grid_mid = lay.grid_y + fig.rows as f32 * lay.cell_h / 2.0;
-    canvas.text(
-        &fig.y_title,
-        MARGIN + AXIS_TITLE_PX * 0.5,
-        grid_mid + layout::text_width(&fig.y_title, AXIS_TITLE_PX) / 2.0,
-        AXIS_TITLE_PX,
-        Anchor::Left,
-        true,
-        INK,
-    );
-    match &fig.legend {
-        Legend::Experts(experts) => {
-            let grid_h = (fig.rows as f32 * lay.cell_h).max(200.0);
-            let per_column = (grid_h / 20.0).floor().max(1.0) as usize;
-            for (i, &e) in experts.iter().enumerate() {
-                let x = lay.legend_x + (i / per_column) as f32 * 110.0;
-                let y = lay.grid_y + (i % per_column) as f32 * 20.0;
-                canvas.rect(x, y + 3.0, 14.0, 14.0, palette::expert_color(e, 1.0));
-                canvas.text(
-                    &format!("expert {e}"),
-                    x + 20.0,
-                    y + 10.0,
-                    LABEL_PX,
-                    Anchor::Left,
-                    false,
-                    INK,
-                );
+                y,
+                px,
+                anchor,
+                rotated,
+            } => canvas.text(&text, x, y, px, anchor, rotated, INK),
+            Shape::ColorBar { x, y, w, h } => {
+                let steps = h.max(1.0) as usize;
+                for i in 0..steps {
+                    let v = 1.0 - i as f32 / steps as f32;
+                    canvas.rect(x, y + i as f32, w, 1.0, palette::sequential(v));
+                }
             }
-        }
-        Legend::ColorBar { caption, low, high } => {
-            let bar_h = (fig.rows as f32 * lay.cell_h).max(200.0) - 30.0;
-            let steps = bar_h.max(1.0) as usize;
-            for i in 0..steps {
-                let v = 1.0 - i as f32 / steps as f32;
-                canvas.rect(
-                    lay.legend_x,
-                    lay.grid_y + i as f32,
-                    18.0,
-                    1.0,
-                    palette::sequential(v),
-                );
-            }
-            canvas.text(
-                high,
-                lay.legend_x + 24.0,
-                lay.grid_y + 6.0,
-                LABEL_PX,
-                Anchor::Left,
-                false,
-                INK,
-            );
-            canvas.text(
-                low,
-                lay.legend_x + 24.0,
-                lay.grid_y + bar_h - 6.0,
-                LABEL_PX,
-                Anchor::Left,
-                false,
-                INK,
-            );
-            canvas.text(
-                caption,
-                lay.legend_x,
-                lay.grid_y + bar_h + 18.0,
-                LABEL_PX,
-                Anchor::Left,
-                false,
-                INK,
-            );
         }
     }
     canvas.image
