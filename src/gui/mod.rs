@@ -61,6 +61,9 @@ pub fn run(model: Option<PathBuf>) -> eframe::Result {
             .with_inner_size([1400.0, 900.0])
             .with_min_inner_size([800.0, 500.0])
             .with_drag_and_drop(true),
+        // OpenGL (glow) draws this app several times faster than wgpu on software rasterizers
+        // (remote desktops, VMs, Xvfb: ~50 vs ~10 frames/s measured), and as fast on real GPUs.
+        renderer: eframe::Renderer::Glow,
         ..Default::default()
     };
     eframe::run_native(
