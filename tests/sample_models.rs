@@ -68,14 +68,7 @@ fn sample_models_dir() -> PathBuf {
 
 /// Every sample model folder that has a reference.json, sorted by name.
 fn sample_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(sample_models_dir())
-        .expect("sample_models exists")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("reference.json").is_file())
-        .collect();
-    dirs.sort();
-    dirs
+    common::reference_dirs(&sample_models_dir())
 }
 
 fn sample_reference(dir: &Path) -> SampleReference {

@@ -58,18 +58,6 @@ pub fn token_label(text: &str) -> String {
     }
 }
 
-/// Top-1 expert and its share of the token's weights.
-fn top1(trace: &Trace, moe_layer: usize, token: usize) -> (usize, f32) {
-    let layer = &trace.moe_layers[moe_layer];
-    let ids = layer.topk_ids.row(token);
-    let weights = layer.topk_weights.row(token);
-    let sum: f32 = weights.iter().sum();
-    (
-        ids[0] as usize,
-        if sum > 0.0 { weights[0] / sum } else { 1.0 },
-    )
-}
-
 pub fn build(trace: &Trace, kind: &FigureKind) -> Result<Figure, String> {
     let tokens = trace.tokens.len();
     let name = model_name(trace);
@@ -84,7 +72,7 @@ pub fn build(trace: &Trace, kind: &FigureKind) -> Result<Figure, String> {
             let mut used = std::collections::BTreeSet::new();
             for l in 0..rows {
                 for t in 0..tokens {
-                    let (expert, share) = top1(trace, l, t);
+                    let (expert, share) = trace.moe_layers[l].top1_share(t).unwrap_or((0, 0.0));
                     used.insert(expert);
                     cells.push(palette::expert_color(expert, share));
                 }

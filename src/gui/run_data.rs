@@ -43,18 +43,9 @@ impl RunData {
         self.trace.moe_layers.len()
     }
 
-    /// Top-1 expert of `token` at MoE layer `moe_layer` and its share of the token's weights
-    /// (weights divided by their sum, so routed scaling factors do not wash out the colour).
+    /// Top-1 expert of `token` at MoE layer `moe_layer` and its share of the token's weights.
     pub fn top1(&self, moe_layer: usize, token: usize) -> Option<(usize, f32)> {
-        let layer = self.trace.moe_layers.get(moe_layer)?;
-        if token >= layer.topk_ids.rows() {
-            return None;
-        }
-        let ids = layer.topk_ids.row(token);
-        let weights = layer.topk_weights.row(token);
-        let sum: f32 = weights.iter().sum();
-        let share = if sum > 0.0 { weights[0] / sum } else { 1.0 };
-        Some((ids[0] as usize, share))
+        self.trace.moe_layers.get(moe_layer)?.top1_share(token)
     }
 
     /// Router probabilities of one token (softmax, or sigmoid scores normalized), if logits exist.

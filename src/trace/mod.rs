@@ -90,6 +90,21 @@ pub struct LayerTimings {
     pub total: f64,
 }
 
+impl MoeLayerTrace {
+    /// Top-1 expert of `token` and its share of the token's applied weights (weights over their
+    /// sum, so routed scaling factors do not wash out colours); `None` past the last token.
+    pub fn top1_share(&self, token: usize) -> Option<(usize, f32)> {
+        if token >= self.topk_ids.rows() {
+            return None;
+        }
+        let ids = self.topk_ids.row(token);
+        let weights = self.topk_weights.row(token);
+        let sum: f32 = weights.iter().sum();
+        let share = if sum > 0.0 { weights[0] / sum } else { 1.0 };
+        Some((ids[0] as usize, share))
+    }
+}
+
 impl Trace {
     pub fn num_tokens(&self) -> usize {
         self.tokens.len()

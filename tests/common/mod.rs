@@ -12,8 +12,13 @@ pub fn fixtures_dir() -> PathBuf {
 
 /// Every fixture folder that has a reference.json, sorted by name.
 pub fn fixture_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
-        .expect("tests/fixtures exists")
+    reference_dirs(&fixtures_dir())
+}
+
+/// Every folder under `root` that has a reference.json, sorted by name.
+pub fn reference_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.join("reference.json").is_file())
