@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use moescope::engine::capture::CaptureLevel;
-use moescope::engine::device::{open_device, parse_dtype};
+use moescope::engine::bench::{self, BenchOptions, BenchReport};
+use moescope::engine::capture::{CaptureLevel, ExpertKernel};
+use moescope::engine::device::{available_devices, open_device_or_cpu, parse_dtype};
 use moescope::engine::{Engine, EngineOptions};
 use moescope::model::checkpoint::Checkpoint;
 use moescope::model::spec::AttentionSpec;
@@ -43,6 +44,36 @@ pub enum Command {
     Stats(StatsArgs),
     /// Draw a heatmap (PNG/SVG) or write the routing data (CSV/JSON) from a trace or a model run.
     Export(ExportArgs),
+    /// Prefill speed, per-phase times, capture overhead, FLOP efficiency and memory of a checkpoint.
+    Bench(BenchArgs),
+    /// The devices this build can run on here (the CPU, CUDA GPUs).
+    Devices {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    pub model: PathBuf,
+    /// Run this many tokens (ids spread over the vocabulary; no tokenizer needed).
+    #[arg(long, conflicts_with = "prompt", required_unless_present = "prompt")]
+    pub tokens: Option<usize>,
+    /// Run this text instead (needs the checkpoint's tokenizer.json).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Timed runs after one warm-up; figures are medians.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Time with capture off (and skip the capture-overhead runs).
+    #[arg(long)]
+    pub no_capture: bool,
+    /// Print the report as JSON (keys shared with bench/torch_baseline.py).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -79,18 +110,32 @@ pub struct RunArgs {
     /// full (logits, experts, weights) or routing (experts and weights only).
     #[arg(long, default_value = "full", value_parser = ["full", "routing"])]
     pub capture: String,
+    /// How routed experts are computed: fused (one kernel for all experts: CPU with AVX-512 in
+    /// f32/bf16, CUDA in bf16/f16; grouped elsewhere) or grouped (two matmuls per expert, any
+    /// device). Routing is the same either way.
+    #[arg(long, default_value = "fused", value_parser = ["fused", "grouped"])]
+    pub expert_kernel: String,
 }
 
 impl RunArgs {
+    /// Engine options; a GPU that cannot be used falls back to the CPU with a warning on stderr.
     pub fn options(&self) -> Result<EngineOptions> {
+        let (device, note) = open_device_or_cpu(&self.device)?;
+        if let Some(note) = note {
+            eprintln!("warning: {note}");
+        }
         Ok(EngineOptions {
             dtype: parse_dtype(&self.dtype)?,
-            device: open_device(&self.device)?,
+            device,
             capture: match self.capture.as_str() {
                 "routing" => CaptureLevel::Routing,
                 _ => CaptureLevel::Full,
             },
             synchronize_timings: true,
+            expert_kernel: match self.expert_kernel.as_str() {
+                "fused" => ExpertKernel::Fused,
+                _ => ExpertKernel::Grouped,
+            },
             ..EngineOptions::default()
         })
     }
@@ -102,6 +147,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Trace(args)) => trace(args),
         Some(Command::Stats(args)) => stats(args),
         Some(Command::Export(args)) => export(args),
+        Some(Command::Bench(args)) => bench(args),
+        Some(Command::Devices { json }) => devices(json),
         None => open_app(cli.model),
     }
 }
@@ -243,6 +290,10 @@ pub struct StatsArgs {
     /// Print the metrics as JSON (names in docs/metrics.md) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// When running a model: run it again in this dtype (e.g. f32) and report the tokens whose
+    /// expert set or top-1 expert differs (routing flips from precision).
+    #[arg(long, value_name = "DTYPE")]
+    pub compare_dtype: Option<String>,
 }
 
 fn parse_token_range(text: &str) -> Result<Range<usize>, String> {
@@ -280,9 +331,13 @@ fn stats(args: StatsArgs) -> Result<()> {
         .input
         .as_ref()
         .is_some_and(|i| i.prompt.is_some() || i.token_ids.is_some());
+    let mut flips = None;
     let metrics = if args.inputs.iter().all(|p| is_trace_file(p)) {
         if given_input {
             bail!("--prompt and --token-ids run a model; trace files already hold their tokens");
+        }
+        if args.compare_dtype.is_some() {
+            bail!("--compare-dtype runs a model twice; give a checkpoint, not trace files");
         }
         let traces = args
             .inputs
@@ -311,15 +366,53 @@ fn stats(args: StatsArgs) -> Result<()> {
                 model.display()
             ),
         };
-        let trace = engine.run(&ids)?;
-        analysis::analyze(trace, &options).map_err(|e| name_trace(e, &args.inputs))?
+        let trace = engine.run(&ids)?.clone();
+        if let Some(dtype) = &args.compare_dtype {
+            let reference_options = EngineOptions {
+                dtype: parse_dtype(dtype)?,
+                ..engine.options().clone()
+            };
+            drop(engine);
+            let mut reference = Engine::load(model, reference_options)?;
+            flips = Some(analysis::routing_flips(&trace, reference.run(&ids)?)?);
+        }
+        analysis::analyze(&trace, &options).map_err(|e| name_trace(e, &args.inputs))?
     };
     if args.json {
-        println!("{}", serde_json::to_string(&metrics)?);
+        let mut value = serde_json::to_value(&metrics)?;
+        if let (Some(flips), Some(object)) = (&flips, value.as_object_mut()) {
+            object.insert("routing_flips".into(), serde_json::to_value(flips)?);
+        }
+        println!("{}", serde_json::to_string(&value)?);
     } else {
         print_table(&metrics);
+        if let Some(flips) = &flips {
+            print_flips(flips);
+        }
     }
     Ok(())
+}
+
+fn print_flips(f: &analysis::RoutingFlips) {
+    println!(
+        "\nrouting flips, {} against {}: {} of {} tokens change experts in some layer",
+        f.run, f.reference, f.tokens_with_any_flip, f.num_tokens
+    );
+    println!("layer  set-flips  top1-flips  changed-choices  tokens");
+    for l in &f.moe_layers {
+        let mut tokens: Vec<String> = l.set_flips.iter().take(12).map(|t| t.to_string()).collect();
+        if l.set_flips.len() > 12 {
+            tokens.push("…".into());
+        }
+        println!(
+            "{:>5} {:>10} {:>11} {:>15.2}%  {}",
+            l.layer,
+            l.set_flips.len(),
+            l.top1_flips.len(),
+            l.changed_choice_fraction * 100.0,
+            tokens.join(",")
+        );
+    }
 }
 
 /// The analysis error with the file it concerns (path last).
@@ -484,6 +577,99 @@ fn export(args: ExportArgs) -> Result<()> {
     for path in [&args.csv, &args.json].into_iter().flatten() {
         write_data(&trace, path)?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let mut options = args.run.options()?;
+    // Throughput figures: phase boundaries still synchronize, single experts are not timed.
+    options.time_experts = false;
+    if args.no_capture {
+        options.capture = CaptureLevel::Off;
+    }
+    let started = std::time::Instant::now();
+    let mut engine = Engine::load(&args.model, options)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let ids = match (&args.prompt, args.tokens) {
+        (Some(text), _) => engine.checkpoint.encode(text)?,
+        (None, Some(n)) => bench::synthetic_ids(n, engine.checkpoint.spec.vocab_size),
+        (None, None) => bail!("give --tokens N or --prompt TEXT"),
+    };
+    let report = bench::run(
+        &mut engine,
+        &ids,
+        load_ms,
+        &BenchOptions {
+            repeat: args.repeat,
+            measure_capture_overhead: !args.no_capture,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_bench(&report);
+    }
+    Ok(())
+}
+
+fn print_bench(r: &BenchReport) {
+    println!(
+        "{} ({}), {} tokens, {} {} ({} threads), expert kernel {}, capture {:?}",
+        r.model,
+        r.architecture,
+        r.tokens,
+        r.device,
+        r.dtype,
+        r.threads,
+        r.implementation,
+        r.capture
+    );
+    println!(
+        "prefill        {:.1} ms median of {} (min {:.1}, max {:.1}), {:.0} tokens/s; load {:.0} ms",
+        r.prefill_ms.median, r.repeat, r.prefill_ms.min, r.prefill_ms.max, r.tokens_per_s, r.load_ms
+    );
+    let p = &r.phases_ms;
+    println!(
+        "phases (all layers)  attention {:.1} ms, router {:.1} ms, experts {:.1} ms, shared/dense {:.1} ms",
+        p.attention, p.router, p.experts, p.shared
+    );
+    println!("MoE layer      {:.2} ms per layer", r.moe_layer_ms);
+    println!(
+        "experts        {:.2} GFLOP per layer at {:.1} GFLOP/s; dense matmul of equal FLOPs {:.2} ms → {:.0} % of its rate",
+        r.expert_gflop,
+        r.expert_gflops_per_s,
+        r.dense_equivalent_ms,
+        r.moe_flop_efficiency * 100.0
+    );
+    if let (Some(off), Some(overhead)) = (r.prefill_no_capture_ms, r.capture_overhead) {
+        println!(
+            "capture        {:.1} ms without capture → overhead {:+.1} %",
+            off,
+            overhead * 100.0
+        );
+    }
+    let mb = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.0} MB"));
+    println!(
+        "memory         weights {:.0} MB; resident {} after load, {} after runs, peak {}",
+        r.weights_mb,
+        mb(r.rss_after_load_mb),
+        mb(r.rss_mb),
+        mb(r.peak_rss_mb)
+    );
+}
+
+fn devices(json: bool) -> Result<()> {
+    let devices = available_devices();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&devices)?);
+        return Ok(());
+    }
+    for d in &devices {
+        println!("{:<8} {}", d.name, d.description);
+    }
+    if let Some(reason) = moescope::engine::device::cuda_unavailable_reason() {
+        println!("(no CUDA: {reason})");
     }
     Ok(())
 }

@@ -70,7 +70,7 @@ pub enum Error {
     #[error("no tokens to run: give a non-empty prompt or token ids")]
     EmptyInput,
 
-    #[error("prompt has {tokens} tokens, more than the model's limit of {limit}")]
+    #[error("{tokens} tokens in context, more than the limit of {limit} (the model's maximum positions or the engine's token cap)")]
     TooManyTokens { tokens: usize, limit: usize },
 
     #[error("non-finite values (NaN or inf) in {what} at layer {layer}: the checkpoint's weights are probably corrupt")]

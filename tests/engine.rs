@@ -133,6 +133,26 @@ fn prompts_longer_than_the_context_are_refused() {
         ),
     }
     assert!(matches!(engine.run(&[]), Err(Error::EmptyInput)));
+
+    // The engine's own cap applies below the model's limit, counting tokens already cached.
+    let options = EngineOptions {
+        max_tokens: 8,
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::load(&fixture("mixtral"), options).unwrap();
+    engine.run(&[3; 6]).unwrap();
+    assert!(matches!(
+        engine.push_tokens(&[3; 3]),
+        Err(Error::TooManyTokens {
+            tokens: 9,
+            limit: 8
+        })
+    ));
+    assert_eq!(
+        engine.trace().num_tokens(),
+        6,
+        "a refused push leaves the trace as it was"
+    );
 }
 
 #[test]
@@ -166,6 +186,19 @@ fn a_cancelled_pass_stops_cleanly_and_the_next_one_is_unaffected() {
         0,
         "a stopped pass leaves no partial trace"
     );
+    // Cancelled while feeding more tokens: the engine starts clean instead of keeping a torn cache.
+    cancel.store(false, Ordering::SeqCst);
+    engine.run(&IDS[..4]).unwrap();
+    cancel.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        engine.push_tokens(&IDS[4..]),
+        Err(Error::Cancelled)
+    ));
+    assert_eq!(
+        engine.trace().num_tokens(),
+        0,
+        "a torn pass resets the engine"
+    );
     cancel.store(false, Ordering::SeqCst);
     let trace = engine.run(IDS).unwrap();
     assert_eq!(
@@ -174,15 +207,57 @@ fn a_cancelled_pass_stops_cleanly_and_the_next_one_is_unaffected() {
             .moe_layers
             .iter()
             .map(|l| {
+                // Timings differ run to run; everything else must not.
                 let mut l = l.clone();
-                l.timings_ms = trace
+                let same = trace
                     .moe_layers
                     .iter()
                     .find(|m| m.layer == l.layer)
-                    .unwrap()
-                    .timings_ms;
+                    .unwrap();
+                l.timings_ms = same.timings_ms;
+                l.expert_timings_ms = same.expert_timings_ms.clone();
                 l
             })
             .collect::<Vec<_>>()
     );
+}
+
+/// Each expert's compute time lands in the trace (both kernels), only used experts take time, and
+/// turning the timing off leaves the field empty (and out of the JSON).
+#[test]
+fn per_expert_times_are_recorded_for_used_experts() {
+    use moescope::engine::capture::ExpertKernel;
+    for kernel in [ExpertKernel::Fused, ExpertKernel::Grouped] {
+        let options = EngineOptions {
+            expert_kernel: kernel,
+            ..EngineOptions::default()
+        };
+        let mut engine = Engine::load(&fixture("olmoe"), options).unwrap();
+        let trace = engine.run(IDS).unwrap();
+        for layer in &trace.moe_layers {
+            let times = &layer.expert_timings_ms;
+            assert_eq!(times.len(), trace.model.num_experts, "{kernel:?}");
+            for (expert, &ms) in times.iter().enumerate() {
+                let used = (0..IDS.len()).any(|t| layer.topk_ids.row(t).contains(&(expert as u32)));
+                assert!(
+                    ms >= 0.0 && (used || ms == 0.0),
+                    "{kernel:?} expert {expert}: {ms} ms"
+                );
+            }
+            assert!(times.iter().sum::<f64>() <= layer.timings_ms.experts + 1e-9);
+        }
+    }
+    let options = EngineOptions {
+        time_experts: false,
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::load(&fixture("olmoe"), options).unwrap();
+    let trace = engine.run(IDS).unwrap();
+    assert!(trace
+        .moe_layers
+        .iter()
+        .all(|l| l.expert_timings_ms.is_empty()));
+    assert!(!serde_json::to_string(trace)
+        .unwrap()
+        .contains("expert_timings_ms"));
 }

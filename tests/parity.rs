@@ -6,6 +6,7 @@
 mod common;
 
 use common::{fixture_dirs, max_abs_diff, reference, RefLayer};
+use moescope::engine::capture::ExpertKernel;
 use moescope::engine::{Engine, EngineOptions};
 use moescope::trace::Trace;
 
@@ -52,6 +53,17 @@ fn check_layers(name: &str, trace: &Trace, expected: &[RefLayer], last_logits: &
 
 #[test]
 fn every_fixture_matches_transformers() {
+    check_every_fixture(ExpertKernel::Fused);
+}
+
+/// The plain path (two candle matmuls per expert) must agree as well: it is what runs where the
+/// fused kernels do not (CPUs without AVX-512, f32 on CUDA, Metal).
+#[test]
+fn every_fixture_matches_transformers_on_the_grouped_path() {
+    check_every_fixture(ExpertKernel::Grouped);
+}
+
+fn check_every_fixture(kernel: ExpertKernel) {
     let dirs = fixture_dirs();
     assert!(
         dirs.len() >= 12,
@@ -60,12 +72,16 @@ fn every_fixture_matches_transformers() {
     );
     for dir in dirs {
         let r = reference(&dir);
-        let mut engine = Engine::load(&dir, EngineOptions::default())
-            .unwrap_or_else(|e| panic!("{}: {e}", r.name));
+        let options = EngineOptions {
+            expert_kernel: kernel,
+            ..EngineOptions::default()
+        };
+        let mut engine = Engine::load(&dir, options).unwrap_or_else(|e| panic!("{}: {e}", r.name));
         let trace = engine
             .run(&r.input_ids)
             .unwrap_or_else(|e| panic!("{}: {e}", r.name));
-        check_layers(&r.name, trace, &r.moe_layers, &r.last_logits);
+        let name = format!("{} ({} experts)", r.name, kernel.label());
+        check_layers(&name, trace, &r.moe_layers, &r.last_logits);
         if let (Some(prompt), Some(ids), Some(layers), Some(logits)) = (
             &r.prompt,
             &r.prompt_ids,
@@ -79,7 +95,7 @@ fn every_fixture_matches_transformers() {
                 r.name
             );
             let trace = engine.run_prompt(prompt).unwrap();
-            check_layers(&format!("{} (prompt)", r.name), trace, layers, logits);
+            check_layers(&format!("{name} (prompt)"), trace, layers, logits);
         }
     }
 }

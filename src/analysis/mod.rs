@@ -9,6 +9,7 @@
 //! `jaccard_next_layer`) are computed per trace and averaged, so no pair spans two prompts.
 
 pub mod capacity;
+pub mod flips;
 pub mod health;
 pub mod load;
 pub mod structure;
@@ -18,6 +19,7 @@ pub mod token;
 mod tests;
 
 pub use capacity::capacity;
+pub use flips::{routing_flips, LayerFlips, RoutingFlips};
 pub use health::Band;
 pub use token::{token_metrics, TokenMetrics};
 
@@ -363,7 +365,7 @@ fn layer_metrics(
     });
     let all_ids: Vec<&[u32]> = pooled.iter().map(|a| a.ids).collect();
 
-    // Health: trace format 1 records no per-expert time, so the spread is absent for now.
+    // Health: per-expert time spread, when the engine timed experts.
     let expert_time_spread = per_expert_time_ms(seqs).and_then(|t| health::expert_time_spread(&t));
 
     LayerMetrics {
@@ -410,11 +412,19 @@ fn layer_metrics(
     }
 }
 
-/// Per-expert compute time of a layer, summed over traces, when every trace records it. Trace
-/// format 1 has no such field, so this is `None`; the spread and its band are wired to it so that
-/// a future optional field only needs reading here.
-fn per_expert_time_ms(_seqs: &[Seq]) -> Option<Vec<f64>> {
-    None
+/// Per-expert compute time summed over the pooled traces (whole traces: timings are not kept per
+/// token, so a token range does not narrow them); `None` when no trace recorded expert times.
+fn per_expert_time_ms(seqs: &[Seq]) -> Option<Vec<f64>> {
+    let mut total: Option<Vec<f64>> = None;
+    for seq in seqs {
+        let times = &seq.layer.expert_timings_ms;
+        if times.is_empty() {
+            continue;
+        }
+        let sum = total.get_or_insert_with(|| vec![0.0; times.len()]);
+        sum.iter_mut().zip(times).for_each(|(s, t)| *s += t);
+    }
+    total
 }
 
 /// DeepSeek's sequence-wise balance loss without α: Σ_e f_e·P_e with f_e = E/(k·T)·c_e and P_e

@@ -38,6 +38,7 @@ fn trace(e: usize, scoring: &str, layers: Vec<L>) -> Trace {
             topk_ids: Matrix::from_vec(t, k, l.ids.concat()),
             selection_bias: None,
             timings_ms: LayerTimings::default(),
+            expert_timings_ms: Vec::new(),
         })
         .collect();
     Trace {
@@ -520,4 +521,53 @@ fn every_metric_name_is_documented() {
             "docs/metrics.md does not document `{name}`"
         );
     }
+}
+
+#[test]
+fn expert_time_spread_pools_recorded_times() {
+    let mut a = two_experts();
+    a.moe_layers[0].expert_timings_ms = vec![3.0, 1.0];
+    let mut b = two_experts();
+    b.moe_layers[0].expert_timings_ms = vec![1.0, 1.0];
+    // Pooled [4, 2]: mean 3, max 4 → spread 1/3, above 25 % → alarm.
+    let m = aggregate(&[&a, &b], &options(1.0)).unwrap();
+    some(
+        m.moe_layers[0].expert_time_spread,
+        1.0 / 3.0,
+        "expert_time_spread",
+    );
+    assert_eq!(m.moe_layers[0].expert_time_band, Some(Band::Alarm));
+    // A trace without timings adds nothing; none at all gives no spread.
+    let m = aggregate(&[&a, &two_experts()], &options(1.0)).unwrap();
+    some(m.moe_layers[0].expert_time_spread, 0.5, "one timed trace");
+    let m = analyze(&two_experts(), &options(1.0)).unwrap();
+    assert_eq!(m.moe_layers[0].expert_time_spread, None);
+}
+
+#[test]
+fn routing_flips_count_sets_and_top1() {
+    let a = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![0, 1], vec![2, 3], vec![1, 2]], None)],
+    );
+    // Token 0: same set, other order (top-1 flip only); token 1: one expert swapped; token 2 same.
+    let b = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![1, 0], vec![2, 0], vec![1, 2]], None)],
+    );
+    let f = routing_flips(&b, &a).unwrap();
+    let l = &f.moe_layers[0];
+    assert_eq!(l.set_flips, vec![1]);
+    assert_eq!(l.top1_flips, vec![0]);
+    close(
+        l.changed_choice_fraction,
+        1.0 / 6.0,
+        "changed_choice_fraction",
+    );
+    assert_eq!(f.tokens_with_any_flip, 1);
+    assert_eq!(routing_flips(&a, &a).unwrap().tokens_with_any_flip, 0);
+    let shorter = trace(4, "softmax", vec![layer(vec![vec![0, 1]], None)]);
+    assert!(routing_flips(&shorter, &a).is_err());
 }

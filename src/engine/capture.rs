@@ -17,6 +17,39 @@ pub enum CaptureLevel {
     Off,
 }
 
+/// How the routed experts are computed. Routing is identical either way (it is decided before).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertKernel {
+    /// Tokens grouped by expert, two candle matmuls per used expert: every device and dtype.
+    Grouped,
+    /// All experts of a layer in one kernel: on CPU (AVX-512F, f32/bf16) moescope's packed-panel
+    /// kernel, on CUDA (bf16/f16) candle-nn's grouped GEMM, one launch per projection. Where
+    /// neither applies the grouped path runs, so asking for it is never an error.
+    #[default]
+    Fused,
+}
+
+impl ExpertKernel {
+    pub fn label(self) -> &'static str {
+        match self {
+            ExpertKernel::Grouped => "grouped",
+            ExpertKernel::Fused => "fused",
+        }
+    }
+}
+
+/// Per-forward settings the model layers need.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardOptions {
+    pub capture: CaptureLevel,
+    /// Synchronize the device at each phase boundary so phase timings are real on a GPU.
+    pub synchronize_timings: bool,
+    /// Record each expert's compute time (grouped path only). On a GPU this synchronizes after
+    /// every expert, which costs throughput; on CPU it is free.
+    pub time_experts: bool,
+}
+
 /// One MoE layer's record from one forward call.
 #[derive(Clone, Debug, Default)]
 pub struct MoeRecord {
@@ -25,6 +58,8 @@ pub struct MoeRecord {
     /// Chosen experts and weights (empty routing when capture is `Off`).
     pub routing: Routing,
     pub selection_bias: Option<Vec<f32>>,
+    /// Compute time per expert in ms (`[experts]`, 0 for unused experts); empty unless timed.
+    pub expert_ms: Vec<f64>,
 }
 
 /// One transformer block's record.

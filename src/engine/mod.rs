@@ -2,6 +2,7 @@
 //! [`Trace`]. Tokens can be pushed in several calls; the KV cache makes the result identical to one
 //! prefill, which is what live editing and generation rely on.
 
+pub mod bench;
 pub mod capture;
 pub mod device;
 pub mod timing;
@@ -9,9 +10,9 @@ pub mod timing;
 use crate::error::{Error, Result};
 use crate::model::causal_lm::CausalLm;
 use crate::model::checkpoint::Checkpoint;
-use crate::trace::{self, Matrix, MoeLayerTrace, RouterInfo, Token, Trace};
+use crate::trace::{self, LayerTimings, Matrix, MoeLayerTrace, RouterInfo, Token, Trace};
 use candle_core::{DType, Device};
-use capture::{CaptureLevel, LayerRecord};
+use capture::{CaptureLevel, ExpertKernel, ForwardOptions, LayerRecord};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct EngineOptions {
     /// Set to abandon a forward pass between layers ([`Error::Cancelled`]); the desktop app sets it
     /// when a newer edit makes the running pass stale.
     pub cancel: Option<Arc<AtomicBool>>,
+    pub expert_kernel: ExpertKernel,
+    /// Record each expert's compute time into the trace (see [`ForwardOptions::time_experts`]).
+    pub time_experts: bool,
 }
 
 /// Default [`EngineOptions::max_tokens`]: far beyond what a person inspects token by token.
@@ -48,6 +52,8 @@ impl Default for EngineOptions {
             max_tokens: DEFAULT_MAX_TOKENS,
             prefill_chunk_tokens: 512,
             cancel: None,
+            expert_kernel: ExpertKernel::Fused,
+            time_experts: true,
         }
     }
 }
@@ -57,6 +63,10 @@ pub struct Engine {
     model: CausalLm,
     options: EngineOptions,
     trace: Trace,
+    /// Bytes of the loaded weights in the compute dtype.
+    weight_bytes: usize,
+    /// Phase times summed over all blocks (dense ones too) since the last reset.
+    phase_totals_ms: LayerTimings,
 }
 
 impl Engine {
@@ -74,13 +84,21 @@ impl Engine {
     ) -> Result<Self> {
         let checkpoint = Checkpoint::open(path)?;
         let weights = checkpoint.weights(options.dtype, &options.device)?;
-        let model = CausalLm::load_with_progress(checkpoint.spec.clone(), &weights, progress)?;
+        let weight_bytes = weights.num_elements() * options.dtype.size_in_bytes();
+        let model = CausalLm::load_with_progress(
+            checkpoint.spec.clone(),
+            &weights,
+            options.expert_kernel,
+            progress,
+        )?;
         let trace = empty_trace(&checkpoint, &options);
         Ok(Self {
             checkpoint,
             model,
             options,
             trace,
+            weight_bytes,
+            phase_totals_ms: LayerTimings::default(),
         })
     }
 
@@ -97,6 +115,32 @@ impl Engine {
     pub fn reset(&mut self) {
         self.model.clear_kv_cache();
         self.trace = empty_trace(&self.checkpoint, &self.options);
+        self.phase_totals_ms = LayerTimings::default();
+    }
+
+    /// Changes what later forward passes record (the benchmark toggles it to price capture).
+    pub fn set_capture(&mut self, capture: CaptureLevel) {
+        self.options.capture = capture;
+    }
+
+    /// Bytes of the model's weights as loaded (compute dtype).
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Attention/router/experts/shared time summed over every block, dense blocks included, since
+    /// the last reset (the trace keeps per-layer times of MoE layers only).
+    pub fn phase_totals_ms(&self) -> LayerTimings {
+        self.phase_totals_ms
+    }
+
+    /// The expert kernel that runs ([`ExpertKernel::Fused`] only where one exists).
+    pub fn expert_kernel_in_use(&self) -> ExpertKernel {
+        crate::model::moe::resolve_kernel(
+            self.options.expert_kernel,
+            &self.options.device,
+            self.options.dtype,
+        )
     }
 
     /// Runs `ids` from an empty context and returns their trace.
@@ -117,7 +161,11 @@ impl Engine {
         if ids.is_empty() {
             return Err(Error::EmptyInput);
         }
-        let limit = self.checkpoint.spec.max_position_embeddings;
+        let limit = self
+            .checkpoint
+            .spec
+            .max_position_embeddings
+            .min(self.options.max_tokens);
         let total = self.model.cached_len() + ids.len();
         if total > limit {
             return Err(Error::TooManyTokens {
@@ -125,17 +173,32 @@ impl Engine {
                 limit,
             });
         }
-        let started = Instant::now();
-        let mut records: Vec<LayerRecord> = Vec::with_capacity(self.checkpoint.spec.num_layers);
-        let logits = self.model.forward(
-            ids,
-            self.options.capture,
-            self.options.synchronize_timings,
-            self.options.cancel.as_deref(),
-            &mut records,
-        )?;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-        self.append_to_trace(ids, records, logits, elapsed_ms);
+        let forward = ForwardOptions {
+            capture: self.options.capture,
+            synchronize_timings: self.options.synchronize_timings,
+            time_experts: self.options.time_experts,
+        };
+        for chunk in ids.chunks(self.options.prefill_chunk_tokens.max(1)) {
+            let started = Instant::now();
+            let mut records: Vec<LayerRecord> = Vec::with_capacity(self.checkpoint.spec.num_layers);
+            let result = self.model.forward(
+                chunk,
+                &forward,
+                self.options.cancel.as_deref(),
+                &mut records,
+            );
+            let logits = match result {
+                Ok(logits) => logits,
+                Err(e) => {
+                    // A pass that stopped part-way left some layers' KV caches longer than
+                    // others: start clean rather than route later tokens against a torn cache.
+                    self.reset();
+                    return Err(e);
+                }
+            };
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+            self.append_to_trace(chunk, records, logits, elapsed_ms);
+        }
         Ok(())
     }
 
@@ -152,6 +215,14 @@ impl Engine {
             .extend(ids.iter().zip(texts).map(|(&id, text)| Token { id, text }));
         let e = self.checkpoint.spec.moe.router.num_experts;
         let mut moe_index = 0;
+        for record in &records {
+            let (sum, t) = (&mut self.phase_totals_ms, &record.timings_ms);
+            sum.attention += t.attention;
+            sum.router += t.router;
+            sum.experts += t.experts;
+            sum.shared += t.shared;
+            sum.total += t.total;
+        }
         for record in records {
             let Some(moe) = record.moe else { continue };
             let layer = &mut self.trace.moe_layers[moe_index];
@@ -165,6 +236,13 @@ impl Engine {
                 layer.router_logits = extend_rows(&layer.router_logits, ids.len(), e, &moe.logits);
             }
             layer.selection_bias = moe.selection_bias;
+            if !moe.expert_ms.is_empty() {
+                let sums = &mut layer.expert_timings_ms;
+                sums.resize(moe.expert_ms.len(), 0.0);
+                sums.iter_mut()
+                    .zip(&moe.expert_ms)
+                    .for_each(|(s, t)| *s += t);
+            }
             let t = &mut layer.timings_ms;
             let r = record.timings_ms;
             t.attention += r.attention;
@@ -209,6 +287,7 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
             topk_weights: Matrix::empty(),
             selection_bias: None,
             timings_ms: Default::default(),
+            expert_timings_ms: Vec::new(),
         })
         .collect();
     Trace {

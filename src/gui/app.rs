@@ -14,7 +14,7 @@ use super::views::routing_map::RoutingMap;
 use super::views::timings::{TimingPoint, TimingsView};
 use super::views::{balance, Selection};
 use super::worker::{Event, ModelSummary, RunInput, Worker};
-use crate::engine::device::parse_dtype;
+use crate::engine::device::{available_devices, parse_dtype, DeviceInfo};
 use crate::trace::Trace;
 use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText, Ui};
 use std::path::PathBuf;
@@ -80,6 +80,8 @@ pub struct MoescopeApp {
     pub data: Option<RunData>,
     selection: Selection,
     pub errors: Vec<String>,
+    /// Devices found at start-up (probing CUDA loads its libraries: once, not per frame).
+    devices: Vec<DeviceInfo>,
     pub notice: Option<String>,
     routing_map: RoutingMap,
     layer_heatmap: LayerHeatmap,
@@ -143,6 +145,7 @@ impl MoescopeApp {
             data: None,
             selection: Selection::default(),
             errors: worker_error.into_iter().collect(),
+            devices: available_devices(),
             notice: None,
             routing_map: RoutingMap::default(),
             layer_heatmap: LayerHeatmap::default(),
@@ -281,6 +284,9 @@ impl MoescopeApp {
             }
             Event::Loaded(summary) => {
                 self.settings.remember(summary.path.clone());
+                if let Some(note) = &summary.device_note {
+                    self.errors.push(note.clone());
+                }
                 if !summary.has_tokenizer {
                     self.input_mode = InputMode::TokenIds;
                     if self.token_ids_text.is_empty() {
@@ -658,9 +664,14 @@ impl MoescopeApp {
         egui::ComboBox::from_label("device")
             .selected_text(self.settings.device.clone())
             .show_ui(ui, |ui| {
-                for device in available_devices() {
+                for device in &self.devices {
                     rerun |= ui
-                        .selectable_value(&mut self.settings.device, device.clone(), device)
+                        .selectable_value(
+                            &mut self.settings.device,
+                            device.name.clone(),
+                            &device.name,
+                        )
+                        .on_hover_text(&device.description)
                         .changed();
                 }
             });
@@ -872,13 +883,4 @@ fn install_fonts(ctx: &egui::Context) {
         }
     }
     ctx.set_fonts(fonts);
-}
-
-/// Devices this build can run on: the CPU, and CUDA devices when built with CUDA and one exists.
-fn available_devices() -> Vec<String> {
-    let mut devices = vec!["cpu".to_owned()];
-    if candle_core::utils::cuda_is_available() {
-        devices.push("cuda:0".to_owned());
-    }
-    devices
 }

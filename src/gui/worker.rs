@@ -4,7 +4,7 @@
 //! typing never builds a backlog.
 
 use super::run_data::RunData;
-use crate::engine::device::open_device;
+use crate::engine::device::open_device_or_cpu;
 use crate::engine::{Engine, EngineOptions};
 use candle_core::DType;
 use std::path::PathBuf;
@@ -46,6 +46,8 @@ pub struct ModelSummary {
     pub has_tokenizer: bool,
     pub device: String,
     pub dtype: String,
+    /// Why the model runs elsewhere than asked (CUDA asked, none usable: CPU), for the user.
+    pub device_note: Option<String>,
     pub load_ms: f64,
 }
 
@@ -193,7 +195,7 @@ impl WorkerState {
     fn load(&mut self, path: PathBuf, dtype: DType, device: &str) {
         self.cancel_load.store(false, Ordering::SeqCst);
         let started = Instant::now();
-        let device = match open_device(device) {
+        let (device, device_note) = match open_device_or_cpu(device) {
             Ok(d) => d,
             Err(e) => {
                 return self.emit(Event::LoadFailed {
@@ -234,6 +236,7 @@ impl WorkerState {
                     has_tokenizer: engine.checkpoint.tokenizer.is_some(),
                     device: engine.trace().model.device.clone(),
                     dtype: engine.trace().model.dtype.clone(),
+                    device_note,
                     load_ms: started.elapsed().as_secs_f64() * 1e3,
                 };
                 self.engine = Some(engine);

@@ -5,10 +5,10 @@
 use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, QkNorm};
 use super::layers::rotary::RotaryLayout;
 use super::layers::{Attention, GatedMlp, KvCache, Linear, RmsNorm, Rotary};
-use super::moe::MoeBlock;
+use super::moe::{resolve_kernel, MoeBlock};
 use super::spec::{AttentionSpec, ModelSpec, QkNormKind};
 use super::weights::{Prefixed, Weights};
-use crate::engine::capture::{CaptureLevel, LayerRecord};
+use crate::engine::capture::{ExpertKernel, ForwardOptions, LayerRecord};
 use crate::engine::timing::Stopwatch;
 use crate::error::{Error, Result};
 use crate::trace::LayerTimings;
@@ -40,8 +40,8 @@ pub struct CausalLm {
 }
 
 impl CausalLm {
-    pub fn load(spec: ModelSpec, weights: &Weights) -> Result<Self> {
-        Self::load_with_progress(spec, weights, &mut |_| true)
+    pub fn load(spec: ModelSpec, weights: &Weights, kernel: ExpertKernel) -> Result<Self> {
+        Self::load_with_progress(spec, weights, kernel, &mut |_| true)
     }
 
     /// Like [`CausalLm::load`], reporting the fraction of layers loaded after each one; loading
@@ -49,8 +49,10 @@ impl CausalLm {
     pub fn load_with_progress(
         spec: ModelSpec,
         weights: &Weights,
+        kernel: ExpertKernel,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Self> {
+        let kernel = resolve_kernel(kernel, &weights.device, weights.dtype);
         let h = spec.hidden_size;
         let root = weights.pp("model");
         let embed = root
@@ -67,7 +69,7 @@ impl CausalLm {
                     .find(|n| w.pp(n).pp("gate").contains("weight"))
                     .copied()
                     .unwrap_or(spec.moe.module_names[0]);
-                FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), h, &spec.moe)?))
+                FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), h, &spec.moe, kernel)?))
             } else {
                 FeedForward::Dense(GatedMlp::load(
                     &w.pp("mlp"),
@@ -120,8 +122,7 @@ impl CausalLm {
     pub fn forward(
         &mut self,
         ids: &[u32],
-        capture: CaptureLevel,
-        synchronize_timings: bool,
+        run: &ForwardOptions,
         cancel: Option<&AtomicBool>,
         records: &mut Vec<LayerRecord>,
     ) -> Result<Vec<f32>> {
@@ -143,7 +144,7 @@ impl CausalLm {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Error::Cancelled);
             }
-            let mut watch = Stopwatch::start(&device, synchronize_timings);
+            let mut watch = Stopwatch::start(&device, run.synchronize_timings);
             let mut timings = LayerTimings::default();
             let attn = block
                 .attention
@@ -158,8 +159,7 @@ impl CausalLm {
                     (y, None)
                 }
                 FeedForward::Moe(moe) => {
-                    let (y, record) =
-                        moe.forward(&normed, layer, capture, &mut watch, &mut timings)?;
+                    let (y, record) = moe.forward(&normed, layer, run, &mut watch, &mut timings)?;
                     (y, Some(record))
                 }
             };

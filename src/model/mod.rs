@@ -5,6 +5,7 @@
 pub mod causal_lm;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu_experts;
 pub mod deepseek;
 pub mod layers;
 pub mod mixtral;

@@ -3,23 +3,51 @@
 //! what the hub and transformers' `save_pretrained` write) or packed (`experts.gate_up_proj`
 //! `[E, 2I, H]`, `experts.down_proj` `[E, H, I]`, transformers 5's in-memory layout).
 
+use super::cpu_experts::{self, PackedExperts, PackedMatrix};
 use super::layers::{GatedMlp, Linear};
 use super::router::{route, Routing};
 use super::spec::MoeSpec;
 use super::weights::Prefixed;
-use crate::engine::capture::{CaptureLevel, MoeRecord};
+use crate::engine::capture::{CaptureLevel, ExpertKernel, ForwardOptions, MoeRecord};
 use crate::engine::timing::Stopwatch;
 use crate::error::{Error, Result};
 use crate::trace::LayerTimings;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
+use std::time::Instant;
 
-/// One routed expert as SwiGLU: `down(silu(x Gᵀ) * (x Uᵀ))`, gate and up stacked as `[2I, H]`.
+/// All routed experts of a layer, packed: `gate_up` `[E, 2I, H]` (gate rows then up rows per
+/// expert) and `down` `[E, H, I]`. One tensor per projection lets the grouped path take per-expert
+/// views without copies and hands the fused CUDA kernel the layout it wants; per-expert checkpoints
+/// are stacked once at load, in the compute dtype.
 #[derive(Clone, Debug)]
-struct Expert {
+struct RoutedExperts {
     gate_up: Tensor,
     down: Tensor,
 }
 
+/// Where the routed experts' weights live; chosen once at load from the device, the dtype and the
+/// requested kernel ([`resolve_kernel`]).
+#[derive(Clone, Debug)]
+enum ExpertWeights {
+    /// Tensors for candle ops: the grouped path, and CUDA's fused kernel.
+    Tensors(RoutedExperts),
+    /// Panels for the CPU kernel ([`PackedExperts`]), in the compute dtype (f32 or bf16).
+    Packed(PackedExperts),
+}
+
+/// The expert kernel that runs for `requested` on `device` in `dtype`: fused where a fused
+/// kernel exists (CPU with AVX-512F in f32/bf16; CUDA in bf16/f16), grouped otherwise.
+pub fn resolve_kernel(requested: ExpertKernel, device: &Device, dtype: DType) -> ExpertKernel {
+    let fused = match device {
+        Device::Cpu => cpu_experts::supported() && matches!(dtype, DType::F32 | DType::BF16),
+        Device::Cuda(_) => matches!(dtype, DType::BF16 | DType::F16),
+        _ => false,
+    };
+    match requested {
+        ExpertKernel::Fused if fused => ExpertKernel::Fused,
+        _ => ExpertKernel::Grouped,
+    }
+}
 #[derive(Clone, Debug)]
 struct SharedExperts {
     mlp: GatedMlp,
@@ -32,13 +60,15 @@ pub struct MoeBlock {
     gate: Linear,
     selection_bias: Option<Vec<f32>>,
     spec: MoeSpec,
-    experts: Vec<Expert>,
+    experts: ExpertWeights,
+    kernel: ExpertKernel,
     shared: Option<SharedExperts>,
 }
 
 impl MoeBlock {
     /// Loads the block under `w` (the layer's MoE module, e.g. `model.layers.3.mlp`).
-    pub fn load(w: &Prefixed, hidden: usize, spec: &MoeSpec) -> Result<Self> {
+    /// `kernel` has been through [`resolve_kernel`]: it decides the weights' layout.
+    pub fn load(w: &Prefixed, hidden: usize, spec: &MoeSpec, kernel: ExpertKernel) -> Result<Self> {
         let e = spec.router.num_experts;
         let i = spec.expert_intermediate_size;
         let gate_dtype = if spec.gate_in_f32 {
@@ -55,38 +85,8 @@ impl MoeBlock {
         } else {
             None
         };
-        let ew = w.pp("experts");
-        let experts = if ew.contains("gate_up_proj") {
-            let gate_up = ew.get("gate_up_proj", &[e, 2 * i, hidden])?;
-            let down = ew.get("down_proj", &[e, hidden, i])?;
-            (0..e)
-                .map(|n| {
-                    Ok(Expert {
-                        gate_up: gate_up.get(n)?,
-                        down: down.get(n)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            // Mixtral names its expert projections w1 (gate), w3 (up), w2 (down).
-            let mixtral_names = ew.pp(0).pp("w1").contains("weight");
-            let (g, u, d) = if mixtral_names {
-                ("w1", "w3", "w2")
-            } else {
-                ("gate_proj", "up_proj", "down_proj")
-            };
-            (0..e)
-                .map(|n| {
-                    let x = ew.pp(n);
-                    let gate = x.pp(g).get("weight", &[i, hidden])?;
-                    let up = x.pp(u).get("weight", &[i, hidden])?;
-                    Ok(Expert {
-                        gate_up: Tensor::cat(&[&gate, &up], 0)?,
-                        down: x.pp(d).get("weight", &[hidden, i])?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?
-        };
+        let packed = kernel == ExpertKernel::Fused && w.weights.device.is_cpu();
+        let experts = load_routed_experts(&w.pp("experts"), e, i, hidden, packed)?;
         let shared = match &spec.shared {
             None => None,
             Some(s) => Some(SharedExperts {
@@ -103,17 +103,18 @@ impl MoeBlock {
             selection_bias,
             spec: spec.clone(),
             experts,
+            kernel,
             shared,
         })
     }
 
     /// Runs the block on `x` (`[tokens, hidden]`), timing router/experts/shared phases into
-    /// `timings` and recording routing at `capture` level.
+    /// `timings` and recording routing at `run.capture` level.
     pub fn forward(
         &self,
         x: &Tensor,
         layer: usize,
-        capture: CaptureLevel,
+        run: &ForwardOptions,
         watch: &mut Stopwatch,
         timings: &mut LayerTimings,
     ) -> Result<(Tensor, MoeRecord)> {
@@ -134,7 +135,15 @@ impl MoeBlock {
         let routing = route(&logits, self.selection_bias.as_deref(), &self.spec.router);
         timings.router = watch.lap_ms();
 
-        let routed = self.dispatch(x, &routing, tokens)?;
+        let mut expert_ms = Vec::new();
+        let time = run.time_experts.then_some(&mut expert_ms);
+        let routed = match (&self.experts, self.kernel) {
+            (ExpertWeights::Packed(packed), _) => packed_dispatch(packed, x, &routing, time)?,
+            (ExpertWeights::Tensors(t), ExpertKernel::Fused) => fused::dispatch(t, x, &routing)?,
+            (ExpertWeights::Tensors(t), ExpertKernel::Grouped) => {
+                grouped_dispatch(t, x, &routing, tokens, run.synchronize_timings, time)?
+            }
+        };
         timings.experts = watch.lap_ms();
 
         let out = match &self.shared {
@@ -150,49 +159,250 @@ impl MoeBlock {
         timings.shared = watch.lap_ms();
 
         let record = MoeRecord {
-            logits: if capture == CaptureLevel::Full {
+            logits: if run.capture == CaptureLevel::Full {
                 logits
             } else {
                 Vec::new()
             },
             selection_bias: self.selection_bias.clone(),
-            routing: if capture == CaptureLevel::Off {
+            routing: if run.capture == CaptureLevel::Off {
                 Routing::default()
             } else {
                 routing
             },
+            expert_ms,
         };
         Ok((out, record))
     }
+}
 
-    /// Sends each token to its experts: tokens are grouped by expert once, each expert runs one
-    /// batched SwiGLU over its tokens, and the weighted outputs are scatter-added back.
-    fn dispatch(&self, x: &Tensor, routing: &Routing, tokens: usize) -> Result<Tensor> {
-        let e = self.experts.len();
-        let i = self.spec.expert_intermediate_size;
-        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); e];
-        let mut weights: Vec<Vec<f32>> = vec![Vec::new(); e];
-        for t in 0..tokens {
-            for r in 0..routing.top_k {
-                let id = routing.ids[t * routing.top_k + r] as usize;
-                rows[id].push(t as u32);
-                weights[id].push(routing.weights[t * routing.top_k + r]);
-            }
+/// Reads the routed experts under `ew` (`…mlp.experts`) from either checkpoint layout, as stacked
+/// tensors or (`packed`) as CPU panels. Experts are converted one at a time, so loading holds at
+/// most one expert twice.
+fn load_routed_experts(
+    ew: &Prefixed,
+    e: usize,
+    i: usize,
+    hidden: usize,
+    packed: bool,
+) -> Result<ExpertWeights> {
+    let fused_layout = ew.contains("gate_up_proj");
+    let (all_gate_up, all_down) = if fused_layout {
+        (
+            Some(ew.get("gate_up_proj", &[e, 2 * i, hidden])?),
+            Some(ew.get("down_proj", &[e, hidden, i])?),
+        )
+    } else {
+        (None, None)
+    };
+    if let (Some(gate_up), Some(down), false) = (&all_gate_up, &all_down, packed) {
+        return Ok(ExpertWeights::Tensors(RoutedExperts {
+            gate_up: gate_up.clone(),
+            down: down.clone(),
+        }));
+    }
+    // Mixtral names its expert projections w1 (gate), w3 (up), w2 (down).
+    let (g, u, d) = if ew.pp(0).pp("w1").contains("weight") {
+        ("w1", "w3", "w2")
+    } else {
+        ("gate_proj", "up_proj", "down_proj")
+    };
+    let expert = |n: usize| -> Result<(Tensor, Tensor)> {
+        if let (Some(gate_up), Some(down)) = (&all_gate_up, &all_down) {
+            return Ok((gate_up.get(n)?, down.get(n)?));
         }
-        let mut out = x.zeros_like()?;
-        for (expert, (rows, weights)) in self.experts.iter().zip(rows.into_iter().zip(weights)) {
-            if rows.is_empty() {
-                continue;
-            }
-            let n = rows.len();
-            let index = Tensor::from_vec(rows, n, x.device())?;
-            let w = Tensor::from_vec(weights, (n, 1), x.device())?.to_dtype(x.dtype())?;
-            let xe = x.index_select(&index, 0)?;
-            let gu = xe.matmul(&expert.gate_up.t()?)?;
-            let h = (candle_nn::ops::silu(&gu.narrow(1, 0, i)?)? * gu.narrow(1, i, i)?)?;
-            let y = h.matmul(&expert.down.t()?)?.broadcast_mul(&w)?;
-            out = out.index_add(&index, &y, 0)?;
+        let x = ew.pp(n);
+        let gate = x.pp(g).get("weight", &[i, hidden])?;
+        let up = x.pp(u).get("weight", &[i, hidden])?;
+        Ok((
+            Tensor::cat(&[&gate, &up], 0)?,
+            x.pp(d).get("weight", &[hidden, i])?,
+        ))
+    };
+    if packed {
+        let pack = |t: &Tensor, n: usize, k: usize| -> Result<PackedMatrix> {
+            Ok(match t.dtype() {
+                DType::BF16 => PackedMatrix::from_bf16(&t.flatten_all()?.to_vec1()?, n, k),
+                _ => {
+                    PackedMatrix::from_f32(&t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?, n, k)
+                }
+            })
+        };
+        let mut experts = PackedExperts {
+            gate_up: Vec::with_capacity(e),
+            down: Vec::with_capacity(e),
+        };
+        for n in 0..e {
+            let (gate_up, down) = expert(n)?;
+            experts.gate_up.push(pack(&gate_up, 2 * i, hidden)?);
+            experts.down.push(pack(&down, hidden, i)?);
         }
-        Ok(out)
+        return Ok(ExpertWeights::Packed(experts));
+    }
+    let mut gate_up = Vec::with_capacity(e);
+    let mut down = Vec::with_capacity(e);
+    for n in 0..e {
+        let (gu, d) = expert(n)?;
+        gate_up.push(gu);
+        down.push(d);
+    }
+    Ok(ExpertWeights::Tensors(RoutedExperts {
+        gate_up: Tensor::stack(&gate_up, 0)?,
+        down: Tensor::stack(&down, 0)?,
+    }))
+}
+
+/// The CPU fused path: activations to f32, [`PackedExperts::forward`], back to the compute dtype.
+fn packed_dispatch(
+    experts: &PackedExperts,
+    x: &Tensor,
+    routing: &Routing,
+    expert_ms: Option<&mut Vec<f64>>,
+) -> Result<Tensor> {
+    let (tokens, hidden) = x.dims2()?;
+    let num_experts = experts.gate_up.len();
+    let (order, counts) = group_by_expert(routing, num_experts);
+    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let y = experts.forward(
+        &xs,
+        routing.top_k,
+        &order,
+        &counts,
+        &routing.weights,
+        expert_ms,
+    );
+    Ok(Tensor::from_vec(y, (tokens, hidden), x.device())?.to_dtype(x.dtype())?)
+}
+
+/// Assignments (token, slot) ordered by expert: `order[j]` is the flat index `t * k + r` of the
+/// j-th assignment, experts ascending and tokens ascending within an expert; `counts[e]` how many
+/// rows expert `e` gets. A counting sort: O(tokens · k), no comparison sort.
+fn group_by_expert(routing: &Routing, num_experts: usize) -> (Vec<u32>, Vec<usize>) {
+    let mut counts = vec![0usize; num_experts];
+    for &id in &routing.ids {
+        counts[id as usize] += 1;
+    }
+    let mut next = Vec::with_capacity(num_experts);
+    let mut offset = 0;
+    for &c in &counts {
+        next.push(offset);
+        offset += c;
+    }
+    let mut order = vec![0u32; routing.ids.len()];
+    for (flat, &id) in routing.ids.iter().enumerate() {
+        order[next[id as usize]] = flat as u32;
+        next[id as usize] += 1;
+    }
+    (order, counts)
+}
+
+/// The device-agnostic expert path: tokens grouped by expert once, one gather of their rows, per
+/// expert two matmuls over a contiguous slice of that gather (a view, not a copy), then the outputs
+/// weighted in one op and put back in token order with one gather and a sum over the k slots.
+/// No per-token work and no scatter-add, so the sum order is fixed (deterministic on every device).
+/// With `expert_ms`, each expert's time is recorded (synchronizing the device when asked).
+fn grouped_dispatch(
+    experts: &RoutedExperts,
+    x: &Tensor,
+    routing: &Routing,
+    tokens: usize,
+    synchronize: bool,
+    mut expert_ms: Option<&mut Vec<f64>>,
+) -> Result<Tensor> {
+    let (num_experts, two_i, hidden) = experts.gate_up.dims3()?;
+    let i = two_i / 2;
+    let k = routing.top_k;
+    let device = x.device();
+    let (order, counts) = group_by_expert(routing, num_experts);
+    let rows: Vec<u32> = order.iter().map(|&flat| flat / k as u32).collect();
+    let weights: Vec<f32> = order
+        .iter()
+        .map(|&flat| routing.weights[flat as usize])
+        .collect();
+    // Where each flat assignment landed in the grouped order (the inverse permutation).
+    let mut position = vec![0u32; order.len()];
+    for (j, &flat) in order.iter().enumerate() {
+        position[flat as usize] = j as u32;
+    }
+    let n = order.len();
+    let grouped = x.index_select(&Tensor::from_vec(rows, n, device)?, 0)?;
+    // Expert times are laps of their own clock (the phase stopwatch keeps timing the whole phase);
+    // on a GPU each lap synchronizes first, or it would time kernel launches.
+    let lap = |mark: &mut Instant| -> Result<f64> {
+        if synchronize {
+            device.synchronize()?;
+        }
+        let now = Instant::now();
+        let ms = now.duration_since(*mark).as_secs_f64() * 1e3;
+        *mark = now;
+        Ok(ms)
+    };
+    let mut mark = Instant::now();
+    if let Some(times) = expert_ms.as_deref_mut() {
+        times.clear();
+        times.resize(num_experts, 0.0);
+        lap(&mut mark)?;
+    }
+    let mut outputs = Vec::with_capacity(num_experts);
+    let mut offset = 0;
+    for (expert, &count) in counts.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        let xe = grouped.narrow(0, offset, count)?;
+        offset += count;
+        let gu = xe.matmul(&experts.gate_up.get(expert)?.t()?)?;
+        let h = (candle_nn::ops::silu(&gu.narrow(1, 0, i)?)? * gu.narrow(1, i, i)?)?;
+        outputs.push(h.matmul(&experts.down.get(expert)?.t()?)?);
+        if let Some(times) = expert_ms.as_deref_mut() {
+            times[expert] = lap(&mut mark)?;
+        }
+    }
+    let weights = Tensor::from_vec(weights, (n, 1), device)?.to_dtype(x.dtype())?;
+    let weighted = Tensor::cat(&outputs, 0)?.broadcast_mul(&weights)?;
+    let by_token = weighted.index_select(&Tensor::from_vec(position, n, device)?, 0)?;
+    Ok(by_token.reshape((tokens, k, hidden))?.sum(1)?)
+}
+
+/// CUDA's fused path: candle-nn's grouped WMMA GEMM (`moe_gemm`, f16/bf16 only) runs all experts
+/// of a projection in one launch, where the grouped path launches two matmuls per expert.
+mod fused {
+    use super::{group_by_expert, RoutedExperts};
+    use crate::error::Result;
+    use crate::model::router::Routing;
+    use candle_core::Tensor;
+
+    pub fn dispatch(experts: &RoutedExperts, x: &Tensor, routing: &Routing) -> Result<Tensor> {
+        let (tokens, hidden) = x.dims2()?;
+        let (num_experts, two_i, _) = experts.gate_up.dims3()?;
+        let i = two_i / 2;
+        let k = routing.top_k;
+        let device = x.device();
+        let (order, _) = group_by_expert(routing, num_experts);
+        let sorted_experts: Vec<u32> = order.iter().map(|&f| routing.ids[f as usize]).collect();
+        let n = order.len();
+        let sorted_token_ids = Tensor::from_vec(order, n, device)?;
+        let expert_ids = Tensor::from_vec(sorted_experts, n, device)?;
+        let topk_weights = Some(Tensor::from_vec(routing.weights.clone(), n, device)?);
+        let gu = candle_nn::moe::moe_gemm(
+            x,
+            &experts.gate_up,
+            &None,
+            &sorted_token_ids,
+            &expert_ids,
+            k,
+            true,
+        )?;
+        let h = (candle_nn::ops::silu(&gu.narrow(1, 0, i)?)? * gu.narrow(1, i, i)?)?;
+        let y = candle_nn::moe::moe_gemm(
+            &h.contiguous()?,
+            &experts.down,
+            &topk_weights,
+            &sorted_token_ids,
+            &expert_ids,
+            k,
+            true,
+        )?;
+        Ok(y.reshape((tokens, k, hidden))?.sum(1)?)
     }
 }

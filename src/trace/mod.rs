@@ -78,6 +78,10 @@ pub struct MoeLayerTrace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection_bias: Option<Vec<f32>>,
     pub timings_ms: LayerTimings,
+    /// Compute time of each routed expert in ms, summed over the forward calls of this trace
+    /// (`[experts]`; absent when not recorded, e.g. the fused GPU kernel runs all experts at once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expert_timings_ms: Vec<f64>,
 }
 
 /// Wall time of each phase of one transformer block, in milliseconds.
