@@ -8,7 +8,7 @@
 # a copy of candle-core whose only change is cudarc's `dynamic-linking` feature replaced by
 # `dynamic-loading` (the copy is made from the cargo registry into target/, nothing is vendored in
 # the repository); moescope then probes the libraries before opening a GPU and falls back to the CPU
-# with a message when they are missing.
+# with a message when they are missing. The CUDA runtime is linked statically for the same reason.
 #
 # Needs the CUDA toolchain of ../shared/gpu/setup-cuda-toolchain.sh (CUDA_TOOLCHAIN, default
 # /tmp/cuda13). --headless leaves the desktop app out (the GPU machine has no display).
@@ -35,6 +35,17 @@ if [ ! -f "$patched/Cargo.toml" ] || ! grep -q '"dynamic-loading"' "$patched/Car
     sed -i 's/"dynamic-linking"/"dynamic-loading"/' "$patched/Cargo.toml"
     grep -q '"dynamic-loading"' "$patched/Cargo.toml" || { echo "could not patch $patched" >&2; exit 1; }
 fi
+
+# candle-kernels links its grouped-GEMM kernels against the CUDA runtime as a shared library
+# (`-lcudart`), which would again stop the binary from starting without CUDA installed. A linker
+# script named libcudart.so, found first, hands the linker the static runtime instead (it loads the
+# driver itself, at run time).
+# gcc searches each LIBRARY_PATH entry as DIR/../lib first, so the folder must be named lib.
+link_dir=$PWD/target/cuda-patch/lib
+mkdir -p "$link_dir"
+echo "INPUT($CUDA_ROOT/lib/libcudart_static.a -lrt -lpthread -ldl)" > "$link_dir/libcudart.so"
+export LIBRARY_PATH="$link_dir:$LIBRARY_PATH"
+touch src/main.rs   # relink even when only the link inputs changed
 
 # The patch rewrites Cargo.lock's candle-core entry; keep the committed lock file as it is.
 cp Cargo.lock target/cuda-patch/Cargo.lock.saved

@@ -110,8 +110,8 @@ pub struct RunArgs {
     /// full (logits, experts, weights) or routing (experts and weights only).
     #[arg(long, default_value = "full", value_parser = ["full", "routing"])]
     pub capture: String,
-    /// How routed experts are computed: fused (one kernel for all experts: CPU with AVX-512 in
-    /// f32/bf16, CUDA in bf16/f16; grouped elsewhere) or grouped (two matmuls per expert, any
+    /// How routed experts are computed: fused (all experts at once: CPU with AVX-512 in f32/bf16,
+    /// CUDA; grouped elsewhere) or grouped (two matmuls per expert, any
     /// device). Routing is the same either way.
     #[arg(long, default_value = "fused", value_parser = ["fused", "grouped"])]
     pub expert_kernel: String,

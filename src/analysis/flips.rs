@@ -59,12 +59,12 @@ pub fn routing_flips(run: &Trace, reference: &Trace) -> Result<RoutingFlips, Ana
             });
         }
         let (mut set_flips, mut top1_flips, mut changed) = (Vec::new(), Vec::new(), 0usize);
-        for token in 0..t {
+        for (token, flipped) in any.iter_mut().enumerate() {
             let (ra, rb) = (a.topk_ids.row(token), b.topk_ids.row(token));
             let missing = ra.iter().filter(|e| !rb.contains(e)).count();
             if missing > 0 {
                 set_flips.push(token);
-                any[token] = true;
+                *flipped = true;
             }
             if ra.first() != rb.first() {
                 top1_flips.push(token);

@@ -23,9 +23,9 @@ pub enum CaptureLevel {
 pub enum ExpertKernel {
     /// Tokens grouped by expert, two candle matmuls per used expert: every device and dtype.
     Grouped,
-    /// All experts of a layer in one kernel: on CPU (AVX-512F, f32/bf16) moescope's packed-panel
-    /// kernel, on CUDA (bf16/f16) candle-nn's grouped GEMM, one launch per projection. Where
-    /// neither applies the grouped path runs, so asking for it is never an error.
+    /// All experts of a layer at once: on CPU (AVX-512F, f32/bf16) moescope's packed-panel
+    /// kernel, on CUDA one batched cuBLAS GEMM per projection over capacity-padded expert blocks.
+    /// Where neither applies the grouped path runs, so asking for it is never an error.
     #[default]
     Fused,
 }

@@ -114,7 +114,7 @@ mod cuda {
                 // CUDA backend does anyway moments later; the handle is dropped at once.
                 !names
                     .iter()
-                    .any(|n| unsafe { libloading::Library::new(n) }.is_ok())
+                    .any(|&n| unsafe { libloading::Library::new(n) }.is_ok())
             })
             .map(|(what, names)| format!("{what} ({})", names[0]))
             .collect();

@@ -102,6 +102,13 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its raw pointer field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `y[m, n] = x[m, k] · Wᵀ` with `x`, `y` row-major f32 (`y` overwritten). Panics if the CPU lacks
 /// AVX-512F (callers check [`supported`]) or on mismatched lengths.
 pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32]) {
@@ -117,7 +124,6 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32]) {
     (0..num_panels).into_par_iter().for_each_init(
         || vec![0f32; KC * NR],
         |scratch, p| {
-            let out = out;
             let cols = NR.min(n - p * NR);
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
@@ -144,7 +150,7 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32]) {
                             rows,
                             panel.as_ptr(),
                             kc,
-                            out.0.add(r0 * n + p * NR),
+                            out.get().add(r0 * n + p * NR),
                             n,
                             cols,
                             k0 > 0,

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 /// All routed experts of a layer, packed: `gate_up` `[E, 2I, H]` (gate rows then up rows per
 /// expert) and `down` `[E, H, I]`. One tensor per projection lets the grouped path take per-expert
-/// views without copies and hands the fused CUDA kernel the layout it wants; per-expert checkpoints
+/// views without copies and gives the batched CUDA path one `[E, …]` operand per projection; per-expert checkpoints
 /// are stacked once at load, in the compute dtype.
 #[derive(Clone, Debug)]
 struct RoutedExperts {
@@ -36,11 +36,11 @@ enum ExpertWeights {
 }
 
 /// The expert kernel that runs for `requested` on `device` in `dtype`: fused where a fused
-/// kernel exists (CPU with AVX-512F in f32/bf16; CUDA in bf16/f16), grouped otherwise.
+/// kernel exists (CPU with AVX-512F in f32/bf16; CUDA), grouped otherwise.
 pub fn resolve_kernel(requested: ExpertKernel, device: &Device, dtype: DType) -> ExpertKernel {
     let fused = match device {
         Device::Cpu => cpu_experts::supported() && matches!(dtype, DType::F32 | DType::BF16),
-        Device::Cuda(_) => matches!(dtype, DType::BF16 | DType::F16),
+        Device::Cuda(_) => true,
         _ => false,
     };
     match requested {
@@ -139,9 +139,17 @@ impl MoeBlock {
         let time = run.time_experts.then_some(&mut expert_ms);
         let routed = match (&self.experts, self.kernel) {
             (ExpertWeights::Packed(packed), _) => packed_dispatch(packed, x, &routing, time)?,
-            (ExpertWeights::Tensors(t), ExpertKernel::Fused) => fused::dispatch(t, x, &routing)?,
-            (ExpertWeights::Tensors(t), ExpertKernel::Grouped) => {
-                grouped_dispatch(t, x, &routing, tokens, run.synchronize_timings, time)?
+            (ExpertWeights::Tensors(t), kernel) => {
+                let fused = match kernel {
+                    ExpertKernel::Fused => batched::dispatch(t, x, &routing)?,
+                    ExpertKernel::Grouped => None,
+                };
+                match fused {
+                    Some(y) => y,
+                    None => {
+                        grouped_dispatch(t, x, &routing, tokens, run.synchronize_timings, time)?
+                    }
+                }
             }
         };
         timings.experts = watch.lap_ms();
@@ -364,45 +372,143 @@ fn grouped_dispatch(
     Ok(by_token.reshape((tokens, k, hidden))?.sum(1)?)
 }
 
-/// CUDA's fused path: candle-nn's grouped WMMA GEMM (`moe_gemm`, f16/bf16 only) runs all experts
-/// of a projection in one launch, where the grouped path launches two matmuls per expert.
-mod fused {
+/// CUDA's fused path: every expert of a layer in one batched GEMM per projection. Each expert's
+/// rows are gathered into a `[E, C, hidden]` block, C the busiest expert's row count (padding rows
+/// read a zero row), so cuBLAS runs all experts in one strided-batched call instead of two launches
+/// per expert; nothing is dropped, so routing and results are those of the grouped path. Capacity
+/// padding wastes FLOPs when routing is very uneven, so past [`MAX_PADDING`]× the real rows the
+/// caller takes the grouped path instead.
+mod batched {
     use super::{group_by_expert, RoutedExperts};
     use crate::error::Result;
     use crate::model::router::Routing;
     use candle_core::Tensor;
 
-    pub fn dispatch(experts: &RoutedExperts, x: &Tensor, routing: &Routing) -> Result<Tensor> {
+    /// Most padded rows (E·C) per real assignment (T·k) before falling back.
+    pub const MAX_PADDING: usize = 4;
+
+    /// `None` when padding would exceed [`MAX_PADDING`].
+    pub fn dispatch(
+        experts: &RoutedExperts,
+        x: &Tensor,
+        routing: &Routing,
+    ) -> Result<Option<Tensor>> {
         let (tokens, hidden) = x.dims2()?;
         let (num_experts, two_i, _) = experts.gate_up.dims3()?;
         let i = two_i / 2;
         let k = routing.top_k;
         let device = x.device();
-        let (order, _) = group_by_expert(routing, num_experts);
-        let sorted_experts: Vec<u32> = order.iter().map(|&f| routing.ids[f as usize]).collect();
+        let (order, counts) = group_by_expert(routing, num_experts);
+        let capacity = counts.iter().copied().max().unwrap_or(0);
+        let slots = num_experts * capacity;
+        if slots > MAX_PADDING * order.len() {
+            return Ok(None);
+        }
+        // Row `tokens` of `padded` is zeros: the source of every padding slot.
+        let mut rows = vec![tokens as u32; slots];
+        let mut slot_of_assignment = vec![0u32; order.len()];
+        let mut offset = 0;
+        for (expert, &count) in counts.iter().enumerate() {
+            for (slot, &flat) in order[offset..offset + count].iter().enumerate() {
+                rows[expert * capacity + slot] = flat / k as u32;
+                slot_of_assignment[flat as usize] = (expert * capacity + slot) as u32;
+            }
+            offset += count;
+        }
+        let zero_row = Tensor::zeros((1, hidden), x.dtype(), device)?;
+        let padded = Tensor::cat(&[x, &zero_row], 0)?;
+        let xe = padded
+            .index_select(&Tensor::from_vec(rows, slots, device)?, 0)?
+            .reshape((num_experts, capacity, hidden))?;
+        let gu = xe.matmul(&experts.gate_up.transpose(1, 2)?)?;
+        let h = (candle_nn::ops::silu(&gu.narrow(2, 0, i)?)? * gu.narrow(2, i, i)?)?;
+        let y = h
+            .matmul(&experts.down.transpose(1, 2)?)?
+            .reshape((slots, hidden))?;
         let n = order.len();
-        let sorted_token_ids = Tensor::from_vec(order, n, device)?;
-        let expert_ids = Tensor::from_vec(sorted_experts, n, device)?;
-        let topk_weights = Some(Tensor::from_vec(routing.weights.clone(), n, device)?);
-        let gu = candle_nn::moe::moe_gemm(
-            x,
-            &experts.gate_up,
-            &None,
-            &sorted_token_ids,
-            &expert_ids,
+        let weights =
+            Tensor::from_vec(routing.weights.clone(), (n, 1), device)?.to_dtype(x.dtype())?;
+        let picked = y
+            .index_select(&Tensor::from_vec(slot_of_assignment, n, device)?, 0)?
+            .broadcast_mul(&weights)?;
+        Ok(Some(picked.reshape((tokens, k, hidden))?.sum(1)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn experts(e: usize, i: usize, h: usize) -> RoutedExperts {
+        let d = &Device::Cpu;
+        RoutedExperts {
+            gate_up: Tensor::randn(0f32, 0.5, (e, 2 * i, h), d).unwrap(),
+            down: Tensor::randn(0f32, 0.5, (e, h, i), d).unwrap(),
+        }
+    }
+
+    fn routing(ids: Vec<u32>, k: usize) -> Routing {
+        let weights = (0..ids.len()).map(|n| 0.1 + n as f32 * 0.01).collect();
+        Routing {
+            top_k: k,
+            ids,
+            weights,
+        }
+    }
+
+    /// The batched (capacity-padded) path and the packed CPU kernel compute what the grouped path
+    /// computes; very uneven routing sends the batched path back to the grouped one.
+    #[test]
+    fn batched_and_packed_paths_equal_the_grouped_path() {
+        let (e, i, h, k, tokens) = (5, 6, 8, 2, 7);
+        let ex = experts(e, i, h);
+        let x = Tensor::randn(0f32, 1.0, (tokens, h), &Device::Cpu).unwrap();
+        let r = routing(vec![0, 3, 1, 3, 4, 0, 3, 2, 1, 0, 3, 4, 2, 1], k);
+        let grouped = grouped_dispatch(&ex, &x, &r, tokens, false, None).unwrap();
+        let batched = batched::dispatch(&ex, &x, &r)
+            .unwrap()
+            .expect("even routing");
+        let diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(diff(&grouped, &batched) < 1e-5, "batched");
+        if cpu_experts::supported() {
+            let packed = match load_packed(&ex) {
+                ExpertWeights::Packed(p) => p,
+                ExpertWeights::Tensors(_) => unreachable!(),
+            };
+            let y = packed_dispatch(&packed, &x, &r, None).unwrap();
+            assert!(diff(&grouped, &y) < 1e-4, "packed");
+        }
+        // Every token on expert 0 of 12: 12 × 7 padded rows for 14 real ones (> 4×) → grouped path.
+        let many = experts(12, i, h);
+        let skewed = routing(
+            (0..tokens).flat_map(|t| [0, 1 + (t % 2) as u32]).collect(),
             k,
-            true,
-        )?;
-        let h = (candle_nn::ops::silu(&gu.narrow(1, 0, i)?)? * gu.narrow(1, i, i)?)?;
-        let y = candle_nn::moe::moe_gemm(
-            &h.contiguous()?,
-            &experts.down,
-            &topk_weights,
-            &sorted_token_ids,
-            &expert_ids,
-            k,
-            true,
-        )?;
-        Ok(y.reshape((tokens, k, hidden))?.sum(1)?)
+        );
+        assert!(batched::dispatch(&many, &x, &skewed).unwrap().is_none());
+    }
+
+    fn load_packed(ex: &RoutedExperts) -> ExpertWeights {
+        let (e, two_i, h) = ex.gate_up.dims3().unwrap();
+        let pack = |t: Tensor, n, k| {
+            PackedMatrix::from_f32(&t.flatten_all().unwrap().to_vec1().unwrap(), n, k)
+        };
+        ExpertWeights::Packed(PackedExperts {
+            gate_up: (0..e)
+                .map(|n| pack(ex.gate_up.get(n).unwrap(), two_i, h))
+                .collect(),
+            down: (0..e)
+                .map(|n| pack(ex.down.get(n).unwrap(), h, two_i / 2))
+                .collect(),
+        })
     }
 }
