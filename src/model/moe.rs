@@ -15,14 +15,50 @@ use crate::trace::LayerTimings;
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
 
-/// All routed experts of a layer, packed: `gate_up` `[E, 2I, H]` (gate rows then up rows per
-/// expert) and `down` `[E, H, I]`. One tensor per projection lets the grouped path take per-expert
-/// views without copies and gives the batched CUDA path one `[E, …]` operand per projection; per-expert checkpoints
-/// are stacked once at load, in the compute dtype.
+/// A layer's routed experts as candle tensors (grouped and batched paths).
 #[derive(Clone, Debug)]
 struct RoutedExperts {
-    gate_up: Tensor,
-    down: Tensor,
+    /// Per expert: gate and up stacked as `[2I, H]`, and down `[H, I]`. Own storage on the CPU
+    /// (candle's CPU bf16 matmul fell to ~1 GFLOP/s on views into one stacked tensor); views into
+    /// `stacked` on CUDA, so no weight is held twice.
+    experts: Vec<(Tensor, Tensor)>,
+    /// `[E, 2I, H]` and `[E, H, I]` for the batched CUDA path; `None` on the CPU.
+    stacked: Option<(Tensor, Tensor)>,
+}
+
+impl RoutedExperts {
+    /// From all experts at once (`[E, 2I, H]`, `[E, H, I]`), kept stacked on a GPU.
+    fn from_stacked(gate_up: Tensor, down: Tensor) -> Result<Self> {
+        let num_experts = gate_up.dim(0)?;
+        let keep_stacked = !gate_up.device().is_cpu();
+        let experts = (0..num_experts)
+            .map(|n| {
+                let (g, d) = (gate_up.get(n)?, down.get(n)?);
+                Ok(if keep_stacked {
+                    (g, d)
+                } else {
+                    (g.copy()?, d.copy()?)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            experts,
+            stacked: keep_stacked.then_some((gate_up, down)),
+        })
+    }
+
+    /// From one tensor pair per expert, stacked (and the pairs made views) on a GPU.
+    fn from_experts(experts: Vec<(Tensor, Tensor)>) -> Result<Self> {
+        let on_gpu = experts.first().is_some_and(|(g, _)| !g.device().is_cpu());
+        if !on_gpu {
+            return Ok(Self {
+                experts,
+                stacked: None,
+            });
+        }
+        let (gate_up, down): (Vec<Tensor>, Vec<Tensor>) = experts.into_iter().unzip();
+        Self::from_stacked(Tensor::stack(&gate_up, 0)?, Tensor::stack(&down, 0)?)
+    }
 }
 
 /// Where the routed experts' weights live; chosen once at load from the device, the dtype and the
@@ -204,10 +240,10 @@ fn load_routed_experts(
         (None, None)
     };
     if let (Some(gate_up), Some(down), false) = (&all_gate_up, &all_down, packed) {
-        return Ok(ExpertWeights::Tensors(RoutedExperts {
-            gate_up: gate_up.clone(),
-            down: down.clone(),
-        }));
+        return Ok(ExpertWeights::Tensors(RoutedExperts::from_stacked(
+            gate_up.clone(),
+            down.clone(),
+        )?));
     }
     // Mixtral names its expert projections w1 (gate), w3 (up), w2 (down).
     let (g, u, d) = if ew.pp(0).pp("w1").contains("weight") {
@@ -247,17 +283,10 @@ fn load_routed_experts(
         }
         return Ok(ExpertWeights::Packed(experts));
     }
-    let mut gate_up = Vec::with_capacity(e);
-    let mut down = Vec::with_capacity(e);
-    for n in 0..e {
-        let (gu, d) = expert(n)?;
-        gate_up.push(gu);
-        down.push(d);
-    }
-    Ok(ExpertWeights::Tensors(RoutedExperts {
-        gate_up: Tensor::stack(&gate_up, 0)?,
-        down: Tensor::stack(&down, 0)?,
-    }))
+    let experts = (0..e).map(expert).collect::<Result<Vec<_>>>()?;
+    Ok(ExpertWeights::Tensors(RoutedExperts::from_experts(
+        experts,
+    )?))
 }
 
 /// The CPU fused path: activations to f32, [`PackedExperts::forward`], back to the compute dtype.
@@ -317,7 +346,11 @@ fn grouped_dispatch(
     synchronize: bool,
     mut expert_ms: Option<&mut Vec<f64>>,
 ) -> Result<Tensor> {
-    let (num_experts, two_i, hidden) = experts.gate_up.dims3()?;
+    let num_experts = experts.experts.len();
+    let (two_i, hidden) = match experts.experts.first() {
+        Some((gate_up, _)) => gate_up.dims2()?,
+        None => return Ok(x.zeros_like()?),
+    };
     let i = two_i / 2;
     let k = routing.top_k;
     let device = x.device();
@@ -359,9 +392,10 @@ fn grouped_dispatch(
         }
         let xe = grouped.narrow(0, offset, count)?;
         offset += count;
-        let gu = xe.matmul(&experts.gate_up.get(expert)?.t()?)?;
+        let (gate_up, down) = &experts.experts[expert];
+        let gu = xe.matmul(&gate_up.t()?)?;
         let h = (candle_nn::ops::silu(&gu.narrow(1, 0, i)?)? * gu.narrow(1, i, i)?)?;
-        outputs.push(h.matmul(&experts.down.get(expert)?.t()?)?);
+        outputs.push(h.matmul(&down.t()?)?);
         if let Some(times) = expert_ms.as_deref_mut() {
             times[expert] = lap(&mut mark)?;
         }
@@ -387,14 +421,17 @@ mod batched {
     /// Most padded rows (E·C) per real assignment (T·k) before falling back.
     pub const MAX_PADDING: usize = 4;
 
-    /// `None` when padding would exceed [`MAX_PADDING`].
+    /// `None` when padding would exceed [`MAX_PADDING`] or the experts are not stacked (CPU).
     pub fn dispatch(
         experts: &RoutedExperts,
         x: &Tensor,
         routing: &Routing,
     ) -> Result<Option<Tensor>> {
+        let Some((all_gate_up, all_down)) = &experts.stacked else {
+            return Ok(None);
+        };
         let (tokens, hidden) = x.dims2()?;
-        let (num_experts, two_i, _) = experts.gate_up.dims3()?;
+        let (num_experts, two_i, _) = all_gate_up.dims3()?;
         let i = two_i / 2;
         let k = routing.top_k;
         let device = x.device();
@@ -420,10 +457,10 @@ mod batched {
         let xe = padded
             .index_select(&Tensor::from_vec(rows, slots, device)?, 0)?
             .reshape((num_experts, capacity, hidden))?;
-        let gu = xe.matmul(&experts.gate_up.transpose(1, 2)?)?;
+        let gu = xe.matmul(&all_gate_up.transpose(1, 2)?)?;
         let h = (candle_nn::ops::silu(&gu.narrow(2, 0, i)?)? * gu.narrow(2, i, i)?)?;
         let y = h
-            .matmul(&experts.down.transpose(1, 2)?)?
+            .matmul(&all_down.transpose(1, 2)?)?
             .reshape((slots, hidden))?;
         let n = order.len();
         let weights =
@@ -440,11 +477,16 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// Random experts, stacked as on a GPU (views per expert), so the batched path runs on CPU.
     fn experts(e: usize, i: usize, h: usize) -> RoutedExperts {
         let d = &Device::Cpu;
+        let gate_up = Tensor::randn(0f32, 0.5, (e, 2 * i, h), d).unwrap();
+        let down = Tensor::randn(0f32, 0.5, (e, h, i), d).unwrap();
         RoutedExperts {
-            gate_up: Tensor::randn(0f32, 0.5, (e, 2 * i, h), d).unwrap(),
-            down: Tensor::randn(0f32, 0.5, (e, h, i), d).unwrap(),
+            experts: (0..e)
+                .map(|n| (gate_up.get(n).unwrap(), down.get(n).unwrap()))
+                .collect(),
+            stacked: Some((gate_up, down)),
         }
     }
 
@@ -498,16 +540,17 @@ mod tests {
     }
 
     fn load_packed(ex: &RoutedExperts) -> ExpertWeights {
-        let (e, two_i, h) = ex.gate_up.dims3().unwrap();
+        let (gate_up, down) = ex.stacked.as_ref().unwrap();
+        let (e, two_i, h) = gate_up.dims3().unwrap();
         let pack = |t: Tensor, n, k| {
             PackedMatrix::from_f32(&t.flatten_all().unwrap().to_vec1().unwrap(), n, k)
         };
         ExpertWeights::Packed(PackedExperts {
             gate_up: (0..e)
-                .map(|n| pack(ex.gate_up.get(n).unwrap(), two_i, h))
+                .map(|n| pack(gate_up.get(n).unwrap(), two_i, h))
                 .collect(),
             down: (0..e)
-                .map(|n| pack(ex.down.get(n).unwrap(), h, two_i / 2))
+                .map(|n| pack(down.get(n).unwrap(), h, two_i / 2))
                 .collect(),
         })
     }
