@@ -45,7 +45,7 @@ impl Default for Settings {
             prompt: "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸跳过了懒狗。\nfn main() { println!(\"{}\", 6 * 7); }".into(),
             heatmap_probabilities: true,
             bottom_tab: BottomTab::LayerHeatmap,
-            debounce_ms: 40,
+            debounce_ms: 10,
         }
     }
 }
