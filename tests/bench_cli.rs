@@ -3,19 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn moescope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args(args)
-        .output()
-        .expect("run moescope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::moescope;
 
 #[test]
 fn bench_reports_speed_phases_overhead_and_memory() {

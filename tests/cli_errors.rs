@@ -3,20 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::moescope;
 
-fn moescope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args(args)
-        .output()
-        .expect("run moescope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::{Path, PathBuf};
 
 /// A fresh copy of fixture `name` in a unique temp folder.
 fn copy_fixture(name: &str, case: &str) -> PathBuf {

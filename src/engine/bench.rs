@@ -7,6 +7,7 @@ use super::capture::CaptureLevel;
 use super::device::{device_label, dtype_label};
 use super::Engine;
 use crate::error::Result;
+use crate::model::layers::swiglu_stacked;
 use crate::trace::LayerTimings;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
@@ -217,7 +218,7 @@ fn dense_swiglu_ms(
     let down = Tensor::randn(0f32, 0.02, (hidden, inter), device)?.to_dtype(dtype)?;
     let once = || -> Result<()> {
         let gu = x.matmul(&gate_up.t()?)?;
-        let h = (candle_nn::ops::silu(&gu.narrow(1, 0, inter)?)? * gu.narrow(1, inter, inter)?)?;
+        let h = swiglu_stacked(&gu)?;
         h.matmul(&down.t()?)?;
         device.synchronize()?;
         Ok(())

@@ -45,7 +45,8 @@ pub struct ForwardOptions {
     pub capture: CaptureLevel,
     /// Synchronize the device at each phase boundary so phase timings are real on a GPU.
     pub synchronize_timings: bool,
-    /// Record each expert's compute time (grouped path only). On a GPU this synchronizes after
+    /// Record each expert's compute time (CPU kernel and grouped path; the batched CUDA path runs
+    /// all experts in one GEMM and records none). On a GPU the grouped path then synchronizes after
     /// every expert, which costs throughput; on CPU it is free.
     pub time_experts: bool,
 }

@@ -86,13 +86,6 @@ impl PackedMatrix {
     pub fn k(&self) -> usize {
         self.k
     }
-
-    pub fn size_bytes(&self) -> usize {
-        match &self.panels {
-            Panels::F32(v) => v.len() * 4,
-            Panels::Bf16(v) => v.len() * 2,
-        }
-    }
 }
 
 /// A raw pointer threads may share because each writes a disjoint set of elements.
@@ -170,14 +163,6 @@ pub struct PackedExperts {
 }
 
 impl PackedExperts {
-    pub fn size_bytes(&self) -> usize {
-        self.gate_up
-            .iter()
-            .chain(&self.down)
-            .map(PackedMatrix::size_bytes)
-            .sum()
-    }
-
     /// Runs the routed experts on `x` (`[tokens, hidden]` f32, row-major): `order`/`counts` are
     /// the assignments grouped by expert ([`super::moe`]'s counting sort), `weights` the routing
     /// weights by flat assignment `t·k + r`. Returns `[tokens, hidden]`; the k outputs of a token

@@ -4,7 +4,7 @@
 //! `[E, 2I, H]`, `experts.down_proj` `[E, H, I]`, transformers 5's in-memory layout).
 
 use super::cpu_experts::{self, PackedExperts, PackedMatrix};
-use super::layers::{GatedMlp, Linear};
+use super::layers::{swiglu_stacked, GatedMlp, Linear};
 use super::router::{route, Routing};
 use super::spec::MoeSpec;
 use super::weights::Prefixed;
@@ -347,11 +347,10 @@ fn grouped_dispatch(
     mut expert_ms: Option<&mut Vec<f64>>,
 ) -> Result<Tensor> {
     let num_experts = experts.experts.len();
-    let (two_i, hidden) = match experts.experts.first() {
-        Some((gate_up, _)) => gate_up.dims2()?,
-        None => return Ok(x.zeros_like()?),
-    };
-    let i = two_i / 2;
+    let hidden = x.dim(1)?;
+    if num_experts == 0 {
+        return Ok(x.zeros_like()?);
+    }
     let k = routing.top_k;
     let device = x.device();
     let (order, counts) = group_by_expert(routing, num_experts);
@@ -394,7 +393,7 @@ fn grouped_dispatch(
         offset += count;
         let (gate_up, down) = &experts.experts[expert];
         let gu = xe.matmul(&gate_up.t()?)?;
-        let h = (candle_nn::ops::silu(&gu.narrow(1, 0, i)?)? * gu.narrow(1, i, i)?)?;
+        let h = swiglu_stacked(&gu)?;
         outputs.push(h.matmul(&down.t()?)?);
         if let Some(times) = expert_ms.as_deref_mut() {
             times[expert] = lap(&mut mark)?;
@@ -431,8 +430,7 @@ mod batched {
             return Ok(None);
         };
         let (tokens, hidden) = x.dims2()?;
-        let (num_experts, two_i, _) = all_gate_up.dims3()?;
-        let i = two_i / 2;
+        let num_experts = all_gate_up.dim(0)?;
         let k = routing.top_k;
         let device = x.device();
         let (order, counts) = group_by_expert(routing, num_experts);
@@ -458,7 +456,7 @@ mod batched {
             .index_select(&Tensor::from_vec(rows, slots, device)?, 0)?
             .reshape((num_experts, capacity, hidden))?;
         let gu = xe.matmul(&all_gate_up.transpose(1, 2)?)?;
-        let h = (candle_nn::ops::silu(&gu.narrow(2, 0, i)?)? * gu.narrow(2, i, i)?)?;
+        let h = super::swiglu_stacked(&gu)?;
         let y = h
             .matmul(&all_down.transpose(1, 2)?)?
             .reshape((slots, hidden))?;

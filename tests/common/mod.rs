@@ -6,6 +6,19 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// Runs the moescope binary: (success, stdout, stderr).
+pub fn moescope(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moescope"))
+        .args(args)
+        .output()
+        .expect("run moescope");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }

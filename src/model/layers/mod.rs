@@ -9,6 +9,6 @@ pub mod rotary;
 
 pub use attention::{Attention, KvCache};
 pub use linear::Linear;
-pub use mlp::GatedMlp;
+pub use mlp::{swiglu_stacked, GatedMlp};
 pub use norm::RmsNorm;
 pub use rotary::Rotary;
