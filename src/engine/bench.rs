@@ -143,6 +143,8 @@ pub fn run(
         );
         phases.push(engine.phase_totals_ms());
     }
+    // Memory of loading and running the model, read before the dense baseline allocates its own.
+    let (rss_mb, peak_rss_mb) = (memory_mb("VmRSS:"), memory_mb("VmHWM:"));
     let prefill_ms = Spread::of(&prefill);
     let prefill_no_capture_ms = options
         .measure_capture_overhead
@@ -192,8 +194,8 @@ pub fn run(
         expert_gflops_per_s: expert_gflop / (router_experts_ms / 1e3),
         weights_mb: engine.weight_bytes() as f64 / 1e6,
         rss_after_load_mb,
-        rss_mb: memory_mb("VmRSS:"),
-        peak_rss_mb: memory_mb("VmHWM:"),
+        rss_mb,
+        peak_rss_mb,
     })
 }
 

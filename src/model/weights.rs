@@ -127,34 +127,72 @@ impl Weights {
 
     /// Loads `name` in `dtype` whatever the compute dtype (router biases stay f32, say).
     pub fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let entry = self.entry_of_shape(name, shape)?;
+        self.materialize(entry, entry.start..entry.end, shape, dtype)
+    }
+
+    /// Loads `name[index]` (dim 0) of a tensor of shape `shape`, in the compute dtype, reading only
+    /// that slice of the file. Stacked expert tensors (`[E, 2I, H]`) are loaded one expert at a
+    /// time this way, so loading never holds a whole layer's experts twice.
+    pub fn get_index(&self, name: &str, index: usize, shape: &[usize]) -> Result<Tensor> {
+        let entry = self.entry_of_shape(name, shape)?;
+        let (&rows, row_shape) = shape.split_first().ok_or_else(|| Error::ShapeMismatch {
+            name: name.to_owned(),
+            expected: shape.to_vec(),
+            found: entry.shape.clone(),
+            path: self.files[entry.file].0.clone(),
+        })?;
+        assert!(index < rows, "{name}[{index}] out of {rows}");
+        let row_bytes = (entry.end - entry.start) / rows;
+        let start = entry.start + index * row_bytes;
+        self.materialize(entry, start..start + row_bytes, row_shape, self.dtype)
+    }
+
+    /// `name`'s entry, checked to have `shape`.
+    fn entry_of_shape(&self, name: &str, shape: &[usize]) -> Result<&Entry> {
         let entry = self.entries.get(name).ok_or_else(|| Error::MissingTensor {
             name: name.to_owned(),
             path: self.where_looked(),
         })?;
-        let path = &self.files[entry.file].0;
         if entry.shape != shape {
             return Err(Error::ShapeMismatch {
                 name: name.to_owned(),
                 expected: shape.to_vec(),
                 found: entry.shape.clone(),
-                path: path.clone(),
+                path: self.files[entry.file].0.clone(),
             });
         }
+        Ok(entry)
+    }
+
+    /// Copies `range` of `entry`'s file out of the mapping as a `shape` tensor in `dtype` on the
+    /// compute device.
+    fn materialize(
+        &self,
+        entry: &Entry,
+        range: std::ops::Range<usize>,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
         let mmap = &self.files[entry.file].1;
-        let bytes = &mmap[entry.start..entry.end];
-        let tensor = Tensor::from_raw_buffer(bytes, entry.dtype, shape, &Device::Cpu)?;
-        // The tensor owns a copy now; let the kernel drop the mapped pages so resident memory
-        // holds the weights once, not file pages plus copies (loading peaked near 2× without).
-        #[cfg(unix)]
-        // SAFETY: the mapping is read-only and file-backed: dropped pages are read back from the
-        // file if touched again, and no slice into this range outlives this call.
-        unsafe {
-            let _ = mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                entry.start,
-                entry.end - entry.start,
-            );
-        }
+        let tensor = match entry.dtype {
+            DType::BF16 => Tensor::from_vec(
+                copy_dropping_pages(mmap, range, |b| half::bf16::from_le_bytes(b)),
+                shape,
+                &Device::Cpu,
+            )?,
+            DType::F16 => Tensor::from_vec(
+                copy_dropping_pages(mmap, range, |b| half::f16::from_le_bytes(b)),
+                shape,
+                &Device::Cpu,
+            )?,
+            // F32: `open` indexes float tensors only.
+            _ => Tensor::from_vec(
+                copy_dropping_pages(mmap, range, f32::from_le_bytes),
+                shape,
+                &Device::Cpu,
+            )?,
+        };
         Ok(tensor.to_dtype(dtype)?.to_device(&self.device)?)
     }
 
@@ -164,6 +202,54 @@ impl Weights {
             weights: self,
             prefix: prefix.to_string(),
         }
+    }
+}
+
+/// Bytes of the mapping copied before their pages are dropped: small next to the largest tensors
+/// (an embedding is ~400 MB in f32), so loading never holds a big tensor twice.
+const COPY_CHUNK_BYTES: usize = 16 << 20;
+
+/// Copies `range` of `mmap` into a typed vector, `N`-byte little-endian values through `decode`,
+/// chunk by chunk, and lets the kernel drop each chunk's mapped pages once copied: resident
+/// memory then holds the weights once, not file pages plus copies (loading peaked at 2× without
+/// dropping, and at the weights plus the largest tensor when dropping only after a whole copy).
+fn copy_dropping_pages<T, const N: usize>(
+    mmap: &Mmap,
+    range: std::ops::Range<usize>,
+    decode: impl Fn([u8; N]) -> T,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(range.len() / N);
+    let chunk = COPY_CHUNK_BYTES - COPY_CHUNK_BYTES % N;
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + chunk).min(range.end);
+        out.extend(
+            mmap[start..end]
+                .chunks_exact(N)
+                .map(|b| decode(b.try_into().expect("N-byte chunk"))),
+        );
+        #[cfg(unix)]
+        // SAFETY: the mapping is read-only and file-backed: dropped pages are read back from the
+        // file if touched again, and no slice into this range outlives this loop iteration.
+        unsafe {
+            let _ =
+                mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+        }
+        start = end;
+    }
+    out
+}
+
+/// Hands freed heap memory back to the kernel. Loading allocates and frees a temporary or two per
+/// tensor (an expert's gate and up before they are stacked or packed); glibc keeps such freed
+/// blocks between live ones, which left resident memory ~0.5 GB above the weights after loading
+/// an OLMoE-sized checkpoint. Called after each layer's load; a no-op where the allocator is not
+/// glibc's.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -196,6 +282,10 @@ impl<'a> Prefixed<'a> {
 
     pub fn get_as(&self, leaf: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         self.weights.get_as(&self.name(leaf), shape, dtype)
+    }
+
+    pub fn get_index(&self, leaf: &str, index: usize, shape: &[usize]) -> Result<Tensor> {
+        self.weights.get_index(&self.name(leaf), index, shape)
     }
 
     pub fn get_opt(&self, leaf: &str, shape: &[usize]) -> Result<Option<Tensor>> {
