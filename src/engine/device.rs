@@ -138,9 +138,46 @@ mod cuda {
 
     pub fn open(ordinal: usize) -> Result<Device> {
         let cannot = |e: String| Error::Device(format!("cannot open cuda:{ordinal}: {e}"));
-        std::panic::catch_unwind(|| Device::new_cuda(ordinal))
+        let device = std::panic::catch_unwind(|| Device::new_cuda(ordinal))
             .map_err(|_| cannot("the CUDA backend panicked".into()))?
-            .map_err(|e| cannot(e.to_string()))
+            .map_err(|e| cannot(e.to_string()))?;
+        // Without memory pools (old drivers) candle allocates synchronously and this does not
+        // apply, so a failure here only costs speed.
+        let _ = keep_freed_memory(&device);
+        Ok(device)
+    }
+
+    /// Lets the device's memory pool keep what is freed instead of handing it back to the driver
+    /// at every synchronization. candle allocates every op's output with `cuMemAllocAsync`, and a
+    /// pool's default release threshold is 0: each sync (the router's copy of its logits to the
+    /// host, the timed phase laps) returned all free memory, so the next layer's buffers were
+    /// mapped afresh. PyTorch's caching allocator never does that.
+    fn keep_freed_memory(device: &Device) -> std::result::Result<(), String> {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let Device::Cuda(cuda) = device else {
+            return Ok(());
+        };
+        let stream = cuda.cuda_stream();
+        let context = stream.context();
+        context.bind_to_thread().map_err(|e| e.to_string())?;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut threshold = u64::MAX;
+        // SAFETY: plain driver calls on this context's device with valid out-pointers; the
+        // attribute's value is a u64 as the driver API documents.
+        let status = unsafe {
+            match sys::cuDeviceGetMemPool(&mut pool, context.cu_device()) {
+                sys::CUresult::CUDA_SUCCESS => sys::cuMemPoolSetAttribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    (&mut threshold as *mut u64).cast(),
+                ),
+                other => other,
+            }
+        };
+        match status {
+            sys::CUresult::CUDA_SUCCESS => Ok(()),
+            other => Err(format!("cannot configure its memory pool: {other:?}")),
+        }
     }
 
     pub fn devices() -> Vec<DeviceInfo> {

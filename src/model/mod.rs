@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu_experts;
 pub mod deepseek;
+pub mod expert_gemm;
 pub mod layers;
 pub mod mixtral;
 pub mod moe;

@@ -27,23 +27,15 @@ struct RoutedExperts {
 }
 
 impl RoutedExperts {
-    /// From all experts at once (`[E, 2I, H]`, `[E, H, I]`), kept stacked on a GPU.
+    /// From all experts at once (`[E, 2I, H]`, `[E, H, I]`) on a GPU: kept stacked for the batched
+    /// path, the per-expert pairs are views into it.
     fn from_stacked(gate_up: Tensor, down: Tensor) -> Result<Self> {
-        let num_experts = gate_up.dim(0)?;
-        let keep_stacked = !gate_up.device().is_cpu();
-        let experts = (0..num_experts)
-            .map(|n| {
-                let (g, d) = (gate_up.get(n)?, down.get(n)?);
-                Ok(if keep_stacked {
-                    (g, d)
-                } else {
-                    (g.copy()?, d.copy()?)
-                })
-            })
+        let experts = (0..gate_up.dim(0)?)
+            .map(|n| Ok((gate_up.get(n)?, down.get(n)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             experts,
-            stacked: keep_stacked.then_some((gate_up, down)),
+            stacked: Some((gate_up, down)),
         })
     }
 
@@ -231,18 +223,11 @@ fn load_routed_experts(
     packed: bool,
 ) -> Result<ExpertWeights> {
     let fused_layout = ew.contains("gate_up_proj");
-    let (all_gate_up, all_down) = if fused_layout {
-        (
-            Some(ew.get("gate_up_proj", &[e, 2 * i, hidden])?),
-            Some(ew.get("down_proj", &[e, hidden, i])?),
-        )
-    } else {
-        (None, None)
-    };
-    if let (Some(gate_up), Some(down), false) = (&all_gate_up, &all_down, packed) {
+    let (gate_up_shape, down_shape) = ([e, 2 * i, hidden], [e, hidden, i]);
+    if fused_layout && !ew.weights.device.is_cpu() {
         return Ok(ExpertWeights::Tensors(RoutedExperts::from_stacked(
-            gate_up.clone(),
-            down.clone(),
+            ew.get("gate_up_proj", &gate_up_shape)?,
+            ew.get("down_proj", &down_shape)?,
         )?));
     }
     // Mixtral names its expert projections w1 (gate), w3 (up), w2 (down).
@@ -251,9 +236,15 @@ fn load_routed_experts(
     } else {
         ("gate_proj", "up_proj", "down_proj")
     };
+    // On the CPU, one expert at a time, stacked or not: a whole stacked layer loaded first would
+    // hold its experts twice while they are split or packed (peak resident memory was 1.23× the
+    // weights that way).
     let expert = |n: usize| -> Result<(Tensor, Tensor)> {
-        if let (Some(gate_up), Some(down)) = (&all_gate_up, &all_down) {
-            return Ok((gate_up.get(n)?, down.get(n)?));
+        if fused_layout {
+            return Ok((
+                ew.get_index("gate_up_proj", n, &gate_up_shape)?,
+                ew.get_index("down_proj", n, &down_shape)?,
+            ));
         }
         let x = ew.pp(n);
         let gate = x.pp(g).get("weight", &[i, hidden])?;
@@ -405,22 +396,21 @@ fn grouped_dispatch(
     Ok(by_token.reshape((tokens, k, hidden))?.sum(1)?)
 }
 
-/// CUDA's fused path: every expert of a layer in one batched GEMM per projection. Each expert's
-/// rows are gathered into a `[E, C, hidden]` block, C the busiest expert's row count (padding rows
-/// read a zero row), so cuBLAS runs all experts in one strided-batched call instead of two launches
-/// per expert; nothing is dropped, so routing and results are those of the grouped path. Capacity
-/// padding wastes FLOPs when routing is very uneven, so past [`MAX_PADDING`]× the real rows the
-/// caller takes the grouped path instead.
+/// CUDA's fused path: every expert of a layer in one GEMM launch per projection
+/// ([`ChunkedExpertMatmul`]). Each expert's rows are gathered into chunks of C rows (padding rows
+/// read a zero row), every chunk is multiplied by its expert's weights in one pointer-array
+/// batched GEMM, SwiGLU runs once over all chunks, and the outputs are weighted and put back in
+/// token order as on the grouped path. Nothing is dropped, so routing and results are those of
+/// the grouped path; a busy expert is several chunks, so skewed routing pads at most one partial
+/// chunk per expert.
 mod batched {
     use super::{group_by_expert, RoutedExperts};
     use crate::error::Result;
+    use crate::model::expert_gemm::{chunk_rows, ChunkedExpertMatmul};
     use crate::model::router::Routing;
     use candle_core::Tensor;
 
-    /// Most padded rows (E·C) per real assignment (T·k) before falling back.
-    pub const MAX_PADDING: usize = 4;
-
-    /// `None` when padding would exceed [`MAX_PADDING`] or the experts are not stacked (CPU).
+    /// `None` when the experts are not stacked (the CPU keeps one tensor pair per expert).
     pub fn dispatch(
         experts: &RoutedExperts,
         x: &Tensor,
@@ -434,32 +424,33 @@ mod batched {
         let k = routing.top_k;
         let device = x.device();
         let (order, counts) = group_by_expert(routing, num_experts);
-        let capacity = counts.iter().copied().max().unwrap_or(0);
-        let slots = num_experts * capacity;
-        if slots > MAX_PADDING * order.len() {
-            return Ok(None);
-        }
+        let c = chunk_rows(&counts);
         // Row `tokens` of `padded` is zeros: the source of every padding slot.
-        let mut rows = vec![tokens as u32; slots];
+        let mut rows = Vec::with_capacity(order.len() + num_experts * c);
+        let mut expert_of_chunk = Vec::new();
         let mut slot_of_assignment = vec![0u32; order.len()];
         let mut offset = 0;
         for (expert, &count) in counts.iter().enumerate() {
-            for (slot, &flat) in order[offset..offset + count].iter().enumerate() {
-                rows[expert * capacity + slot] = flat / k as u32;
-                slot_of_assignment[flat as usize] = (expert * capacity + slot) as u32;
+            for &flat in &order[offset..offset + count] {
+                slot_of_assignment[flat as usize] = rows.len() as u32;
+                rows.push(flat / k as u32);
             }
             offset += count;
+            let chunks = count.div_ceil(c);
+            rows.resize(rows.len().next_multiple_of(c), tokens as u32);
+            expert_of_chunk.extend(std::iter::repeat_n(expert as u32, chunks));
         }
+        let slots = rows.len();
         let zero_row = Tensor::zeros((1, hidden), x.dtype(), device)?;
         let padded = Tensor::cat(&[x, &zero_row], 0)?;
-        let xe = padded
-            .index_select(&Tensor::from_vec(rows, slots, device)?, 0)?
-            .reshape((num_experts, capacity, hidden))?;
-        let gu = xe.matmul(&all_gate_up.transpose(1, 2)?)?;
-        let h = super::swiglu_stacked(&gu)?;
-        let y = h
-            .matmul(&all_down.transpose(1, 2)?)?
-            .reshape((slots, hidden))?;
+        let xe = padded.index_select(&Tensor::from_vec(rows, slots, device)?, 0)?;
+        let op = ChunkedExpertMatmul {
+            expert_of_chunk,
+            chunk_rows: c,
+        };
+        let gu = xe.apply_op2_no_bwd(&all_gate_up.contiguous()?, &op)?;
+        let h = super::swiglu_stacked(&gu)?.contiguous()?;
+        let y = h.apply_op2_no_bwd(&all_down.contiguous()?, &op)?;
         let n = order.len();
         let weights =
             Tensor::from_vec(routing.weights.clone(), (n, 1), device)?.to_dtype(x.dtype())?;
@@ -497,18 +488,13 @@ mod tests {
         }
     }
 
-    /// The batched (capacity-padded) path and the packed CPU kernel compute what the grouped path
-    /// computes; very uneven routing sends the batched path back to the grouped one.
+    /// The batched (chunked) path and the packed CPU kernel compute what the grouped path
+    /// computes, for even routing and for routing that sends every token to one expert.
     #[test]
     fn batched_and_packed_paths_equal_the_grouped_path() {
-        let (e, i, h, k, tokens) = (5, 6, 8, 2, 7);
+        let (e, i, h, k, tokens) = (5, 6, 8, 2, 40);
         let ex = experts(e, i, h);
         let x = Tensor::randn(0f32, 1.0, (tokens, h), &Device::Cpu).unwrap();
-        let r = routing(vec![0, 3, 1, 3, 4, 0, 3, 2, 1, 0, 3, 4, 2, 1], k);
-        let grouped = grouped_dispatch(&ex, &x, &r, tokens, false, None).unwrap();
-        let batched = batched::dispatch(&ex, &x, &r)
-            .unwrap()
-            .expect("even routing");
         let diff = |a: &Tensor, b: &Tensor| -> f32 {
             (a - b)
                 .unwrap()
@@ -519,22 +505,45 @@ mod tests {
                 .to_scalar()
                 .unwrap()
         };
-        assert!(diff(&grouped, &batched) < 1e-5, "batched");
-        if cpu_experts::supported() {
-            let packed = match load_packed(&ex) {
-                ExpertWeights::Packed(p) => p,
-                ExpertWeights::Tensors(_) => unreachable!(),
-            };
-            let y = packed_dispatch(&packed, &x, &r, None).unwrap();
-            assert!(diff(&grouped, &y) < 1e-4, "packed");
-        }
-        // Every token on expert 0 of 12: 12 × 7 padded rows for 14 real ones (> 4×) → grouped path.
-        let many = experts(12, i, h);
+        let even = routing(
+            (0..tokens)
+                .flat_map(|t| [t % 5, (t % 5 + 1 + (t / 5) % 4) % 5])
+                .map(|id| id as u32)
+                .collect(),
+            k,
+        );
+        // Every token on expert 0 (40 rows: two chunks of 32), the other slot on 1 or 2.
         let skewed = routing(
             (0..tokens).flat_map(|t| [0, 1 + (t % 2) as u32]).collect(),
             k,
         );
-        assert!(batched::dispatch(&many, &x, &skewed).unwrap().is_none());
+        for r in [&even, &skewed] {
+            let grouped = grouped_dispatch(&ex, &x, r, tokens, false, None).unwrap();
+            let batched = batched::dispatch(&ex, &x, r).unwrap().expect("stacked");
+            assert!(diff(&grouped, &batched) < 1e-5, "batched");
+            if cpu_experts::supported() {
+                let packed = match load_packed(&ex) {
+                    ExpertWeights::Packed(p) => p,
+                    ExpertWeights::Tensors(_) => unreachable!(),
+                };
+                let y = packed_dispatch(&packed, &x, r, None).unwrap();
+                assert!(diff(&grouped, &y) < 1e-4, "packed");
+            }
+        }
+    }
+
+    /// Chunks: small batches get small chunks; a busy expert is cut into several chunks rather
+    /// than every expert padded to it.
+    #[test]
+    fn chunk_rows_bounds_padding() {
+        use crate::model::expert_gemm::chunk_rows;
+        assert_eq!(chunk_rows(&[2, 3, 1, 0]), 8);
+        let mut skewed = vec![4; 63];
+        skewed.push(3840);
+        let c = chunk_rows(&skewed);
+        let padded: usize = skewed.iter().map(|n| n.div_ceil(c) * c).sum();
+        assert!(padded <= 4096 + 64 * c, "chunks of {c} pad to {padded}");
+        assert!(c <= 64, "{c}");
     }
 
     fn load_packed(ex: &RoutedExperts) -> ExpertWeights {

@@ -107,7 +107,9 @@ impl Rotary {
         }
     }
 
-    /// cos and sin, each `[len, dim/2]`, for positions `start .. start + len`.
+    /// cos and sin, each `[len, dim/2]`, for positions `start .. start + len`. Computed with tensor
+    /// ops on the compute device (f32 angles `position · inv_freq`, as transformers computes them):
+    /// building them on the host cost ~0.5 ms per layer at 512 tokens plus an upload on a GPU.
     fn cos_sin(
         &self,
         start: usize,
@@ -116,18 +118,20 @@ impl Rotary {
         dtype: DType,
     ) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(len * half);
-        let mut sin = Vec::with_capacity(len * half);
-        for pos in start..start + len {
-            for f in &self.inv_freq {
-                let angle = pos as f32 * f;
-                cos.push(angle.cos() * self.attention_scaling);
-                sin.push(angle.sin() * self.attention_scaling);
-            }
-        }
-        let cos = Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?;
-        Ok((cos, sin))
+        let positions = Tensor::arange(start as u32, (start + len) as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((len, 1))?;
+        let inv_freq = Tensor::from_slice(&self.inv_freq, (1, half), device)?;
+        let angles = positions.broadcast_mul(&inv_freq)?;
+        let scaled = |t: Tensor| -> Result<Tensor> {
+            let t = if self.attention_scaling == 1.0 {
+                t
+            } else {
+                t.affine(self.attention_scaling as f64, 0.0)?
+            };
+            Ok(t.to_dtype(dtype)?)
+        };
+        Ok((scaled(angles.cos()?)?, scaled(angles.sin()?)?))
     }
 
     /// Rotates `xs` (`[heads, len, dim]` tensors) for positions starting at `start`.
