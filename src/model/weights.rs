@@ -177,12 +177,12 @@ impl Weights {
         let mmap = &self.files[entry.file].1;
         let tensor = match entry.dtype {
             DType::BF16 => Tensor::from_vec(
-                copy_dropping_pages(mmap, range, |b| half::bf16::from_le_bytes(b)),
+                copy_dropping_pages(mmap, range, half::bf16::from_le_bytes),
                 shape,
                 &Device::Cpu,
             )?,
             DType::F16 => Tensor::from_vec(
-                copy_dropping_pages(mmap, range, |b| half::f16::from_le_bytes(b)),
+                copy_dropping_pages(mmap, range, half::f16::from_le_bytes),
                 shape,
                 &Device::Cpu,
             )?,
