@@ -24,7 +24,7 @@ pub enum ExpertKernel {
     /// Tokens grouped by expert, two candle matmuls per used expert: every device and dtype.
     Grouped,
     /// All experts of a layer at once: on CPU (AVX-512F, f32/bf16) moescope's packed-panel
-    /// kernel, on CUDA one batched cuBLAS GEMM per projection over capacity-padded expert blocks.
+    /// kernel, on CUDA one batched cuBLAS GEMM per projection over chunks of each expert's rows.
     /// Where neither applies the grouped path runs, so asking for it is never an error.
     #[default]
     Fused,
