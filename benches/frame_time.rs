@@ -83,6 +83,7 @@ fn synthetic_trace() -> Trace {
                 routed_scaling_factor: 1.0,
                 num_groups: 1,
                 topk_groups: 1,
+                ..Default::default()
             },
         },
         tokens: (0..TOKENS)

@@ -7,7 +7,6 @@ use moescope::engine::capture::{CaptureLevel, ExpertKernel};
 use moescope::engine::device::{available_devices, open_device_or_cpu, parse_dtype};
 use moescope::engine::{Engine, EngineOptions};
 use moescope::model::checkpoint::Checkpoint;
-use moescope::model::spec::AttentionSpec;
 use std::path::PathBuf;
 // `stats`.
 use anyhow::anyhow;
@@ -171,62 +170,29 @@ fn info(model: &std::path::Path, json: bool) -> Result<()> {
             "weight_files": ckpt.weight_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "size_bytes": size_bytes,
             "tokenizer": ckpt.tokenizer_path.as_ref().map(|p| p.display().to_string()),
-            "declared_dtype": format!("{:?}", ckpt.config.dtype),
+            "declared_dtype": ckpt.config.dtype.map(|d| d.label()),
+            "description": moescope::model::describe::describe(spec)
+                .into_iter()
+                .map(|(label, text)| serde_json::json!({"label": label, "text": text}))
+                .collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    let r = &spec.moe.router;
-    let moe_layers: Vec<String> = spec
-        .moe_layers
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| **m)
-        .map(|(i, _)| i.to_string())
-        .collect();
-    println!("path           {}", ckpt.dir.display());
+    println!("{:<15}{}", "path", ckpt.dir.display());
     println!(
-        "architecture   {} ({})",
-        spec.architecture, ckpt.family.name
+        "{:<15}{} ({})",
+        "architecture", spec.architecture, ckpt.family.name
     );
-    println!(
-        "layers         {} ({} MoE: {})",
-        spec.num_layers,
-        moe_layers.len(),
-        moe_layers.join(", ")
-    );
-    println!(
-        "hidden         {}  vocab {}",
-        spec.hidden_size, spec.vocab_size
-    );
-    println!(
-        "experts        {} routed, top-{}, expert intermediate {}{}",
-        r.num_experts,
-        r.top_k,
-        spec.moe.expert_intermediate_size,
-        spec.moe
-            .shared
-            .as_ref()
-            .map(|s| format!(", shared expert intermediate {}", s.intermediate_size))
-            .unwrap_or_default()
-    );
-    println!(
-        "router         {:?} scores, {:?} selection, renormalize {}, routed scaling {}, selection bias {}",
-        r.scoring, r.selection, r.renormalize, r.routed_scaling_factor, r.selection_bias
-    );
-    match &spec.attention {
-        AttentionSpec::Gqa { num_heads, num_kv_heads, head_dim, qk_norm, .. } => println!(
-            "attention      GQA {num_heads} heads / {num_kv_heads} kv heads × {head_dim}, q/k norm {qk_norm:?}"
-        ),
-        AttentionSpec::Mla { num_heads, q_lora_rank, kv_lora_rank, .. } => println!(
-            "attention      MLA {num_heads} heads, q_lora_rank {q_lora_rank:?}, kv_lora_rank {kv_lora_rank}"
-        ),
+    for (label, text) in moescope::model::describe::describe(spec) {
+        println!("{label:<15}{text}");
     }
     println!(
-        "weights        {} file(s), {:.2} MB, declared dtype {:?}",
+        "{:<15}{} file(s), {:.2} MB, declared dtype {}",
+        "weights",
         ckpt.weight_files.len(),
         size_bytes as f64 / 1e6,
-        ckpt.config.dtype
+        ckpt.config.dtype.map_or("none", |d| d.label())
     );
     println!(
         "tokenizer      {}",
@@ -477,6 +443,7 @@ fn print_table(m: &Metrics) {
         if m.scoring.is_empty() { "unknown scoring" } else { &m.scoring },
         m.capacity_factor
     );
+    println!("{}", m.probability_meaning);
 }
 
 /// `moescope [MODEL]`: the desktop app, on the bundled sample model when no model is named.

@@ -1,7 +1,9 @@
 //! moescope: open Mixture-of-Experts checkpoints, run them, and record how every token is routed.
 //!
 //! Data flows one way: [`model::checkpoint`] → [`model`] families → [`engine`] (forward pass with
-//! capture) → [`trace::Trace`] (the contract) → analysis, views, export.
+//! capture) → [`trace::Trace`] (the contract) → analysis, views, export. [`routing`] holds the
+//! routing rules as plain functions: the model routes with them and analysis re-reads logits
+//! with them, so neither depends on the other.
 
 pub mod analysis;
 pub mod engine;
@@ -10,6 +12,7 @@ pub mod export;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod model;
+pub mod routing;
 pub mod trace;
 
 pub use error::{Error, Result};

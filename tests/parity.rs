@@ -66,7 +66,7 @@ fn every_fixture_matches_transformers_on_the_grouped_path() {
 fn check_every_fixture(kernel: ExpertKernel) {
     let dirs = fixture_dirs();
     assert!(
-        dirs.len() >= 12,
+        dirs.len() >= 34,
         "expected the fixture set, found {}",
         dirs.len()
     );
@@ -100,26 +100,25 @@ fn check_every_fixture(kernel: ExpertKernel) {
     }
 }
 
+/// Every registered family has fixtures in both config layouts (its `model_type`s, so Llama-4's
+/// text-only and multimodal checkpoints both count), and the special layouts are present.
 #[test]
 fn fixture_set_covers_families_layouts_and_dtypes() {
     let refs: Vec<_> = fixture_dirs().iter().map(|d| reference(d)).collect();
-    for family in [
-        "mixtral",
-        "qwen2_moe",
-        "qwen3_moe",
-        "olmoe",
-        "deepseek_v2",
-        "deepseek_v3",
-    ] {
-        for layout in ["v4", "v5"] {
-            assert!(
-                refs.iter()
-                    .any(|r| r.family == family && r.config_layout == layout),
-                "no {family} fixture with a {layout} config"
-            );
+    for family in moescope::model::registry::FAMILIES {
+        for model_type in family.model_types {
+            for layout in ["v4", "v5"] {
+                assert!(
+                    refs.iter()
+                        .any(|r| r.model_type == *model_type && r.config_layout == layout),
+                    "no {} fixture of model_type {model_type} with a {layout} config",
+                    family.name
+                );
+            }
         }
     }
     assert!(refs.iter().any(|r| r.weights_layout == "packed"));
+    assert!(refs.iter().any(|r| r.weights_layout == "fused"));
     assert!(refs.iter().any(|r| r.weights_dtype == "bfloat16"));
 }
 

@@ -1,7 +1,7 @@
 //! Routing metrics: pure functions from [`Trace`]s to [`Metrics`] (DESIGN.md "Metrics"; every JSON
 //! name, definition, normalization and source is in docs/metrics.md, kept in sync by a test).
 //!
-//! No egui and no candle: probabilities come from [`crate::model::router::scores`], the router's
+//! No egui and no candle: probabilities come from [`crate::routing::scores`], the router's
 //! own plain-Rust scoring function, so there is one implementation of softmax/sigmoid scoring.
 //!
 //! Pooling: [`aggregate`] treats several traces as one batch. Load, loss and capacity metrics pool
@@ -23,7 +23,7 @@ pub use flips::{routing_flips, LayerFlips, RoutingFlips};
 pub use health::Band;
 pub use token::{token_metrics, TokenMetrics};
 
-use crate::model::router::Scoring;
+use crate::routing::Scoring;
 use crate::trace::{MoeLayerTrace, Trace};
 use capacity::Assignment;
 use serde::Serialize;
@@ -92,6 +92,10 @@ pub struct Metrics {
     pub top_k: usize,
     /// The scoring the probabilities use: `softmax`, `sigmoid`, or empty when the trace has none.
     pub scoring: String,
+    /// The trace's routing rule (`softmax_topk`, `topk_softmax`, …; empty for older traces).
+    pub routing_rule: String,
+    /// What P_e (and every probability-based metric) means under this rule, in words.
+    pub probability_meaning: String,
     pub capacity_factor: f64,
 }
 
@@ -252,6 +256,8 @@ pub fn aggregate(traces: &[&Trace], options: &AnalysisOptions) -> Result<Metrics
         num_experts,
         top_k,
         scoring: first.model.router.scoring.clone(),
+        routing_rule: first.model.router.rule.clone(),
+        probability_meaning: token::probability_meaning(&first.model.router),
         capacity_factor: cf,
     })
 }

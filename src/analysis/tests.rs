@@ -57,6 +57,7 @@ fn trace(e: usize, scoring: &str, layers: Vec<L>) -> Trace {
                 routed_scaling_factor: 1.0,
                 num_groups: 1,
                 topk_groups: 1,
+                ..Default::default()
             },
         },
         tokens: (0..t)

@@ -2,10 +2,10 @@
 //!
 //! p_{t,e} is the family's scoring of the raw logits — softmax over all experts, or sigmoid scores
 //! normalized to sum 1 (DeepSeek-V3's s') — so softmax and sigmoid routers are compared on the same
-//! scale. The scoring itself is [`crate::model::router::scores`], the router's own function.
+//! scale. The scoring itself is [`crate::routing::scores`], the router's own function.
 
 use super::load::x_ln_x;
-use crate::model::router::{scores, Scoring};
+use crate::routing::{scores, Scoring};
 use crate::trace::{MoeLayerTrace, RouterInfo};
 use serde::Serialize;
 
@@ -16,6 +16,33 @@ pub fn scoring(router: &RouterInfo) -> Option<Scoring> {
         "sigmoid" => Some(Scoring::Sigmoid),
         _ => None,
     }
+}
+
+/// What p_{t,e} means for `router`'s rule, and where transformers' aux loss applies, in words:
+/// for rules that do not score all experts with one softmax, P_e is not the weight the router
+/// applies, and a user reading `switch_loss` or entropies must know that.
+pub fn probability_meaning(router: &RouterInfo) -> String {
+    let aux = match scoring(router) {
+        Some(Scoring::Softmax) => {
+            "; hf_aux_loss re-selects the top-k of this softmax, as transformers does"
+        }
+        Some(Scoring::Sigmoid) => {
+            "; hf_aux_loss does not apply (transformers computes no such loss for sigmoid routers)"
+        }
+        None => "",
+    };
+    let p = match router.rule.as_str() {
+        "topk_softmax" => "P_e = softmax of the raw logits over all experts; the router itself softmaxes only its top-k logits, so the applied weights are P_e renormalized over the chosen experts",
+        "topk_sigmoid" => "P_e = sigmoid of each raw logit, normalized to sum 1 over all experts; the router applies the chosen experts' unnormalized sigmoid to the expert input",
+        "sparsemixer" => "P_e = softmax of the raw logits over all experts; sparsemixer's weights come from a separate masked softmax per slot",
+        "sigmoid_topk" => "P_e = sigmoid scores normalized to sum 1 (before any selection bias)",
+        _ => match scoring(router) {
+            Some(Scoring::Softmax) => "P_e = softmax of the raw logits over all experts (the router's own scores, before any selection bias)",
+            Some(Scoring::Sigmoid) => "P_e = sigmoid scores normalized to sum 1 (before any selection bias)",
+            None => return "the trace names no scoring: probability metrics are null".into(),
+        },
+    };
+    format!("{p}{aux}")
 }
 
 /// p_{t,·} for one token's raw logits, in f64, summing to 1.

@@ -7,7 +7,8 @@ use super::capture::CaptureLevel;
 use super::device::{device_label, dtype_label};
 use super::Engine;
 use crate::error::Result;
-use crate::model::layers::swiglu_stacked;
+use crate::model::layers::gated_activation;
+use crate::model::spec::Activation;
 use crate::trace::LayerTimings;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
@@ -153,7 +154,7 @@ pub fn run(
     let spec = &engine.checkpoint.spec;
     let (hidden, inter, k) = (
         spec.hidden_size,
-        spec.moe.expert_intermediate_size,
+        spec.moe.experts.intermediate_size,
         spec.moe.router.top_k,
     );
     let expert_gflop = 6.0 * (ids.len() * k * hidden * inter) as f64 / 1e9;
@@ -220,7 +221,7 @@ fn dense_swiglu_ms(
     let down = Tensor::randn(0f32, 0.02, (hidden, inter), device)?.to_dtype(dtype)?;
     let once = || -> Result<()> {
         let gu = x.matmul(&gate_up.t()?)?;
-        let h = swiglu_stacked(&gu)?;
+        let h = gated_activation(&gu, Activation::SwiGlu)?;
         h.matmul(&down.t()?)?;
         device.synchronize()?;
         Ok(())

@@ -10,6 +10,8 @@ pub mod timing;
 use crate::error::{Error, Result};
 use crate::model::causal_lm::CausalLm;
 use crate::model::checkpoint::Checkpoint;
+use crate::model::spec::WeightTarget;
+use crate::routing::{Normalization, RouterSpec, Selection};
 use crate::trace::{self, LayerTimings, Matrix, MoeLayerTrace, RouterInfo, Token, Trace};
 use candle_core::{DType, Device};
 use capture::{CaptureLevel, ExpertKernel, ForwardOptions, LayerRecord};
@@ -183,6 +185,7 @@ impl Engine {
             let mut records: Vec<LayerRecord> = Vec::with_capacity(self.checkpoint.spec.num_layers);
             let result = self.model.forward(
                 chunk,
+                total,
                 &forward,
                 self.options.cancel.as_deref(),
                 &mut records,
@@ -266,21 +269,9 @@ fn extend_rows<T: Copy>(old: &Matrix<T>, rows: usize, cols: usize, data: &[T]) -
 
 fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
     let spec = &checkpoint.spec;
-    let router = &spec.moe.router;
-    let (num_groups, topk_groups) = match router.selection {
-        crate::model::router::Selection::TopK => (1, 1),
-        crate::model::router::Selection::GroupLimited {
-            num_groups,
-            topk_groups,
-            ..
-        } => (num_groups, topk_groups),
-    };
-    let moe_layers = spec
-        .moe_layers
-        .iter()
-        .enumerate()
-        .filter(|(_, is_moe)| **is_moe)
-        .map(|(layer, _)| MoeLayerTrace {
+    let moe_layers = (0..spec.num_layers)
+        .filter(|&layer| spec.is_moe(layer))
+        .map(|layer| MoeLayerTrace {
             layer,
             router_logits: Matrix::empty(),
             topk_ids: Matrix::empty(),
@@ -296,24 +287,40 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
             path: checkpoint.dir.display().to_string(),
             architecture: spec.architecture.clone(),
             num_layers: spec.num_layers,
-            num_experts: router.num_experts,
-            top_k: router.top_k,
+            num_experts: spec.moe.router.num_experts,
+            top_k: spec.moe.router.top_k,
             device: device::device_label(&options.device),
             dtype: device::dtype_label(options.dtype).into(),
-            router: RouterInfo {
-                scoring: match router.scoring {
-                    crate::model::router::Scoring::Softmax => "softmax".into(),
-                    crate::model::router::Scoring::Sigmoid => "sigmoid".into(),
-                },
-                renormalize: router.renormalize,
-                routed_scaling_factor: router.routed_scaling_factor,
-                num_groups,
-                topk_groups,
-            },
+            router: router_info(&spec.moe.router, spec.moe.weights_on),
         },
         tokens: Vec::new(),
         moe_layers,
         last_logits: Vec::new(),
         forward_ms: 0.0,
+    }
+}
+
+/// What a trace records of `router`.
+fn router_info(router: &RouterSpec, weights_on: WeightTarget) -> RouterInfo {
+    let (num_groups, topk_groups) = match router.selection {
+        Selection::TopK => (1, 1),
+        Selection::GroupLimited {
+            num_groups,
+            topk_groups,
+            ..
+        } => (num_groups, topk_groups),
+    };
+    RouterInfo {
+        scoring: router.rule.probability_scoring().label().into(),
+        rule: router.rule.label().into(),
+        description: router.describe(),
+        weights_on: match weights_on {
+            WeightTarget::Output => "output".into(),
+            WeightTarget::Input => "input".into(),
+        },
+        renormalize: router.normalization != Normalization::None,
+        routed_scaling_factor: router.routed_scaling_factor,
+        num_groups,
+        topk_groups,
     }
 }

@@ -2,14 +2,13 @@
 //! (attention + dense or MoE feed-forward), final norm, LM head. Built from a [`ModelSpec`] and the
 //! checkpoint's weights; the names passed to `pp` mirror the weight names.
 
-use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, QkNorm};
-use super::layers::rotary::RotaryLayout;
-use super::layers::{Attention, GatedMlp, KvCache, Linear, RmsNorm, Rotary};
+use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, Projections, QkNorm};
+use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary};
 use super::moe::{resolve_kernel, MoeBlock};
-use super::spec::{AttentionSpec, ModelSpec, QkNormKind};
+use super::record::{ExpertKernel, ForwardOptions, LayerRecord};
+use super::spec::{AttentionSpec, FfnKind, LayerSpec, ModelSpec, QkNormKind, QkvProjections};
+use super::stopwatch::Stopwatch;
 use super::weights::{Prefixed, Weights};
-use crate::engine::capture::{ExpertKernel, ForwardOptions, LayerRecord};
-use crate::engine::timing::Stopwatch;
 use crate::error::{Error, Result};
 use crate::trace::LayerTimings;
 use candle_core::{DType, Tensor};
@@ -23,9 +22,9 @@ enum FeedForward {
 
 #[derive(Clone, Debug)]
 struct Block {
-    input_norm: RmsNorm,
+    input_norm: Norm,
     attention: Attention,
-    post_attention_norm: RmsNorm,
+    post_attention_norm: Norm,
     ffn: FeedForward,
 }
 
@@ -34,7 +33,7 @@ pub struct CausalLm {
     pub spec: ModelSpec,
     embed: Tensor,
     blocks: Vec<Block>,
-    norm: RmsNorm,
+    norm: Norm,
     lm_head: Linear,
     cache: Vec<KvCache>,
 }
@@ -54,37 +53,35 @@ impl CausalLm {
     ) -> Result<Self> {
         let kernel = resolve_kernel(kernel, &weights.device, weights.dtype);
         let h = spec.hidden_size;
-        let root = weights.pp("model");
-        let embed = root
-            .pp("embed_tokens")
+        let names = &spec.names;
+        let embed = weights
+            .pp(&names.embed)
             .get("weight", &[spec.vocab_size, h])?;
         let mut blocks = Vec::with_capacity(spec.num_layers);
-        for layer in 0..spec.num_layers {
-            let w = root.pp("layers").pp(layer);
-            let ffn = if spec.moe_layers[layer] {
-                let name = spec
-                    .moe
-                    .module_names
-                    .iter()
-                    .find(|n| w.pp(n).pp("gate").contains("weight"))
-                    .copied()
-                    .unwrap_or(spec.moe.module_names[0]);
-                FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), h, &spec.moe, kernel)?))
-            } else {
-                FeedForward::Dense(GatedMlp::load(
-                    &w.pp("mlp"),
+        for (layer, layer_spec) in spec.layers.iter().enumerate() {
+            let w = weights.pp(&names.layers).pp(layer);
+            let ffn = match layer_spec.ffn {
+                FfnKind::Moe => {
+                    let gate = spec.moe.gate.module;
+                    let name = names
+                        .moe
+                        .iter()
+                        .find(|n| w.pp(n).pp(gate).contains("weight"))
+                        .copied()
+                        .unwrap_or(names.moe[0]);
+                    FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), h, &spec.moe, kernel)?))
+                }
+                FfnKind::Dense => FeedForward::Dense(GatedMlp::load(
+                    &w.pp(names.dense_mlp),
                     h,
-                    spec.dense_intermediate_size,
-                )?)
+                    spec.dense.intermediate_size,
+                    spec.dense.bias,
+                )?),
             };
             blocks.push(Block {
-                input_norm: RmsNorm::load(&w.pp("input_layernorm"), h, spec.rms_norm_eps)?,
-                attention: load_attention(&w.pp("self_attn"), &spec)?,
-                post_attention_norm: RmsNorm::load(
-                    &w.pp("post_attention_layernorm"),
-                    h,
-                    spec.rms_norm_eps,
-                )?,
+                input_norm: Norm::load(&w.pp(names.input_norm), h, &spec.norm)?,
+                attention: load_attention(&w.pp(names.attention), &spec, layer_spec)?,
+                post_attention_norm: Norm::load(&w.pp(names.post_attention_norm), h, &spec.norm)?,
                 ffn,
             });
             // Each layer's load frees its temporaries; hand them back now, not at the end, so
@@ -94,11 +91,24 @@ impl CausalLm {
                 return Err(Error::Cancelled);
             }
         }
-        let norm = RmsNorm::load(&root.pp("norm"), h, spec.rms_norm_eps)?;
-        let lm_head = if weights.contains("lm_head.weight") || !spec.tie_word_embeddings {
-            Linear::load(&weights.pp("lm_head"), h, spec.vocab_size, false)?
+        let norm = Norm::load(&weights.pp(&names.final_norm), h, &spec.norm)?;
+        let head_weight = format!("{}.weight", names.lm_head);
+        let lm_head = if weights.contains(&head_weight) || !spec.tie_word_embeddings {
+            Linear::load(
+                &weights.pp(&names.lm_head),
+                h,
+                spec.vocab_size,
+                spec.lm_head_bias,
+            )?
         } else {
-            Linear::from_weight(embed.clone())
+            Linear {
+                weight: embed.clone(),
+                bias: if spec.lm_head_bias {
+                    Some(weights.pp(&names.lm_head).get("bias", &[spec.vocab_size])?)
+                } else {
+                    None
+                },
+            }
         };
         let cache = vec![KvCache::default(); spec.num_layers];
         Ok(Self {
@@ -120,11 +130,15 @@ impl CausalLm {
         self.cache.iter_mut().for_each(|c| *c = KvCache::default());
     }
 
-    /// Runs `ids` as the next positions after the cache. Appends one [`LayerRecord`] per block to
-    /// `records` and returns the LM-head logits of the last position (f32, `[vocab]`).
+    /// Runs `ids` as the next positions after the cache, as part of a sequence that ends at
+    /// `sequence_end` positions (the whole prompt when the engine prefills it in chunks; LongRoPE
+    /// scales by it as transformers does for one forward over the prompt). Appends one
+    /// [`LayerRecord`] per block to `records` and returns the LM-head logits of the last position
+    /// (f32, `[vocab]`).
     pub fn forward(
         &mut self,
         ids: &[u32],
+        sequence_end: usize,
         run: &ForwardOptions,
         cancel: Option<&AtomicBool>,
         records: &mut Vec<LayerRecord>,
@@ -142,17 +156,26 @@ impl CausalLm {
         }
         let device = self.embed.device().clone();
         let index = Tensor::from_vec(ids.to_vec(), ids.len(), &device)?;
-        let mut x = self.embed.index_select(&index, 0)?;
+        let multipliers = self.spec.multipliers;
+        let scaled = |t: Tensor, factor: f64| -> Result<Tensor> {
+            Ok(if factor == 1.0 {
+                t
+            } else {
+                t.affine(factor, 0.0)?
+            })
+        };
+        let mut x = scaled(self.embed.index_select(&index, 0)?, multipliers.embedding)?;
         for (layer, (block, cache)) in self.blocks.iter().zip(self.cache.iter_mut()).enumerate() {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Error::Cancelled);
             }
             let mut watch = Stopwatch::start(&device, run.synchronize_timings);
             let mut timings = LayerTimings::default();
-            let attn = block
-                .attention
-                .forward(&block.input_norm.forward(&x)?, cache)?;
-            x = (x + attn)?;
+            let attn =
+                block
+                    .attention
+                    .forward(&block.input_norm.forward(&x)?, cache, sequence_end)?;
+            x = (x + scaled(attn, multipliers.residual)?)?;
             timings.attention = watch.lap_ms();
             let normed = block.post_attention_norm.forward(&x)?;
             let (ffn_out, moe) = match &block.ffn {
@@ -166,7 +189,7 @@ impl CausalLm {
                     (y, Some(record))
                 }
             };
-            x = (x + ffn_out)?;
+            x = (x + scaled(ffn_out, multipliers.residual)?)?;
             timings.total = timings.attention + timings.router + timings.experts + timings.shared;
             records.push(LayerRecord {
                 layer,
@@ -175,7 +198,11 @@ impl CausalLm {
             });
         }
         let last = self.norm.forward(&x.narrow(0, ids.len() - 1, 1)?)?;
-        let logits = lm_head_logits(&self.lm_head, &last)?;
+        let mut logits = lm_head_logits(&self.lm_head, &last)?;
+        if multipliers.logits_divisor != 1.0 {
+            let d = multipliers.logits_divisor as f32;
+            logits.iter_mut().for_each(|l| *l /= d);
+        }
         if logits.iter().any(|l| !l.is_finite()) {
             return Err(Error::NonFinite {
                 what: "output logits",
@@ -189,107 +216,107 @@ impl CausalLm {
 /// Epsilon of DeepSeek's latent RMSNorms (`DeepseekV3RMSNorm(q_lora_rank)` takes the default).
 const MLA_NORM_EPS: f64 = 1e-6;
 
-fn load_attention(w: &Prefixed, spec: &ModelSpec) -> Result<Attention> {
+fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<Attention> {
     let h = spec.hidden_size;
     Ok(match &spec.attention {
-        AttentionSpec::Gqa {
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            qkv_bias,
-            qk_norm,
-            clip_qkv,
-            sliding_window,
-            rope,
-        } => {
-            let (q_dim, kv_dim) = (num_heads * head_dim, num_kv_heads * head_dim);
-            let eps = spec.rms_norm_eps;
-            let qk_norm = match qk_norm {
+        AttentionSpec::Gqa(a) => {
+            let (q_dim, kv_dim) = (a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim);
+            let eps = spec.norm.eps;
+            let qk_norm = match a.qk_norm {
                 QkNormKind::None => QkNorm::None,
                 QkNormKind::PerHead => QkNorm::PerHead {
-                    q: RmsNorm::load(&w.pp("q_norm"), *head_dim, eps)?,
-                    k: RmsNorm::load(&w.pp("k_norm"), *head_dim, eps)?,
+                    q: RmsNorm::load(&w.pp("q_norm"), a.head_dim, eps)?,
+                    k: RmsNorm::load(&w.pp("k_norm"), a.head_dim, eps)?,
                 },
                 QkNormKind::Full => QkNorm::Full {
                     q: RmsNorm::load(&w.pp("q_norm"), q_dim, eps)?,
                     k: RmsNorm::load(&w.pp("k_norm"), kv_dim, eps)?,
                 },
+                QkNormKind::L2AfterRotary => QkNorm::L2AfterRotary { eps },
+            };
+            let projections = match a.projections {
+                QkvProjections::Separate => Projections::Separate {
+                    q: Linear::load(&w.pp("q_proj"), h, q_dim, a.qkv_bias)?,
+                    k: Linear::load(&w.pp("k_proj"), h, kv_dim, a.qkv_bias)?,
+                    v: Linear::load(&w.pp("v_proj"), h, kv_dim, a.qkv_bias)?,
+                    o: Linear::load(&w.pp("o_proj"), q_dim, h, a.o_bias)?,
+                },
+                QkvProjections::FusedWqkv => Projections::Fused {
+                    qkv: Linear::load(&w.pp("Wqkv"), h, q_dim + 2 * kv_dim, a.qkv_bias)?,
+                    o: Linear::load(&w.pp("out_proj"), q_dim, h, a.o_bias)?,
+                },
             };
             Attention::Gqa(GqaAttention {
-                q: Linear::load(&w.pp("q_proj"), h, q_dim, *qkv_bias)?,
-                k: Linear::load(&w.pp("k_proj"), h, kv_dim, *qkv_bias)?,
-                v: Linear::load(&w.pp("v_proj"), h, kv_dim, *qkv_bias)?,
-                o: Linear::load(&w.pp("o_proj"), q_dim, h, false)?,
-                num_heads: *num_heads,
-                num_kv_heads: *num_kv_heads,
-                head_dim: *head_dim,
+                projections,
+                num_heads: a.num_heads,
+                num_kv_heads: a.num_kv_heads,
+                head_dim: a.head_dim,
                 qk_norm,
-                clip_qkv: *clip_qkv,
-                sliding_window: *sliding_window,
-                rotary: Rotary::new(
-                    rope,
-                    *head_dim,
-                    spec.max_position_embeddings,
-                    RotaryLayout::Halves,
-                ),
+                clip_qkv: a.clip_qkv,
+                sinks: if a.sinks {
+                    Some(w.get_as("sinks", &[a.num_heads], DType::F32)?)
+                } else {
+                    None
+                },
+                scale: a.scale,
+                rotary: layer.attention.rotary.then(|| {
+                    Rotary::new(
+                        &a.rope,
+                        a.rotary_dim(),
+                        spec.max_position_embeddings,
+                        a.rope_pairing,
+                    )
+                }),
+                window: layer.attention.window,
+                temperature_tuning: layer.attention.temperature_tuning,
             })
         }
-        AttentionSpec::Mla {
-            num_heads,
-            q_lora_rank,
-            kv_lora_rank,
-            qk_nope_head_dim,
-            qk_rope_head_dim,
-            v_head_dim,
-            attention_bias,
-            rope_interleaved,
-            rope,
-        } => {
-            let qk_head_dim = qk_nope_head_dim + qk_rope_head_dim;
-            let q_out = num_heads * qk_head_dim;
+        AttentionSpec::Mla(m) => {
+            let qk_head_dim = m.qk_nope_head_dim + m.qk_rope_head_dim;
+            let q_out = m.num_heads * qk_head_dim;
             // transformers builds q_a_layernorm and kv_a_layernorm with the RMSNorm default eps
             // (1e-6), not config.rms_norm_eps.
             let eps = MLA_NORM_EPS;
-            let q = match q_lora_rank {
+            let q = match m.q_lora_rank {
                 None => MlaQuery::Direct(Linear::load(&w.pp("q_proj"), h, q_out, false)?),
                 Some(r) => MlaQuery::LowRank {
-                    a: Linear::load(&w.pp("q_a_proj"), h, *r, *attention_bias)?,
-                    norm: RmsNorm::load(&w.pp("q_a_layernorm"), *r, eps)?,
-                    b: Linear::load(&w.pp("q_b_proj"), *r, q_out, false)?,
+                    a: Linear::load(&w.pp("q_a_proj"), h, r, m.attention_bias)?,
+                    norm: RmsNorm::load(&w.pp("q_a_layernorm"), r, eps)?,
+                    b: Linear::load(&w.pp("q_b_proj"), r, q_out, false)?,
                 },
-            };
-            let layout = if *rope_interleaved {
-                RotaryLayout::Interleaved
-            } else {
-                RotaryLayout::Halves
             };
             Attention::Mla(MlaAttention {
                 q,
                 kv_a: Linear::load(
                     &w.pp("kv_a_proj_with_mqa"),
                     h,
-                    kv_lora_rank + qk_rope_head_dim,
-                    *attention_bias,
+                    m.kv_lora_rank + m.qk_rope_head_dim,
+                    m.attention_bias,
                 )?,
-                kv_norm: RmsNorm::load(&w.pp("kv_a_layernorm"), *kv_lora_rank, eps)?,
+                kv_norm: RmsNorm::load(&w.pp("kv_a_layernorm"), m.kv_lora_rank, eps)?,
                 kv_b: Linear::load(
                     &w.pp("kv_b_proj"),
-                    *kv_lora_rank,
-                    num_heads * (qk_nope_head_dim + v_head_dim),
+                    m.kv_lora_rank,
+                    m.num_heads * (m.qk_nope_head_dim + m.v_head_dim),
                     false,
                 )?,
-                o: Linear::load(&w.pp("o_proj"), num_heads * v_head_dim, h, *attention_bias)?,
-                num_heads: *num_heads,
-                kv_lora_rank: *kv_lora_rank,
-                qk_nope_head_dim: *qk_nope_head_dim,
-                qk_rope_head_dim: *qk_rope_head_dim,
-                v_head_dim: *v_head_dim,
-                scale: mla_softmax_scale(rope, qk_head_dim),
+                o: Linear::load(
+                    &w.pp("o_proj"),
+                    m.num_heads * m.v_head_dim,
+                    h,
+                    m.attention_bias,
+                )?,
+                num_heads: m.num_heads,
+                kv_lora_rank: m.kv_lora_rank,
+                qk_nope_head_dim: m.qk_nope_head_dim,
+                qk_rope_head_dim: m.qk_rope_head_dim,
+                v_head_dim: m.v_head_dim,
+                scale: mla_softmax_scale(&m.rope, qk_head_dim),
                 rotary: Rotary::new(
-                    rope,
-                    *qk_rope_head_dim,
+                    &m.rope,
+                    m.qk_rope_head_dim,
                     spec.max_position_embeddings,
-                    layout,
+                    m.rope_pairing,
                 ),
             })
         }
@@ -323,7 +350,6 @@ fn lm_head_logits(head: &Linear, x: &Tensor) -> Result<Vec<f32>> {
     use rayon::prelude::*;
     let weight = &head.weight;
     let direct = weight.device().is_cpu()
-        && head.bias.is_none()
         && weight.is_contiguous()
         && matches!(weight.dtype(), DType::BF16 | DType::F16 | DType::F32);
     if !direct {
@@ -369,5 +395,10 @@ fn lm_head_logits(head: &Linear, x: &Tensor) -> Result<Vec<f32>> {
             .collect(),
         _ => unreachable!("device and dtype checked above"),
     };
+    let mut logits: Vec<f32> = logits;
+    if let Some(bias) = &head.bias {
+        let bias: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
+        logits.iter_mut().zip(bias).for_each(|(l, b)| *l += b);
+    }
     Ok(logits)
 }

@@ -36,6 +36,8 @@ impl Checkpoint {
         let config = ModelConfig::from_file(&config_path)?;
         let family = registry::lookup(&config)?;
         let spec = (family.spec)(&config)?;
+        // The spec is checked once here, so no kernel sees an index or size it cannot use.
+        spec.validate().map_err(|problem| config.bad(problem))?;
         let weight_files = weight_files(&dir)?;
         let tokenizer_path = dir.join("tokenizer.json");
         let (tokenizer, tokenizer_path) = if tokenizer_path.is_file() {

@@ -11,6 +11,7 @@
 //!
 //! Used when the CPU has AVX-512F (checked at run time); otherwise the grouped candle path runs.
 
+use super::spec::{Activation, WeightTarget};
 use half::bf16;
 use rayon::prelude::*;
 
@@ -157,11 +158,21 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32]) {
     );
 }
 
-/// A layer's routed experts packed for [`matmul`]: gate and up stacked as `[2I, H]`, down `[H, I]`.
+/// What an expert computes around its two matmuls: the activation and where the routing weight
+/// applies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExpertMath {
+    pub activation: Activation,
+    pub weights_on: WeightTarget,
+}
+
+/// A layer's routed experts packed for [`matmul`]: gate and up stacked as `[2I, H]`, down `[H, I]`,
+/// and optional biases `[E·2I]`, `[E·H]` (row-major, gate then up).
 #[derive(Clone, Debug)]
 pub struct PackedExperts {
     pub gate_up: Vec<PackedMatrix>,
     pub down: Vec<PackedMatrix>,
+    pub biases: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl PackedExperts {
@@ -170,6 +181,7 @@ impl PackedExperts {
     /// weights by flat assignment `t·k + r`. Returns `[tokens, hidden]`; the k outputs of a token
     /// are summed in slot order, so results do not depend on thread timing. With `expert_ms`, each
     /// expert's wall time is recorded (`[experts]`, 0 when unused).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: &[f32],
@@ -177,6 +189,7 @@ impl PackedExperts {
         order: &[u32],
         counts: &[usize],
         weights: &[f32],
+        math: &ExpertMath,
         mut expert_ms: Option<&mut Vec<f64>>,
     ) -> Vec<f32> {
         let hidden = self.down.first().map_or(0, PackedMatrix::n);
@@ -203,21 +216,42 @@ impl PackedExperts {
             for (dst, &flat) in xe.chunks_exact_mut(hidden).zip(rows) {
                 let t = flat as usize / k;
                 dst.copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+                if math.weights_on == WeightTarget::Input {
+                    let w = weights[flat as usize];
+                    dst.iter_mut().for_each(|v| *v *= w);
+                }
             }
             let gu = &mut gu[..count * 2 * inter];
             matmul(&xe[..count * hidden], count, &self.gate_up[expert], gu);
+            let bias = self.biases.as_ref().map(|(g, d)| {
+                (
+                    &g[expert * 2 * inter..(expert + 1) * 2 * inter],
+                    &d[expert * hidden..(expert + 1) * hidden],
+                )
+            });
             let h = &mut h[..count * inter];
-            for (hr, gur) in h.chunks_exact_mut(inter).zip(gu.chunks_exact(2 * inter)) {
+            for (hr, gur) in h
+                .chunks_exact_mut(inter)
+                .zip(gu.chunks_exact_mut(2 * inter))
+            {
+                if let Some((b, _)) = bias {
+                    gur.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
                 let (g, u) = gur.split_at(inter);
                 for ((hv, &gv), &uv) in hr.iter_mut().zip(g).zip(u) {
-                    *hv = gv / (1.0 + (-gv).exp()) * uv;
+                    *hv = math.activation.apply(gv, uv);
                 }
             }
             let out = &mut grouped[offset * hidden..(offset + count) * hidden];
             matmul(h, count, &self.down[expert], out);
             for (row, &flat) in out.chunks_exact_mut(hidden).zip(rows) {
-                let w = weights[flat as usize];
-                row.iter_mut().for_each(|v| *v *= w);
+                if let Some((_, b)) = bias {
+                    row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+                if math.weights_on == WeightTarget::Output {
+                    let w = weights[flat as usize];
+                    row.iter_mut().for_each(|v| *v *= w);
+                }
             }
             if let Some(times) = expert_ms.as_deref_mut() {
                 times[expert] = started.elapsed().as_secs_f64() * 1e3;

@@ -1,16 +1,20 @@
-//! The sparse MoE block: gate → [`route`] → routed experts (+ shared experts). Expert weights are
-//! read from either checkpoint layout: one tensor per expert (`experts.N.w1` / `experts.N.gate_proj`,
-//! what the hub and transformers' `save_pretrained` write) or packed (`experts.gate_up_proj`
-//! `[E, 2I, H]`, `experts.down_proj` `[E, H, I]`, transformers 5's in-memory layout).
+//! The sparse MoE block: gate → [`route`] → routed experts (+ shared experts). The spec's
+//! [`ExpertSpec`] says how the experts are stored; whatever the layout, loading turns each expert
+//! into a gate-then-up `[2I, H]` matrix, a down `[H, I]` matrix and optional biases, so every
+//! kernel (grouped candle ops, the CPU panel kernel, CUDA's batched GEMM) computes one thing:
+//! `y = Σ_k w_k · (down · act(gate_up · x + b₁) + b₂)`, or with the weight on the input (Llama-4)
+//! `y = Σ_k down · act(gate_up · (w_k · x))`.
 
-use super::cpu_experts::{self, PackedExperts, PackedMatrix};
-use super::layers::{swiglu_stacked, GatedMlp, Linear};
-use super::router::{route, Routing};
-use super::spec::MoeSpec;
+use super::cpu_experts::{self, ExpertMath, PackedExperts, PackedMatrix};
+use super::layers::{gated_activation, GatedMlp, Linear};
+use super::record::{CaptureLevel, ExpertKernel, ForwardOptions, MoeRecord};
+use super::spec::{
+    Activation, ExpertLayout, ExpertSpec, GateUpOrder, MoeSpec, Orientation, WeightTarget,
+};
+use super::stopwatch::Stopwatch;
 use super::weights::Prefixed;
-use crate::engine::capture::{CaptureLevel, ExpertKernel, ForwardOptions, MoeRecord};
-use crate::engine::timing::Stopwatch;
 use crate::error::{Error, Result};
+use crate::routing::{route, RouterSpec, Routing};
 use crate::trace::LayerTimings;
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
@@ -24,32 +28,31 @@ struct RoutedExperts {
     experts: Vec<(Tensor, Tensor)>,
     /// `[E, 2I, H]` and `[E, H, I]` for the batched CUDA path; `None` on the CPU.
     stacked: Option<(Tensor, Tensor)>,
+    /// `[E, 2I]` and `[E, H]` expert biases (GPT-OSS).
+    biases: Option<(Tensor, Tensor)>,
 }
 
 impl RoutedExperts {
-    /// From all experts at once (`[E, 2I, H]`, `[E, H, I]`) on a GPU: kept stacked for the batched
-    /// path, the per-expert pairs are views into it.
-    fn from_stacked(gate_up: Tensor, down: Tensor) -> Result<Self> {
+    /// From one tensor pair per expert, stacked (and the pairs made views) on a GPU.
+    fn new(experts: Vec<(Tensor, Tensor)>, biases: Option<(Tensor, Tensor)>) -> Result<Self> {
+        let on_gpu = experts.first().is_some_and(|(g, _)| !g.device().is_cpu());
+        if !on_gpu {
+            return Ok(Self {
+                experts,
+                stacked: None,
+                biases,
+            });
+        }
+        let (gate_up, down): (Vec<Tensor>, Vec<Tensor>) = experts.into_iter().unzip();
+        let (gate_up, down) = (Tensor::stack(&gate_up, 0)?, Tensor::stack(&down, 0)?);
         let experts = (0..gate_up.dim(0)?)
             .map(|n| Ok((gate_up.get(n)?, down.get(n)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             experts,
             stacked: Some((gate_up, down)),
+            biases,
         })
-    }
-
-    /// From one tensor pair per expert, stacked (and the pairs made views) on a GPU.
-    fn from_experts(experts: Vec<(Tensor, Tensor)>) -> Result<Self> {
-        let on_gpu = experts.first().is_some_and(|(g, _)| !g.device().is_cpu());
-        if !on_gpu {
-            return Ok(Self {
-                experts,
-                stacked: None,
-            });
-        }
-        let (gate_up, down): (Vec<Tensor>, Vec<Tensor>) = experts.into_iter().unzip();
-        Self::from_stacked(Tensor::stack(&gate_up, 0)?, Tensor::stack(&down, 0)?)
     }
 }
 
@@ -76,6 +79,7 @@ pub fn resolve_kernel(requested: ExpertKernel, device: &Device, dtype: DType) ->
         _ => ExpertKernel::Grouped,
     }
 }
+
 #[derive(Clone, Debug)]
 struct SharedExperts {
     mlp: GatedMlp,
@@ -87,7 +91,8 @@ struct SharedExperts {
 pub struct MoeBlock {
     gate: Linear,
     selection_bias: Option<Vec<f32>>,
-    spec: MoeSpec,
+    router: RouterSpec,
+    math: ExpertMath,
     experts: ExpertWeights,
     kernel: ExpertKernel,
     shared: Option<SharedExperts>,
@@ -98,38 +103,52 @@ impl MoeBlock {
     /// `kernel` has been through [`resolve_kernel`]: it decides the weights' layout.
     pub fn load(w: &Prefixed, hidden: usize, spec: &MoeSpec, kernel: ExpertKernel) -> Result<Self> {
         let e = spec.router.num_experts;
-        let i = spec.expert_intermediate_size;
-        let gate_dtype = if spec.gate_in_f32 {
+        let gate_dtype = if spec.gate.in_f32 {
             DType::F32
         } else {
             w.weights.dtype
         };
-        let gate = Linear::from_weight(w.pp("gate").get_as("weight", &[e, hidden], gate_dtype)?);
-        let selection_bias = if spec.router.selection_bias {
-            let b = w
-                .pp("gate")
-                .get_as("e_score_correction_bias", &[e], DType::F32)?;
-            Some(b.to_vec1::<f32>()?)
-        } else {
-            None
+        let gw = w.pp(spec.gate.module);
+        let gate = Linear {
+            weight: gw.get_as("weight", &[e, hidden], gate_dtype)?,
+            bias: if spec.gate.bias {
+                Some(gw.get_as("bias", &[e], gate_dtype)?)
+            } else {
+                None
+            },
+        };
+        let selection_bias = match spec.gate.selection_bias {
+            Some(name) if spec.router.selection_bias => {
+                Some(w.get_vector_as(name, e, DType::F32)?.to_vec1::<f32>()?)
+            }
+            _ => None,
         };
         let packed = kernel == ExpertKernel::Fused && w.weights.device.is_cpu();
-        let experts = load_routed_experts(&w.pp("experts"), e, i, hidden, packed)?;
+        let experts = load_routed_experts(
+            &w.pp_opt(spec.experts.module),
+            &spec.experts,
+            e,
+            hidden,
+            packed,
+        )?;
         let shared = match &spec.shared {
             None => None,
             Some(s) => Some(SharedExperts {
-                mlp: GatedMlp::load(&w.pp(s.module_name), hidden, s.intermediate_size)?,
-                gate: if s.sigmoid_gate {
-                    Some(Linear::load(&w.pp("shared_expert_gate"), hidden, 1, false)?)
-                } else {
-                    None
+                mlp: GatedMlp::load(&w.pp(s.module), hidden, s.intermediate_size, s.bias)?,
+                gate: match s.sigmoid_gate {
+                    Some(name) => Some(Linear::load(&w.pp(name), hidden, 1, false)?),
+                    None => None,
                 },
             }),
         };
         Ok(Self {
             gate,
             selection_bias,
-            spec: spec.clone(),
+            router: spec.router.clone(),
+            math: ExpertMath {
+                activation: spec.experts.activation,
+                weights_on: spec.weights_on,
+            },
             experts,
             kernel,
             shared,
@@ -160,23 +179,31 @@ impl MoeBlock {
                 layer,
             });
         }
-        let routing = route(&logits, self.selection_bias.as_deref(), &self.spec.router);
+        let routing = route(&logits, self.selection_bias.as_deref(), &self.router);
         timings.router = watch.lap_ms();
 
         let mut expert_ms = Vec::new();
         let time = run.time_experts.then_some(&mut expert_ms);
         let routed = match (&self.experts, self.kernel) {
-            (ExpertWeights::Packed(packed), _) => packed_dispatch(packed, x, &routing, time)?,
+            (ExpertWeights::Packed(packed), _) => {
+                packed_dispatch(packed, x, &routing, &self.math, time)?
+            }
             (ExpertWeights::Tensors(t), kernel) => {
                 let fused = match kernel {
-                    ExpertKernel::Fused => batched::dispatch(t, x, &routing)?,
+                    ExpertKernel::Fused => batched::dispatch(t, x, &routing, &self.math)?,
                     ExpertKernel::Grouped => None,
                 };
                 match fused {
                     Some(y) => y,
-                    None => {
-                        grouped_dispatch(t, x, &routing, tokens, run.synchronize_timings, time)?
-                    }
+                    None => grouped_dispatch(
+                        t,
+                        x,
+                        &routing,
+                        &self.math,
+                        tokens,
+                        run.synchronize_timings,
+                        time,
+                    )?,
                 }
             }
         };
@@ -212,48 +239,125 @@ impl MoeBlock {
     }
 }
 
-/// Reads the routed experts under `ew` (`…mlp.experts`) from either checkpoint layout, as stacked
-/// tensors or (`packed`) as CPU panels. Experts are converted one at a time, so loading holds at
-/// most one expert twice.
+/// One expert's weights in the kernels' form: gate-then-up `[2I, H]`, down `[H, I]`.
+type ExpertPair = (Tensor, Tensor);
+
+/// Reads expert `n` from whichever layout `spec` names, into [`ExpertPair`] form.
+fn load_expert(
+    ew: &Prefixed,
+    spec: &ExpertSpec,
+    e: usize,
+    hidden: usize,
+    n: usize,
+) -> Result<ExpertPair> {
+    let i = spec.intermediate_size;
+    match spec.layout {
+        ExpertLayout::PerExpert { gate, up, down } => {
+            // transformers 5's in-memory (packed) layout, when a checkpoint was saved that way.
+            if ew.contains("gate_up_proj") {
+                return Ok((
+                    ew.get_index("gate_up_proj", n, &[e, 2 * i, hidden])?,
+                    ew.get_index("down_proj", n, &[e, hidden, i])?,
+                ));
+            }
+            let x = ew.pp(n);
+            let g = x.pp(gate).get("weight", &[i, hidden])?;
+            let u = x.pp(up).get("weight", &[i, hidden])?;
+            Ok((
+                Tensor::cat(&[&g, &u], 0)?,
+                x.pp(down).get("weight", &[hidden, i])?,
+            ))
+        }
+        ExpertLayout::Stacked {
+            gate_up,
+            down,
+            orientation,
+            gate_up_order,
+        } => {
+            let (gu, d) = match orientation {
+                Orientation::OutIn => (
+                    ew.get_index(gate_up, n, &[e, 2 * i, hidden])?,
+                    ew.get_index(down, n, &[e, hidden, i])?,
+                ),
+                // `x @ W`: stored [in, out], transposed once here.
+                Orientation::InOut => (
+                    ew.get_index(gate_up, n, &[e, hidden, 2 * i])?
+                        .t()?
+                        .contiguous()?,
+                    ew.get_index(down, n, &[e, i, hidden])?.t()?.contiguous()?,
+                ),
+            };
+            let gu = match gate_up_order {
+                GateUpOrder::Halves => gu,
+                GateUpOrder::Interleaved => deinterleave_rows(&gu)?,
+            };
+            Ok((gu, d))
+        }
+        ExpertLayout::DbrxFlat => {
+            let shape = [e * i, hidden];
+            let g = ew.get_block("w1", &shape, n, e)?;
+            let u = ew.get_block("v1", &shape, n, e)?;
+            // w2[e] is [I, H] and used as `h @ w2[e]`: down is its transpose.
+            let d = ew.get_block("w2", &shape, n, e)?.t()?.contiguous()?;
+            Ok((Tensor::cat(&[&g, &u], 0)?, d))
+        }
+    }
+}
+
+/// Rows `g0, u0, g1, u1, …` (GPT-OSS's interleaved gate/up) → `g0, g1, …, u0, u1, …`.
+fn deinterleave_rows(x: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = x.dims2()?;
+    Ok(x.reshape((rows / 2, 2, cols))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((rows, cols))?)
+}
+
+/// The experts' biases `[E, 2I]` (gate then up, de-interleaved like the weights) and `[E, H]`.
+fn load_expert_biases(
+    ew: &Prefixed,
+    spec: &ExpertSpec,
+    e: usize,
+    hidden: usize,
+) -> Result<Option<(Tensor, Tensor)>> {
+    if !spec.bias {
+        return Ok(None);
+    }
+    let i = spec.intermediate_size;
+    let (gate_up, down, interleaved) = match spec.layout {
+        ExpertLayout::Stacked {
+            gate_up,
+            down,
+            gate_up_order,
+            ..
+        } => (gate_up, down, gate_up_order == GateUpOrder::Interleaved),
+        ExpertLayout::PerExpert { .. } | ExpertLayout::DbrxFlat => {
+            ("gate_up_proj", "down_proj", false)
+        }
+    };
+    let gu = ew.get(&format!("{gate_up}_bias"), &[e, 2 * i])?;
+    let gu = if interleaved {
+        gu.reshape((e, i, 2))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((e, 2 * i))?
+    } else {
+        gu
+    };
+    Ok(Some((gu, ew.get(&format!("{down}_bias"), &[e, hidden])?)))
+}
+
+/// Reads the routed experts under `ew` as tensors or (`packed`) as CPU panels. Experts are
+/// converted one at a time, so loading holds at most one expert twice.
 fn load_routed_experts(
     ew: &Prefixed,
+    spec: &ExpertSpec,
     e: usize,
-    i: usize,
     hidden: usize,
     packed: bool,
 ) -> Result<ExpertWeights> {
-    let fused_layout = ew.contains("gate_up_proj");
-    let (gate_up_shape, down_shape) = ([e, 2 * i, hidden], [e, hidden, i]);
-    if fused_layout && !ew.weights.device.is_cpu() {
-        return Ok(ExpertWeights::Tensors(RoutedExperts::from_stacked(
-            ew.get("gate_up_proj", &gate_up_shape)?,
-            ew.get("down_proj", &down_shape)?,
-        )?));
-    }
-    // Mixtral names its expert projections w1 (gate), w3 (up), w2 (down).
-    let (g, u, d) = if ew.pp(0).pp("w1").contains("weight") {
-        ("w1", "w3", "w2")
-    } else {
-        ("gate_proj", "up_proj", "down_proj")
-    };
-    // On the CPU, one expert at a time, stacked or not: a whole stacked layer loaded first would
-    // hold its experts twice while they are split or packed (peak resident memory was 1.23× the
-    // weights that way).
-    let expert = |n: usize| -> Result<(Tensor, Tensor)> {
-        if fused_layout {
-            return Ok((
-                ew.get_index("gate_up_proj", n, &gate_up_shape)?,
-                ew.get_index("down_proj", n, &down_shape)?,
-            ));
-        }
-        let x = ew.pp(n);
-        let gate = x.pp(g).get("weight", &[i, hidden])?;
-        let up = x.pp(u).get("weight", &[i, hidden])?;
-        Ok((
-            Tensor::cat(&[&gate, &up], 0)?,
-            x.pp(d).get("weight", &[hidden, i])?,
-        ))
-    };
+    let i = spec.intermediate_size;
+    let biases = load_expert_biases(ew, spec, e, hidden)?;
     if packed {
         let pack = |t: &Tensor, n: usize, k: usize| -> Result<PackedMatrix> {
             Ok(match t.dtype() {
@@ -263,21 +367,28 @@ fn load_routed_experts(
                 }
             })
         };
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
         let mut experts = PackedExperts {
             gate_up: Vec::with_capacity(e),
             down: Vec::with_capacity(e),
+            biases: match &biases {
+                Some((gu, d)) => Some((host(gu)?, host(d)?)),
+                None => None,
+            },
         };
         for n in 0..e {
-            let (gate_up, down) = expert(n)?;
+            let (gate_up, down) = load_expert(ew, spec, e, hidden, n)?;
             experts.gate_up.push(pack(&gate_up, 2 * i, hidden)?);
             experts.down.push(pack(&down, hidden, i)?);
         }
         return Ok(ExpertWeights::Packed(experts));
     }
-    let experts = (0..e).map(expert).collect::<Result<Vec<_>>>()?;
-    Ok(ExpertWeights::Tensors(RoutedExperts::from_experts(
-        experts,
-    )?))
+    let experts = (0..e)
+        .map(|n| load_expert(ew, spec, e, hidden, n))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ExpertWeights::Tensors(RoutedExperts::new(experts, biases)?))
 }
 
 /// The CPU fused path: activations to f32, [`PackedExperts::forward`], back to the compute dtype.
@@ -285,6 +396,7 @@ fn packed_dispatch(
     experts: &PackedExperts,
     x: &Tensor,
     routing: &Routing,
+    math: &ExpertMath,
     expert_ms: Option<&mut Vec<f64>>,
 ) -> Result<Tensor> {
     let (tokens, hidden) = x.dims2()?;
@@ -297,6 +409,7 @@ fn packed_dispatch(
         &order,
         &counts,
         &routing.weights,
+        math,
         expert_ms,
     );
     Ok(Tensor::from_vec(y, (tokens, hidden), x.device())?.to_dtype(x.dtype())?)
@@ -324,8 +437,28 @@ fn group_by_expert(routing: &Routing, num_experts: usize) -> (Vec<u32>, Vec<usiz
     (order, counts)
 }
 
+/// One expert on its rows `xe` (`[rows, H]`) with candle ops: `gate_up`, bias, activation,
+/// `down`, bias. Shared by the grouped path and, per chunk of experts, by nothing else: the
+/// batched path applies the same steps to all experts at once.
+fn expert_ops(
+    xe: &Tensor,
+    (gate_up, down): &ExpertPair,
+    bias: Option<(Tensor, Tensor)>,
+    activation: Activation,
+) -> Result<Tensor> {
+    let mut gu = xe.matmul(&gate_up.t()?)?;
+    if let Some((b, _)) = &bias {
+        gu = gu.broadcast_add(b)?;
+    }
+    let mut y = gated_activation(&gu, activation)?.matmul(&down.t()?)?;
+    if let Some((_, b)) = &bias {
+        y = y.broadcast_add(b)?;
+    }
+    Ok(y)
+}
+
 /// The device-agnostic expert path: tokens grouped by expert once, one gather of their rows, per
-/// expert two matmuls over a contiguous slice of that gather (a view, not a copy), then the outputs
+/// expert its ops over a contiguous slice of that gather (a view, not a copy), then the outputs
 /// weighted in one op and put back in token order with one gather and a sum over the k slots.
 /// No per-token work and no scatter-add, so the sum order is fixed (deterministic on every device).
 /// With `expert_ms`, each expert's time is recorded (synchronizing the device when asked).
@@ -333,6 +466,7 @@ fn grouped_dispatch(
     experts: &RoutedExperts,
     x: &Tensor,
     routing: &Routing,
+    math: &ExpertMath,
     tokens: usize,
     synchronize: bool,
     mut expert_ms: Option<&mut Vec<f64>>,
@@ -356,7 +490,11 @@ fn grouped_dispatch(
         position[flat as usize] = j as u32;
     }
     let n = order.len();
-    let grouped = x.index_select(&Tensor::from_vec(rows, n, device)?, 0)?;
+    let weights = Tensor::from_vec(weights, (n, 1), device)?.to_dtype(x.dtype())?;
+    let mut grouped = x.index_select(&Tensor::from_vec(rows, n, device)?, 0)?;
+    if math.weights_on == WeightTarget::Input {
+        grouped = grouped.broadcast_mul(&weights)?;
+    }
     // Expert times are laps of their own clock (the phase stopwatch keeps timing the whole phase);
     // on a GPU each lap synchronizes first, or it would time kernel launches.
     let lap = |mark: &mut Instant| -> Result<f64> {
@@ -382,32 +520,40 @@ fn grouped_dispatch(
         }
         let xe = grouped.narrow(0, offset, count)?;
         offset += count;
-        let (gate_up, down) = &experts.experts[expert];
-        let gu = xe.matmul(&gate_up.t()?)?;
-        let h = swiglu_stacked(&gu)?;
-        outputs.push(h.matmul(&down.t()?)?);
+        let bias = match &experts.biases {
+            Some((gu, d)) => Some((gu.get(expert)?, d.get(expert)?)),
+            None => None,
+        };
+        outputs.push(expert_ops(
+            &xe,
+            &experts.experts[expert],
+            bias,
+            math.activation,
+        )?);
         if let Some(times) = expert_ms.as_deref_mut() {
             times[expert] = lap(&mut mark)?;
         }
     }
-    let weights = Tensor::from_vec(weights, (n, 1), device)?.to_dtype(x.dtype())?;
-    let weighted = Tensor::cat(&outputs, 0)?.broadcast_mul(&weights)?;
-    let by_token = weighted.index_select(&Tensor::from_vec(position, n, device)?, 0)?;
+    let mut out = Tensor::cat(&outputs, 0)?;
+    if math.weights_on == WeightTarget::Output {
+        out = out.broadcast_mul(&weights)?;
+    }
+    let by_token = out.index_select(&Tensor::from_vec(position, n, device)?, 0)?;
     Ok(by_token.reshape((tokens, k, hidden))?.sum(1)?)
 }
 
 /// CUDA's fused path: every expert of a layer in one GEMM launch per projection
 /// ([`ChunkedExpertMatmul`]). Each expert's rows are gathered into chunks of C rows (padding rows
 /// read a zero row), every chunk is multiplied by its expert's weights in one pointer-array
-/// batched GEMM, SwiGLU runs once over all chunks, and the outputs are weighted and put back in
-/// token order as on the grouped path. Nothing is dropped, so routing and results are those of
-/// the grouped path; a busy expert is several chunks, so skewed routing pads at most one partial
-/// chunk per expert.
+/// batched GEMM, biases (gathered per row) and the activation run once over all chunks, and the
+/// outputs are weighted and put back in token order as on the grouped path. Nothing is dropped,
+/// so routing and results are those of the grouped path; a busy expert is several chunks, so
+/// skewed routing pads at most one partial chunk per expert.
 mod batched {
-    use super::{group_by_expert, RoutedExperts};
+    use super::{gated_activation, group_by_expert, ExpertMath, RoutedExperts, WeightTarget};
     use crate::error::Result;
     use crate::model::expert_gemm::{chunk_rows, ChunkedExpertMatmul};
-    use crate::model::router::Routing;
+    use crate::routing::Routing;
     use candle_core::Tensor;
 
     /// `None` when the experts are not stacked (the CPU keeps one tensor pair per expert).
@@ -415,6 +561,7 @@ mod batched {
         experts: &RoutedExperts,
         x: &Tensor,
         routing: &Routing,
+        math: &ExpertMath,
     ) -> Result<Option<Tensor>> {
         let Some((all_gate_up, all_down)) = &experts.stacked else {
             return Ok(None);
@@ -428,35 +575,53 @@ mod batched {
         // Row `tokens` of `padded` is zeros: the source of every padding slot.
         let mut rows = Vec::with_capacity(order.len() + num_experts * c);
         let mut expert_of_chunk = Vec::new();
+        let mut expert_of_slot = Vec::with_capacity(order.len() + num_experts * c);
+        let mut weight_of_slot = Vec::with_capacity(order.len() + num_experts * c);
         let mut slot_of_assignment = vec![0u32; order.len()];
         let mut offset = 0;
         for (expert, &count) in counts.iter().enumerate() {
             for &flat in &order[offset..offset + count] {
                 slot_of_assignment[flat as usize] = rows.len() as u32;
                 rows.push(flat / k as u32);
+                weight_of_slot.push(routing.weights[flat as usize]);
             }
             offset += count;
             let chunks = count.div_ceil(c);
-            rows.resize(rows.len().next_multiple_of(c), tokens as u32);
+            let padded_len = rows.len().next_multiple_of(c);
+            rows.resize(padded_len, tokens as u32);
+            weight_of_slot.resize(padded_len, 0.0);
+            expert_of_slot.resize(padded_len, expert as u32);
             expert_of_chunk.extend(std::iter::repeat_n(expert as u32, chunks));
         }
         let slots = rows.len();
         let zero_row = Tensor::zeros((1, hidden), x.dtype(), device)?;
         let padded = Tensor::cat(&[x, &zero_row], 0)?;
-        let xe = padded.index_select(&Tensor::from_vec(rows, slots, device)?, 0)?;
+        let mut xe = padded.index_select(&Tensor::from_vec(rows, slots, device)?, 0)?;
+        if math.weights_on == WeightTarget::Input {
+            let w = Tensor::from_vec(weight_of_slot, (slots, 1), device)?.to_dtype(x.dtype())?;
+            xe = xe.broadcast_mul(&w)?;
+        }
+        let slot_experts = Tensor::from_vec(expert_of_slot, slots, device)?;
         let op = ChunkedExpertMatmul {
             expert_of_chunk,
             chunk_rows: c,
         };
-        let gu = xe.apply_op2_no_bwd(&all_gate_up.contiguous()?, &op)?;
-        let h = super::swiglu_stacked(&gu)?.contiguous()?;
-        let y = h.apply_op2_no_bwd(&all_down.contiguous()?, &op)?;
+        let mut gu = xe.apply_op2_no_bwd(&all_gate_up.contiguous()?, &op)?;
+        if let Some((b, _)) = &experts.biases {
+            gu = (gu + b.index_select(&slot_experts, 0)?)?;
+        }
+        let h = gated_activation(&gu, math.activation)?.contiguous()?;
+        let mut y = h.apply_op2_no_bwd(&all_down.contiguous()?, &op)?;
+        if let Some((_, b)) = &experts.biases {
+            y = (y + b.index_select(&slot_experts, 0)?)?;
+        }
         let n = order.len();
-        let weights =
-            Tensor::from_vec(routing.weights.clone(), (n, 1), device)?.to_dtype(x.dtype())?;
-        let picked = y
-            .index_select(&Tensor::from_vec(slot_of_assignment, n, device)?, 0)?
-            .broadcast_mul(&weights)?;
+        let mut picked = y.index_select(&Tensor::from_vec(slot_of_assignment, n, device)?, 0)?;
+        if math.weights_on == WeightTarget::Output {
+            let weights =
+                Tensor::from_vec(routing.weights.clone(), (n, 1), device)?.to_dtype(x.dtype())?;
+            picked = picked.broadcast_mul(&weights)?;
+        }
         Ok(Some(picked.reshape((tokens, k, hidden))?.sum(1)?))
     }
 }
@@ -467,7 +632,7 @@ mod tests {
     use candle_core::Device;
 
     /// Random experts, stacked as on a GPU (views per expert), so the batched path runs on CPU.
-    fn experts(e: usize, i: usize, h: usize) -> RoutedExperts {
+    fn experts(e: usize, i: usize, h: usize, biased: bool) -> RoutedExperts {
         let d = &Device::Cpu;
         let gate_up = Tensor::randn(0f32, 0.5, (e, 2 * i, h), d).unwrap();
         let down = Tensor::randn(0f32, 0.5, (e, h, i), d).unwrap();
@@ -476,6 +641,12 @@ mod tests {
                 .map(|n| (gate_up.get(n).unwrap(), down.get(n).unwrap()))
                 .collect(),
             stacked: Some((gate_up, down)),
+            biases: biased.then(|| {
+                (
+                    Tensor::randn(0f32, 0.5, (e, 2 * i), d).unwrap(),
+                    Tensor::randn(0f32, 0.5, (e, h), d).unwrap(),
+                )
+            }),
         }
     }
 
@@ -488,23 +659,58 @@ mod tests {
         }
     }
 
-    /// The batched (chunked) path and the packed CPU kernel compute what the grouped path
-    /// computes, for even routing and for routing that sends every token to one expert.
+    /// The definition, token by token: Σ_k w·expert(x) or Σ_k expert(w·x).
+    fn reference(ex: &RoutedExperts, x: &Tensor, r: &Routing, math: &ExpertMath) -> Tensor {
+        let k = r.top_k;
+        let rows: Vec<Tensor> = (0..r.num_tokens())
+            .map(|t| {
+                let xt = x.narrow(0, t, 1).unwrap();
+                let mut acc = xt.zeros_like().unwrap();
+                for slot in 0..k {
+                    let (id, w) = (r.ids[t * k + slot] as usize, r.weights[t * k + slot] as f64);
+                    let bias = ex
+                        .biases
+                        .as_ref()
+                        .map(|(g, d)| (g.get(id).unwrap(), d.get(id).unwrap()));
+                    let y = match math.weights_on {
+                        WeightTarget::Output => {
+                            (expert_ops(&xt, &ex.experts[id], bias, math.activation).unwrap() * w)
+                                .unwrap()
+                        }
+                        WeightTarget::Input => expert_ops(
+                            &(xt.clone() * w).unwrap(),
+                            &ex.experts[id],
+                            bias,
+                            math.activation,
+                        )
+                        .unwrap(),
+                    };
+                    acc = (acc + y).unwrap();
+                }
+                acc
+            })
+            .collect();
+        Tensor::cat(&rows, 0).unwrap()
+    }
+
+    fn diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// The grouped, batched (chunked) and packed CPU paths compute the definition, for even
+    /// routing and for routing that sends every token to one expert, for plain SwiGLU and for
+    /// GPT-OSS's clamped activation with biases, with the weight on the output or the input.
     #[test]
-    fn batched_and_packed_paths_equal_the_grouped_path() {
+    fn every_expert_path_equals_the_definition() {
         let (e, i, h, k, tokens) = (5, 6, 8, 2, 40);
-        let ex = experts(e, i, h);
         let x = Tensor::randn(0f32, 1.0, (tokens, h), &Device::Cpu).unwrap();
-        let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
         let even = routing(
             (0..tokens)
                 .flat_map(|t| [t % 5, (t % 5 + 1 + (t / 5) % 4) % 5])
@@ -517,19 +723,73 @@ mod tests {
             (0..tokens).flat_map(|t| [0, 1 + (t % 2) as u32]).collect(),
             k,
         );
-        for r in [&even, &skewed] {
-            let grouped = grouped_dispatch(&ex, &x, r, tokens, false, None).unwrap();
-            let batched = batched::dispatch(&ex, &x, r).unwrap().expect("stacked");
-            assert!(diff(&grouped, &batched) < 1e-5, "batched");
-            if cpu_experts::supported() {
-                let packed = match load_packed(&ex) {
-                    ExpertWeights::Packed(p) => p,
-                    ExpertWeights::Tensors(_) => unreachable!(),
-                };
-                let y = packed_dispatch(&packed, &x, r, None).unwrap();
-                assert!(diff(&grouped, &y) < 1e-4, "packed");
+        let maths = [
+            (
+                false,
+                ExpertMath {
+                    activation: Activation::SwiGlu,
+                    weights_on: WeightTarget::Output,
+                },
+            ),
+            (
+                false,
+                ExpertMath {
+                    activation: Activation::SwiGlu,
+                    weights_on: WeightTarget::Input,
+                },
+            ),
+            // limit 0.3 clamps most of these activations.
+            (
+                true,
+                ExpertMath {
+                    activation: Activation::ClampedSwiGlu {
+                        alpha: 1.702,
+                        limit: 0.3,
+                    },
+                    weights_on: WeightTarget::Output,
+                },
+            ),
+        ];
+        for (biased, math) in maths {
+            let ex = experts(e, i, h, biased);
+            for r in [&even, &skewed] {
+                let want = reference(&ex, &x, r, &math);
+                let grouped = grouped_dispatch(&ex, &x, r, &math, tokens, false, None).unwrap();
+                assert!(diff(&want, &grouped) < 1e-5, "grouped {math:?}");
+                let batched = batched::dispatch(&ex, &x, r, &math)
+                    .unwrap()
+                    .expect("stacked");
+                assert!(diff(&want, &batched) < 1e-5, "batched {math:?}");
+                if cpu_experts::supported() {
+                    let packed = pack(&ex);
+                    let y = packed_dispatch(&packed, &x, r, &math, None).unwrap();
+                    assert!(diff(&want, &y) < 1e-4, "packed {math:?}");
+                }
             }
         }
+    }
+
+    /// GPT-OSS's interleaved rows come out as gate-then-up halves.
+    #[test]
+    fn interleaved_gate_up_rows_are_split_into_halves() {
+        let x = Tensor::from_vec(
+            (0..12).map(|v| v as f32).collect::<Vec<_>>(),
+            (6, 2),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y: Vec<Vec<f32>> = deinterleave_rows(&x).unwrap().to_vec2().unwrap();
+        assert_eq!(
+            y,
+            vec![
+                vec![0., 1.],
+                vec![4., 5.],
+                vec![8., 9.],
+                vec![2., 3.],
+                vec![6., 7.],
+                vec![10., 11.]
+            ]
+        );
     }
 
     /// Chunks: small batches get small chunks; a busy expert is cut into several chunks rather
@@ -546,19 +806,19 @@ mod tests {
         assert!(c <= 64, "{c}");
     }
 
-    fn load_packed(ex: &RoutedExperts) -> ExpertWeights {
+    fn pack(ex: &RoutedExperts) -> PackedExperts {
         let (gate_up, down) = ex.stacked.as_ref().unwrap();
         let (e, two_i, h) = gate_up.dims3().unwrap();
-        let pack = |t: Tensor, n, k| {
-            PackedMatrix::from_f32(&t.flatten_all().unwrap().to_vec1().unwrap(), n, k)
-        };
-        ExpertWeights::Packed(PackedExperts {
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let pack = |t: Tensor, n, k| PackedMatrix::from_f32(&flat(&t), n, k);
+        PackedExperts {
             gate_up: (0..e)
                 .map(|n| pack(gate_up.get(n).unwrap(), two_i, h))
                 .collect(),
             down: (0..e)
                 .map(|n| pack(down.get(n).unwrap(), h, two_i / 2))
                 .collect(),
-        })
+            biases: ex.biases.as_ref().map(|(g, d)| (flat(g), flat(d))),
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! CLI's error message, `moescope info` and the README's table are generated from [`FAMILIES`].
 
 use super::config::ModelConfig;
+use super::family::{
+    dbrx, deepseek, ernie, glm4_moe, gpt_oss, granite, llama4, mixtral, olmoe, phimoe, qwen_moe,
+};
 use super::spec::ModelSpec;
-use super::{deepseek, mixtral, olmoe, qwen_moe};
 use crate::error::{Error, Result};
 
 pub struct Family {
@@ -68,6 +70,62 @@ pub static FAMILIES: &[Family] = &[
         reference: "models/deepseek_v3/modeling_deepseek_v3.py",
         routing: "sigmoid + selection bias → group-limited (top-2 sum) top-k → renormalize × routed_scaling_factor; shared experts",
         spec: deepseek::spec_v3,
+    },
+    Family {
+        name: "GPT-OSS",
+        architectures: &["GptOssForCausalLM"],
+        model_types: &["gpt_oss"],
+        reference: "models/gpt_oss/modeling_gpt_oss.py",
+        routing: "top-k of logits (router bias) → softmax over k; clamped SwiGLU experts with biases; attention sinks",
+        spec: gpt_oss::spec,
+    },
+    Family {
+        name: "GLM-4-MoE",
+        architectures: &["Glm4MoeForCausalLM"],
+        model_types: &["glm4_moe"],
+        reference: "models/glm4_moe/modeling_glm4_moe.py",
+        routing: "sigmoid + selection bias → group-limited (top-2 sum) top-k → renormalize × routed_scaling_factor; shared experts",
+        spec: glm4_moe::spec,
+    },
+    Family {
+        name: "Llama-4",
+        architectures: &["Llama4ForCausalLM", "Llama4ForConditionalGeneration"],
+        model_types: &["llama4_text", "llama4"],
+        reference: "models/llama4/modeling_llama4.py",
+        routing: "top-k of logits → sigmoid of the chosen logit scales the expert input; shared expert",
+        spec: llama4::spec,
+    },
+    Family {
+        name: "Granite-MoE",
+        architectures: &["GraniteMoeForCausalLM"],
+        model_types: &["granitemoe"],
+        reference: "models/granitemoe/modeling_granitemoe.py",
+        routing: "top-k of logits → softmax over k",
+        spec: granite::spec,
+    },
+    Family {
+        name: "Phi-3.5-MoE",
+        architectures: &["PhimoeForCausalLM", "PhiMoEForCausalLM"],
+        model_types: &["phimoe"],
+        reference: "models/phimoe/modeling_phimoe.py",
+        routing: "sparsemixer top-2 (each slot's weight from its own masked softmax)",
+        spec: phimoe::spec,
+    },
+    Family {
+        name: "DBRX",
+        architectures: &["DbrxForCausalLM"],
+        model_types: &["dbrx"],
+        reference: "models/dbrx/modeling_dbrx.py",
+        routing: "softmax → top-k → weights ÷ their p-norm (moe_normalize_expert_weights)",
+        spec: dbrx::spec,
+    },
+    Family {
+        name: "ERNIE-4.5-MoE",
+        architectures: &["Ernie4_5_MoeForCausalLM"],
+        model_types: &["ernie4_5_moe"],
+        reference: "models/ernie4_5_moe/modeling_ernie4_5_moe.py",
+        routing: "softmax + selection bias → top-k → ÷ max(sum, moe_norm_min); shared experts",
+        spec: ernie::spec,
     },
 ];
 

@@ -1,9 +1,11 @@
-//! What a family file produces from config.json: a plain description of the network (attention
-//! kind, which layers are MoE, the routing rule, expert wiring). The generic loader in
-//! [`super::causal_lm`] builds any family from it, so families differ only in this data.
+//! What a family file produces from config.json: a plain description of the network — tensor
+//! names, norms, attention and its per-layer variations, which layers are MoE, the routing rule,
+//! how expert weights are stored and activated. The generic loader in [`super::causal_lm`] builds
+//! any family from it, so families differ only in this data; [`ModelSpec::validate`] refuses a
+//! spec the kernels could not run before any weight is read.
 
 use super::config::RopeConfig;
-use super::router::RouterSpec;
+use crate::routing::RouterSpec;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -14,20 +16,184 @@ pub struct ModelSpec {
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_layers: usize,
-    pub rms_norm_eps: f64,
-    pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
+    pub norm: NormSpec,
+    pub tie_word_embeddings: bool,
+    /// `lm_head.bias` (Phi-3.5-MoE's `lm_head_bias`).
+    pub lm_head_bias: bool,
+    pub multipliers: Multipliers,
+    pub names: TensorNames,
     pub attention: AttentionSpec,
-    /// Intermediate size of dense (non-MoE) layers.
-    pub dense_intermediate_size: usize,
-    /// One entry per transformer block: `true` where the block's feed-forward is MoE.
-    pub moe_layers: Vec<bool>,
+    /// One entry per transformer block.
+    pub layers: Vec<LayerSpec>,
+    /// Dense (non-MoE) feed-forward blocks.
+    pub dense: DenseSpec,
     pub moe: MoeSpec,
+    /// Things about this checkpoint a user should know that the numbers do not show (a config
+    /// field transformers ignores, say); `info` prints them.
+    pub notes: Vec<String>,
 }
 
 impl ModelSpec {
     pub fn num_moe_layers(&self) -> usize {
-        self.moe_layers.iter().filter(|m| **m).count()
+        self.layers.iter().filter(|l| l.ffn == FfnKind::Moe).count()
+    }
+
+    pub fn is_moe(&self, layer: usize) -> bool {
+        self.layers
+            .get(layer)
+            .is_some_and(|l| l.ffn == FfnKind::Moe)
+    }
+
+    /// Why the kernels could not run this spec, if they could not (checked once, when the
+    /// checkpoint is opened, so every later index and division is in range).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.layers.len() != self.num_layers {
+            return Err(format!(
+                "{} layer specs for {} layers",
+                self.layers.len(),
+                self.num_layers
+            ));
+        }
+        if self.hidden_size == 0 || self.vocab_size == 0 || self.num_layers == 0 {
+            return Err("hidden size, vocabulary and layer count must be positive".into());
+        }
+        if self.norm.eps.is_nan() || self.norm.eps < 0.0 {
+            return Err(format!(
+                "norm epsilon {} must be non-negative",
+                self.norm.eps
+            ));
+        }
+        if let Some(problem) = self.moe.router.problem() {
+            return Err(problem);
+        }
+        if self.num_moe_layers() > 0 && self.moe.experts.intermediate_size == 0 {
+            return Err("the experts' intermediate size must be positive".into());
+        }
+        let dense_layers = self.layers.iter().any(|l| l.ffn == FfnKind::Dense);
+        if dense_layers && self.dense.intermediate_size == 0 {
+            return Err("dense layers need a positive intermediate_size".into());
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            match layer.attention.window {
+                AttentionWindow::Sliding(0) | AttentionWindow::Chunked(0) => {
+                    return Err(format!("layer {i}: attention window of 0 tokens"))
+                }
+                _ => {}
+            }
+        }
+        match &self.attention {
+            AttentionSpec::Gqa(a) => {
+                if a.num_heads == 0 || a.num_kv_heads == 0 || a.head_dim == 0 {
+                    return Err("attention heads and head_dim must be positive".into());
+                }
+                if !a.num_heads.is_multiple_of(a.num_kv_heads) {
+                    return Err(format!(
+                        "{} attention heads are not a multiple of {} kv heads",
+                        a.num_heads, a.num_kv_heads
+                    ));
+                }
+                let rotary = a.rotary_dim();
+                if rotary == 0 || rotary % 2 != 0 {
+                    return Err(format!(
+                        "{rotary} rotary dimensions of head_dim {} (partial_rotary_factor {}): must be even and positive",
+                        a.head_dim, a.rope.partial_rotary_factor
+                    ));
+                }
+            }
+            AttentionSpec::Mla(m) => {
+                if m.num_heads == 0 || m.kv_lora_rank == 0 || m.v_head_dim == 0 {
+                    return Err("MLA heads, kv_lora_rank and v_head_dim must be positive".into());
+                }
+                if m.qk_rope_head_dim == 0 || m.qk_rope_head_dim % 2 != 0 {
+                    return Err(format!(
+                        "qk_rope_head_dim {} must be even and positive",
+                        m.qk_rope_head_dim
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Normalization layers (every norm of the model has the same kind and epsilon).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct NormSpec {
+    pub kind: NormKind,
+    pub eps: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum NormKind {
+    /// RMSNorm with a weight, computed in f32.
+    Rms,
+    /// LayerNorm with a weight and, when `bias`, a bias (Phi-3.5-MoE; DBRX has none).
+    Layer { bias: bool },
+}
+
+/// Granite's scalar multipliers (1 elsewhere).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Multipliers {
+    /// Embeddings are multiplied by this.
+    pub embedding: f64,
+    /// Each block's attention and feed-forward outputs are multiplied by this before the
+    /// residual add.
+    pub residual: f64,
+    /// The LM head's logits are divided by this (`logits_scaling`).
+    pub logits_divisor: f64,
+}
+
+impl Default for Multipliers {
+    fn default() -> Self {
+        Self {
+            embedding: 1.0,
+            residual: 1.0,
+            logits_divisor: 1.0,
+        }
+    }
+}
+
+/// Where a family keeps its tensors: module paths, joined with `.` as the weight names are.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorNames {
+    /// Token embeddings (`model.embed_tokens`; DBRX `transformer.wte`).
+    pub embed: String,
+    /// The blocks, indexed after this (`model.layers`; DBRX `transformer.blocks`).
+    pub layers: String,
+    pub final_norm: String,
+    pub lm_head: String,
+    /// Inside a block:
+    pub input_norm: &'static str,
+    pub post_attention_norm: &'static str,
+    pub attention: &'static str,
+    /// Module of a dense block's MLP (`mlp`; Llama-4 `feed_forward`).
+    pub dense_mlp: &'static str,
+    /// Candidate module names of the MoE block, tried in order (hub Mixtral and Phi-3.5-MoE use
+    /// `block_sparse_moe`, transformers 5 writes `mlp`).
+    pub moe: &'static [&'static str],
+}
+
+impl TensorNames {
+    /// The Llama layout under `model.` most families use.
+    pub fn llama() -> Self {
+        Self::llama_under("model", "lm_head")
+    }
+
+    /// The Llama layout under another root (Llama-4's multimodal `language_model.model`).
+    pub fn llama_under(root: &str, lm_head: &str) -> Self {
+        Self {
+            embed: format!("{root}.embed_tokens"),
+            layers: format!("{root}.layers"),
+            final_norm: format!("{root}.norm"),
+            lm_head: lm_head.to_owned(),
+            input_norm: "input_layernorm",
+            post_attention_norm: "post_attention_layernorm",
+            attention: "self_attn",
+            dense_mlp: "mlp",
+            moe: &["mlp"],
+        }
     }
 }
 
@@ -35,60 +201,257 @@ impl ModelSpec {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AttentionSpec {
     /// Grouped-query attention with rotary embeddings.
-    Gqa {
-        num_heads: usize,
-        num_kv_heads: usize,
-        head_dim: usize,
-        qkv_bias: bool,
-        qk_norm: QkNormKind,
-        clip_qkv: Option<f64>,
-        sliding_window: Option<usize>,
-        #[serde(skip)]
-        rope: RopeConfig,
-    },
+    Gqa(GqaSpec),
     /// DeepSeek multi-head latent attention.
-    Mla {
-        num_heads: usize,
-        q_lora_rank: Option<usize>,
-        kv_lora_rank: usize,
-        qk_nope_head_dim: usize,
-        qk_rope_head_dim: usize,
-        v_head_dim: usize,
-        attention_bias: bool,
-        rope_interleaved: bool,
-        #[serde(skip)]
-        rope: RopeConfig,
-    },
+    Mla(MlaSpec),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GqaSpec {
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub projections: QkvProjections,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    pub qk_norm: QkNormKind,
+    /// Clamp q, k and v to ±value after projection (OLMoE, DBRX `clip_qkv`).
+    pub clip_qkv: Option<f64>,
+    /// A learned per-head logit joins each softmax and takes probability mass (GPT-OSS `sinks`).
+    pub sinks: bool,
+    /// Softmax scale: `head_dim^-0.5`, or Granite's `attention_multiplier`.
+    pub scale: f64,
+    #[serde(skip)]
+    pub rope: RopeConfig,
+    pub rope_pairing: RopePairing,
+}
+
+impl GqaSpec {
+    /// Rotated dimensions per head (all of them unless `partial_rotary_factor` < 1).
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim as f64 * self.rope.partial_rotary_factor) as usize
+    }
+}
+
+/// How q, k and v are projected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum QkvProjections {
+    /// `q_proj`, `k_proj`, `v_proj`, `o_proj`.
+    Separate,
+    /// DBRX: one `Wqkv` `[q + 2·kv, hidden]` split into q, k, v; output `out_proj`.
+    FusedWqkv,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MlaSpec {
+    pub num_heads: usize,
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    pub attention_bias: bool,
+    pub rope_pairing: RopePairing,
+    #[serde(skip)]
+    pub rope: RopeConfig,
+}
+
+/// How rotated dimensions pair up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopePairing {
+    /// Llama/Mistral/Qwen: dimension i pairs with i + d/2 (`rotate_half`).
+    Halves,
+    /// Dimensions 2i and 2i+1 (DeepSeek MLA, Llama-4's complex rotation, ERNIE-4.5).
+    Interleaved,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QkNormKind {
     None,
+    /// RMSNorm with a weight over each head, before rotary (Qwen3, GLM-4-MoE).
     PerHead,
+    /// RMSNorm over the whole projection before the head split (OLMoE).
     Full,
+    /// Weightless RMS ("L2") norm over each head *after* rotary, on rotary layers only (Llama-4).
+    L2AfterRotary,
+}
+
+/// One block's variations.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LayerSpec {
+    pub attention: LayerAttention,
+    pub ffn: FfnKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LayerAttention {
+    pub window: AttentionWindow,
+    /// `false` for NoPE layers (Llama-4): no rotary embedding at all.
+    pub rotary: bool,
+    /// Llama-4's attention temperature tuning on NoPE layers.
+    pub temperature_tuning: Option<TemperatureTuning>,
+}
+
+impl LayerAttention {
+    pub const FULL: Self = Self {
+        window: AttentionWindow::Full,
+        rotary: true,
+        temperature_tuning: None,
+    };
+}
+
+/// Which earlier positions a query may attend to (always causal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "tokens")]
+pub enum AttentionWindow {
+    Full,
+    /// The last `w` positions, itself included (`q − k < w`).
+    Sliding(usize),
+    /// Positions in the same block of `c` (`q / c == k / c`; Llama-4 chunked attention).
+    Chunked(usize),
+}
+
+/// Queries at position p are scaled by `1 + attn_scale · ln(1 + floor((p + 1) / floor_scale))`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TemperatureTuning {
+    pub floor_scale: f64,
+    pub attn_scale: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FfnKind {
+    Dense,
+    Moe,
+}
+
+/// A dense SwiGLU MLP (`gate_proj`, `up_proj`, `down_proj`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DenseSpec {
+    pub intermediate_size: usize,
+    /// ERNIE-4.5's `use_bias`.
+    pub bias: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MoeSpec {
     pub router: RouterSpec,
-    /// Intermediate size of one routed expert.
-    pub expert_intermediate_size: usize,
+    pub gate: GateSpec,
+    pub experts: ExpertSpec,
     pub shared: Option<SharedExpertSpec>,
-    /// Compute gate logits in f32 whatever the compute dtype (DeepSeek's routers cast to f32;
-    /// Mixtral/Qwen/OLMoE compute them in the model dtype).
-    pub gate_in_f32: bool,
-    /// Candidate module names of the MoE block inside a layer, tried in order
-    /// (`block_sparse_moe` in hub Mixtral checkpoints, `mlp` elsewhere).
-    #[serde(skip)]
-    pub module_names: &'static [&'static str],
+    /// What the routing weight multiplies: the expert's output, or (Llama-4) its input.
+    pub weights_on: WeightTarget,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// The router's linear layer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GateSpec {
+    /// Module under the MoE block (`gate`, `router`, `router.layer`).
+    pub module: &'static str,
+    /// GPT-OSS's router has a bias.
+    pub bias: bool,
+    /// Compute the logits in f32 whatever the compute dtype (DeepSeek, GLM, ERNIE cast the
+    /// router to f32; the others run it in the model dtype).
+    pub in_f32: bool,
+    /// Name of the selection-only bias under the MoE block, when the router has one
+    /// (`gate.e_score_correction_bias`, ERNIE's `moe_statics.e_score_correction_bias`).
+    pub selection_bias: Option<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightTarget {
+    Output,
+    Input,
+}
+
+/// How the routed experts are stored and what they compute.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExpertSpec {
+    pub intermediate_size: usize,
+    /// Module under the MoE block holding the experts (`experts`, DBRX `experts.mlp`; empty when
+    /// the tensors sit in the block itself, Granite's `input_linear`).
+    pub module: &'static str,
+    pub layout: ExpertLayout,
+    pub activation: Activation,
+    /// Per-expert biases on both projections (GPT-OSS `gate_up_proj_bias`, `down_proj_bias`).
+    pub bias: bool,
+}
+
+/// Expert tensor layouts found in released checkpoints. Whatever the layout, loading yields per
+/// expert a gate-then-up `[2I, H]` and a down `[H, I]` matrix, the form every kernel takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ExpertLayout {
+    /// One tensor per expert and projection, `{n}.{gate}.weight` `[I, H]` etc. (hub Mixtral,
+    /// Qwen, DeepSeek, GLM, ERNIE); transformers 5's packed `gate_up_proj` `[E, 2I, H]` +
+    /// `down_proj` `[E, H, I]` is accepted too.
+    PerExpert {
+        gate: &'static str,
+        up: &'static str,
+        down: &'static str,
+    },
+    /// All experts in one tensor per projection.
+    Stacked {
+        gate_up: &'static str,
+        down: &'static str,
+        /// `[E, out, in]` (Granite) or `[E, in, out]` (GPT-OSS, Llama-4: `x @ W`).
+        orientation: Orientation,
+        /// Gate and up as two halves, or interleaved rows/columns (GPT-OSS: gate even, up odd).
+        gate_up_order: GateUpOrder,
+    },
+    /// DBRX: `w1` (gate), `v1` (up) and `w2` (down, stored transposed) each `[E·I, H]`.
+    DbrxFlat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Orientation {
+    OutIn,
+    InOut,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateUpOrder {
+    Halves,
+    Interleaved,
+}
+
+/// The experts' gated activation over gate g and up u.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Activation {
+    /// `silu(g) · u`.
+    SwiGlu,
+    /// GPT-OSS: g ← min(g, limit), u ← clamp(u, ±limit), `(u + 1) · g · sigmoid(alpha · g)`.
+    ClampedSwiGlu { alpha: f32, limit: f32 },
+}
+
+impl Activation {
+    /// The activation of one (gate, up) pair in f32, the definition every kernel follows.
+    pub fn apply(self, g: f32, u: f32) -> f32 {
+        match self {
+            Activation::SwiGlu => g / (1.0 + (-g).exp()) * u,
+            Activation::ClampedSwiGlu { alpha, limit } => {
+                let g = g.min(limit);
+                let u = u.clamp(-limit, limit);
+                (u + 1.0) * (g / (1.0 + (-g * alpha).exp()))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SharedExpertSpec {
     pub intermediate_size: usize,
-    /// Module name: `shared_expert` (Qwen2-MoE) or `shared_experts` (DeepSeek).
-    pub module_name: &'static str,
+    /// Module name: `shared_expert` (Qwen2-MoE, Llama-4) or `shared_experts` (DeepSeek, GLM,
+    /// ERNIE).
+    pub module: &'static str,
     /// Qwen2-MoE multiplies the shared expert by `sigmoid(shared_expert_gate(x))`.
-    pub sigmoid_gate: bool,
+    pub sigmoid_gate: Option<&'static str>,
+    pub bias: bool,
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 struct Entry {
     file: usize,
-    dtype: DType,
+    /// `Err(name)` for a dtype the kernels cannot read (F8, integers…): an error when used,
+    /// naming the dtype and file, not a "missing tensor".
+    dtype: std::result::Result<DType, String>,
     shape: Vec<usize>,
     start: usize,
     end: usize,
@@ -53,14 +55,10 @@ impl Weights {
             let base = mmap.as_ptr() as usize;
             for (name, view) in st.tensors() {
                 let dtype = match view.dtype() {
-                    safetensors::Dtype::F32 => DType::F32,
-                    safetensors::Dtype::BF16 => DType::BF16,
-                    safetensors::Dtype::F16 => DType::F16,
-                    other => {
-                        // Non-float tensors (none in supported families) are only an error if used.
-                        let _ = other;
-                        continue;
-                    }
+                    safetensors::Dtype::F32 => Ok(DType::F32),
+                    safetensors::Dtype::BF16 => Ok(DType::BF16),
+                    safetensors::Dtype::F16 => Ok(DType::F16),
+                    other => Err(format!("{other:?}")),
                 };
                 let data = view.data();
                 let start = data.as_ptr() as usize - base;
@@ -128,7 +126,7 @@ impl Weights {
     /// Loads `name` in `dtype` whatever the compute dtype (router biases stay f32, say).
     pub fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let entry = self.entry_of_shape(name, shape)?;
-        self.materialize(entry, entry.start..entry.end, shape, dtype)
+        self.materialize(name, entry, entry.start..entry.end, shape, dtype)
     }
 
     /// Loads `name[index]` (dim 0) of a tensor of shape `shape`, in the compute dtype, reading only
@@ -142,10 +140,52 @@ impl Weights {
             found: entry.shape.clone(),
             path: self.files[entry.file].0.clone(),
         })?;
-        assert!(index < rows, "{name}[{index}] out of {rows}");
+        debug_assert!(index < rows, "{name}[{index}] out of {rows}");
         let row_bytes = (entry.end - entry.start) / rows;
         let start = entry.start + index * row_bytes;
-        self.materialize(entry, start..start + row_bytes, row_shape, self.dtype)
+        self.materialize(name, entry, start..start + row_bytes, row_shape, self.dtype)
+    }
+
+    /// Block `index` of `blocks` equal blocks along dim 0 of `name` (shape `shape`), in the compute
+    /// dtype: DBRX stores its experts flat as `[E·I, H]`, and expert n is rows `n·I..(n+1)·I`.
+    pub fn get_block(
+        &self,
+        name: &str,
+        shape: &[usize],
+        index: usize,
+        blocks: usize,
+    ) -> Result<Tensor> {
+        let entry = self.entry_of_shape(name, shape)?;
+        let mut block_shape = shape.to_vec();
+        let mismatch = || Error::ShapeMismatch {
+            name: name.to_owned(),
+            expected: shape.to_vec(),
+            found: entry.shape.clone(),
+            path: self.files[entry.file].0.clone(),
+        };
+        let rows = *block_shape.first().ok_or_else(mismatch)?;
+        if blocks == 0 || !rows.is_multiple_of(blocks) {
+            return Err(mismatch());
+        }
+        block_shape[0] = rows / blocks;
+        let block_bytes = (entry.end - entry.start) / blocks;
+        let start = entry.start + index * block_bytes;
+        self.materialize(
+            name,
+            entry,
+            start..start + block_bytes,
+            &block_shape,
+            self.dtype,
+        )
+    }
+
+    /// A vector of `len` values stored as `[len]` or `[1, len]` (ERNIE keeps its selection bias
+    /// as `[1, E]`), in `dtype`.
+    pub fn get_vector_as(&self, name: &str, len: usize, dtype: DType) -> Result<Tensor> {
+        match self.shape_of(name) {
+            Some([1, n]) if *n == len => Ok(self.get_as(name, &[1, len], dtype)?.flatten_all()?),
+            _ => self.get_as(name, &[len], dtype),
+        }
     }
 
     /// `name`'s entry, checked to have `shape`.
@@ -169,13 +209,22 @@ impl Weights {
     /// compute device.
     fn materialize(
         &self,
+        name: &str,
         entry: &Entry,
         range: std::ops::Range<usize>,
         shape: &[usize],
         dtype: DType,
     ) -> Result<Tensor> {
-        let mmap = &self.files[entry.file].1;
-        let tensor = match entry.dtype {
+        let (path, mmap) = &self.files[entry.file];
+        let stored = entry
+            .dtype
+            .clone()
+            .map_err(|dtype| Error::UnsupportedDtype {
+                name: name.to_owned(),
+                dtype,
+                path: path.clone(),
+            })?;
+        let tensor = match stored {
             DType::BF16 => Tensor::from_vec(
                 copy_dropping_pages(mmap, range, half::bf16::from_le_bytes),
                 shape,
@@ -186,7 +235,6 @@ impl Weights {
                 shape,
                 &Device::Cpu,
             )?,
-            // F32: `open` indexes float tensors only.
             _ => Tensor::from_vec(
                 copy_dropping_pages(mmap, range, f32::from_le_bytes),
                 shape,
@@ -286,6 +334,31 @@ impl<'a> Prefixed<'a> {
 
     pub fn get_index(&self, leaf: &str, index: usize, shape: &[usize]) -> Result<Tensor> {
         self.weights.get_index(&self.name(leaf), index, shape)
+    }
+
+    pub fn get_block(
+        &self,
+        leaf: &str,
+        shape: &[usize],
+        index: usize,
+        blocks: usize,
+    ) -> Result<Tensor> {
+        self.weights
+            .get_block(&self.name(leaf), shape, index, blocks)
+    }
+
+    pub fn get_vector_as(&self, leaf: &str, len: usize, dtype: DType) -> Result<Tensor> {
+        self.weights.get_vector_as(&self.name(leaf), len, dtype)
+    }
+
+    /// `pp(part)`, or this prefix itself when `part` is empty (Granite's experts sit in the MoE
+    /// block itself).
+    pub fn pp_opt(&self, part: &str) -> Prefixed<'a> {
+        if part.is_empty() {
+            self.clone()
+        } else {
+            self.pp(part)
+        }
     }
 
     pub fn get_opt(&self, leaf: &str, shape: &[usize]) -> Result<Option<Tensor>> {

@@ -46,9 +46,21 @@ pub struct ModelInfo {
 /// The parts of the routing rule that downstream consumers need to reinterpret raw logits.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RouterInfo {
-    /// `softmax` or `sigmoid`.
+    /// How the logits read as probabilities P_e: `softmax` or `sigmoid` (normalized to sum 1).
+    /// For rules that select on raw logits (`topk_softmax`, `topk_sigmoid`, `sparsemixer`) this
+    /// is the softmax/sigmoid over all experts, whose top-k is the rule's selection.
     pub scoring: String,
-    /// Whether the chosen weights are renormalized to sum to one (before routed scaling).
+    /// The routing rule (`softmax_topk`, `sigmoid_topk`, `topk_softmax`, `topk_sigmoid`,
+    /// `sparsemixer`); empty in traces written before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule: String,
+    /// The rule in words (`moescope info`'s phrase), for captions and reports.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// What the weights multiply: `output` (every family but one) or `input` (Llama-4).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub weights_on: String,
+    /// Whether the chosen weights are normalized (to sum 1, or by a norm) before routed scaling.
     pub renormalize: bool,
     /// Factor the weights are multiplied by after renormalization (1 when the family has none).
     pub routed_scaling_factor: f32,
@@ -72,7 +84,8 @@ pub struct MoeLayerTrace {
     pub router_logits: Matrix<f32>,
     /// T×k experts used, in descending weight order.
     pub topk_ids: Matrix<u32>,
-    /// T×k weights multiplied into the experts' outputs (after renormalization and scaling).
+    /// T×k weights multiplied into the experts' outputs — or, for Llama-4 (`weights_on: input`),
+    /// into their inputs — after normalization and scaling.
     pub topk_weights: Matrix<f32>,
     /// The selection-only bias (DeepSeek-V3 `e_score_correction_bias`), when the router has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

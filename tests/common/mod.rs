@@ -52,6 +52,7 @@ pub struct RefLayer {
 pub struct Reference {
     pub name: String,
     pub family: String,
+    pub model_type: String,
     pub config_layout: String,
     pub weights_layout: String,
     pub weights_dtype: String,

@@ -1,9 +1,12 @@
-//! Attention variants: grouped-query attention (Mixtral, Qwen, OLMoE; optional q/k norm, qkv bias,
-//! sliding window) and multi-head latent attention (DeepSeek-V2/V3). Both share one masked softmax
+//! Attention variants: grouped-query attention (optional q/k norm, biases, clip, sinks, sliding or
+//! chunked windows, NoPE layers with temperature tuning) and multi-head latent attention
+//! (DeepSeek-V2/V3). Both share one masked softmax
 //! kernel and one KV-cache type, so appending tokens one at a time reproduces a full prefill.
 
+use super::norm::rms_normalize;
 use super::{Linear, RmsNorm, Rotary};
 use crate::error::Result;
+use crate::model::spec::{AttentionWindow, TemperatureTuning};
 use candle_core::{DType, Tensor, D};
 
 /// Per-layer cache of what attention needs from earlier positions.
@@ -58,7 +61,7 @@ impl KvCache {
 #[derive(Clone, Debug)]
 pub enum QkNorm {
     None,
-    /// Qwen3: RMSNorm over each head's `head_dim`, before rotary.
+    /// Qwen3, GLM-4-MoE: RMSNorm over each head's `head_dim`, before rotary.
     PerHead {
         q: RmsNorm,
         k: RmsNorm,
@@ -68,22 +71,43 @@ pub enum QkNorm {
         q: RmsNorm,
         k: RmsNorm,
     },
+    /// Llama-4: weightless RMS norm over each head after rotary (rotary layers only).
+    L2AfterRotary {
+        eps: f64,
+    },
+}
+
+/// The q/k/v/o projections: separate, or DBRX's fused `Wqkv`.
+#[derive(Clone, Debug)]
+pub enum Projections {
+    Separate {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+        o: Linear,
+    },
+    Fused {
+        qkv: Linear,
+        o: Linear,
+    },
 }
 
 #[derive(Clone, Debug)]
 pub struct GqaAttention {
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
-    pub o: Linear,
+    pub projections: Projections,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
     pub qk_norm: QkNorm,
-    /// OLMoE's `clip_qkv`: clamp q, k, v to ±value after projection.
+    /// OLMoE's and DBRX's `clip_qkv`: clamp q, k, v to ±value after projection.
     pub clip_qkv: Option<f64>,
-    pub sliding_window: Option<usize>,
-    pub rotary: Rotary,
+    /// GPT-OSS: one learned logit per head that joins every softmax (`[heads]`, f32).
+    pub sinks: Option<Tensor>,
+    pub scale: f64,
+    /// `None` on NoPE layers.
+    pub rotary: Option<Rotary>,
+    pub window: AttentionWindow,
+    pub temperature_tuning: Option<TemperatureTuning>,
 }
 
 /// DeepSeek's query path: a direct projection, or a low-rank one (`q_lora_rank`).
@@ -119,25 +143,47 @@ pub enum Attention {
 }
 
 impl Attention {
-    /// Attends `x` (`[len, hidden]`, positions `cache.len()..`) to itself and the cache.
-    pub fn forward(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+    /// Attends `x` (`[len, hidden]`, positions `cache.len()..`) to itself and the cache, in a
+    /// forward pass whose sequence ends at `sequence_end` positions.
+    pub fn forward(&self, x: &Tensor, cache: &mut KvCache, sequence_end: usize) -> Result<Tensor> {
         match self {
-            Attention::Gqa(a) => a.forward(x, cache),
-            Attention::Mla(a) => a.forward(x, cache),
+            Attention::Gqa(a) => a.forward(x, cache, sequence_end),
+            Attention::Mla(a) => a.forward(x, cache, sequence_end),
         }
     }
 }
 
 impl GqaAttention {
-    fn forward(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, cache: &mut KvCache, sequence_end: usize) -> Result<Tensor> {
         let start = cache.len();
         let (len, _) = x.dims2()?;
-        let (mut q, mut k, mut v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        let (q_dim, kv_dim) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
+        let (mut q, mut k, mut v, o) = match &self.projections {
+            Projections::Separate { q, k, v, o } => {
+                (q.forward(x)?, k.forward(x)?, v.forward(x)?, o)
+            }
+            Projections::Fused { qkv, o } => {
+                // DBRX clamps the fused projection before splitting it.
+                let mut all = qkv.forward(x)?;
+                if let Some(c) = self.clip_qkv {
+                    all = all.clamp(-c, c)?;
+                }
+                (
+                    all.narrow(1, 0, q_dim)?,
+                    all.narrow(1, q_dim, kv_dim)?,
+                    all.narrow(1, q_dim + kv_dim, kv_dim)?,
+                    o,
+                )
+            }
+        };
         if let QkNorm::Full { q: qn, k: kn } = &self.qk_norm {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        if let Some(c) = self.clip_qkv {
+        if let (Some(c), Projections::Separate { .. }) = (self.clip_qkv, &self.projections) {
             q = q.clamp(-c, c)?;
             k = k.clamp(-c, c)?;
             v = v.clamp(-c, c)?;
@@ -149,26 +195,50 @@ impl GqaAttention {
             k = kn.forward(&k)?;
         }
         // [len, heads, d] -> [heads, len, d]
-        let q = q.transpose(0, 1)?.contiguous()?;
-        let k = k.transpose(0, 1)?.contiguous()?;
+        let mut q = q.transpose(0, 1)?.contiguous()?;
+        let mut k = k.transpose(0, 1)?.contiguous()?;
         let v = v
             .reshape((len, self.num_kv_heads, self.head_dim))?
             .transpose(0, 1)?
             .contiguous()?;
-        let rotated = self.rotary.apply(&[&q, &k], start)?;
-        let (q, k) = (&rotated[0], &rotated[1]);
-        let (k, v) = cache.append(k.clone(), v, 1, 1)?;
+        if let Some(rotary) = &self.rotary {
+            let rotated = rotary.apply(&[&q, &k], start, sequence_end)?;
+            (q, k) = (rotated[0].clone(), rotated[1].clone());
+            if let QkNorm::L2AfterRotary { eps } = self.qk_norm {
+                q = rms_normalize(&q, eps)?;
+                k = rms_normalize(&k, eps)?;
+            }
+        }
+        if let Some(t) = self.temperature_tuning {
+            // Llama-4 NoPE layers: 1 + attn_scale · ln(1 + floor((p + 1) / floor_scale)).
+            let scales: Vec<f32> = (start..start + len)
+                .map(|p| {
+                    let f = ((p as f64 + 1.0) / t.floor_scale).floor();
+                    (f.ln_1p() * t.attn_scale + 1.0) as f32
+                })
+                .collect();
+            let scales = Tensor::from_vec(scales, (1, len, 1), q.device())?.to_dtype(q.dtype())?;
+            q = q.broadcast_mul(&scales)?;
+        }
+        let (k, v) = cache.append(k, v, 1, 1)?;
         let repeat = self.num_heads / self.num_kv_heads;
         let k = repeat_kv(&k, repeat)?;
         let v = repeat_kv(&v, repeat)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let out = masked_attention(q, &k, &v, scale, start, self.sliding_window)?;
-        self.o.forward(&out)
+        let out = masked_attention(
+            &q,
+            &k,
+            &v,
+            self.scale,
+            start,
+            self.window,
+            self.sinks.as_ref(),
+        )?;
+        o.forward(&out)
     }
 }
 
 impl MlaAttention {
-    fn forward(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, cache: &mut KvCache, sequence_end: usize) -> Result<Tensor> {
         let start = cache.len();
         let (len, _) = x.dims2()?;
         let h = self.num_heads;
@@ -192,7 +262,7 @@ impl MlaAttention {
         let k_rot = compressed
             .narrow(1, self.kv_lora_rank, rope)?
             .reshape((1, len, rope))?;
-        let rotated = self.rotary.apply(&[&q_rot, &k_rot], start)?;
+        let rotated = self.rotary.apply(&[&q_rot, &k_rot], start, sequence_end)?;
         let (q_rot, k_rot) = (&rotated[0], &rotated[1]);
         let (k_rot, latent) = cache.append(k_rot.clone(), latent, 1, 0)?;
         let seen = latent.dim(0)?;
@@ -206,7 +276,7 @@ impl MlaAttention {
         let v = kv.narrow(2, nope, vdim)?.contiguous()?;
         let k = Tensor::cat(&[&k_nope, &k_rot.broadcast_as((h, seen, rope))?], 2)?;
         let q = Tensor::cat(&[&q_nope, q_rot], 2)?;
-        let out = masked_attention(&q, &k, &v, self.scale, start, None)?;
+        let out = masked_attention(&q, &k, &v, self.scale, start, AttentionWindow::Full, None)?;
         self.o.forward(&out)
     }
 }
@@ -223,46 +293,71 @@ fn repeat_kv(x: &Tensor, repeat: usize) -> Result<Tensor> {
 }
 
 /// Causal softmax attention of `q` `[h, len, dq]` over `k` `[h, seen, dq]`, `v` `[h, seen, dv]`,
-/// where query i sits at absolute position `start + i`. Scores and softmax in f32 (transformers'
-/// eager path). Returns `[len, h * dv]`.
+/// where query i sits at absolute position `start + i`, within `window`. Scores and softmax in
+/// f32 (transformers' eager path). With `sinks` (`[h]`), each head's sink logit joins its
+/// softmax as one more column that is then dropped, so it only takes probability mass (GPT-OSS).
+/// Returns `[len, h * dv]`.
 fn masked_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     scale: f64,
     start: usize,
-    sliding_window: Option<usize>,
+    window: AttentionWindow,
+    sinks: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (h, len, _) = q.dims3()?;
     let seen = k.dim(1)?;
     let dtype = q.dtype();
     let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
-    let mask = causal_mask(len, seen, start, sliding_window, q.device())?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?.to_dtype(dtype)?;
-    let out = probs.matmul(&v.contiguous()?)?; // [h, len, dv]
+    let mask = causal_mask(len, seen, start, window, q.device())?;
+    let scores = scores.broadcast_add(&mask)?;
+    let probs = match sinks {
+        None => candle_nn::ops::softmax_last_dim(&scores)?,
+        Some(sinks) => {
+            let sink_column = sinks
+                .to_dtype(DType::F32)?
+                .reshape((h, 1, 1))?
+                .broadcast_as((h, len, 1))?
+                .contiguous()?;
+            let all = Tensor::cat(&[&scores, &sink_column], 2)?;
+            candle_nn::ops::softmax_last_dim(&all)?.narrow(2, 0, seen)?
+        }
+    }
+    .to_dtype(dtype)?;
+    let out = probs.contiguous()?.matmul(&v.contiguous()?)?; // [h, len, dv]
     let dv = out.dim(D::Minus1)?;
     Ok(out.transpose(0, 1)?.contiguous()?.reshape((len, h * dv))?)
 }
 
 /// `[1, len, seen]` additive mask: 0 where query i (absolute position `start + i`) may attend key
-/// j (`j ≤ start + i`, and `start + i − j < window` with a sliding window), −∞ elsewhere. Built
-/// with tensor ops on the compute device: a host-built mask was a 1 MB upload per layer at 512
-/// tokens.
+/// j (`j ≤ start + i`; with a sliding window also `start + i − j < w`; chunked, also
+/// `j / c == (start + i) / c`), −∞ elsewhere. Built with tensor ops on the compute device: a
+/// host-built mask was a 1 MB upload per layer at 512 tokens.
 fn causal_mask(
     len: usize,
     seen: usize,
     start: usize,
-    sliding_window: Option<usize>,
+    window: AttentionWindow,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
     let position = Tensor::arange(start as u32, (start + len) as u32, device)?.reshape((len, 1))?;
     let key = Tensor::arange(0u32, seen as u32, device)?.reshape((1, seen))?;
     let mut visible = key.broadcast_le(&position)?;
-    if let Some(window) = sliding_window {
-        // start + i − j < window  ⇔  j + window > start + i
-        let key_end =
-            Tensor::arange(window as u32, (seen + window) as u32, device)?.reshape((1, seen))?;
-        visible = (visible * key_end.broadcast_gt(&position)?)?;
+    match window {
+        AttentionWindow::Full => {}
+        AttentionWindow::Sliding(w) => {
+            // start + i − j < w  ⇔  j + w > start + i
+            let key_end =
+                Tensor::arange(w as u32, (seen + w) as u32, device)?.reshape((1, seen))?;
+            visible = (visible * key_end.broadcast_gt(&position)?)?;
+        }
+        AttentionWindow::Chunked(c) => {
+            // Keys of the query's chunk start at (start + i) − (start + i) mod c.
+            let chunk_start: Vec<u32> = (start..start + len).map(|p| (p - p % c) as u32).collect();
+            let chunk_start = Tensor::from_vec(chunk_start, (len, 1), device)?;
+            visible = (visible * key.broadcast_ge(&chunk_start)?)?;
+        }
     }
     let open = Tensor::zeros((len, seen), DType::F32, device)?;
     let blocked = Tensor::full(f32::NEG_INFINITY, (len, seen), device)?;
@@ -278,7 +373,15 @@ mod tests {
     /// first chunk and a later one.
     #[test]
     fn causal_mask_matches_the_definition() {
-        for (len, start, window) in [(5, 0, None), (3, 4, None), (6, 2, Some(3)), (1, 9, Some(4))] {
+        use AttentionWindow::{Chunked, Full, Sliding};
+        for (len, start, window) in [
+            (5, 0, Full),
+            (3, 4, Full),
+            (6, 2, Sliding(3)),
+            (1, 9, Sliding(4)),
+            (7, 0, Chunked(3)),
+            (4, 5, Chunked(4)),
+        ] {
             let seen = start + len;
             let got: Vec<Vec<f32>> = causal_mask(len, seen, start, window, &Device::Cpu)
                 .unwrap()
@@ -289,12 +392,14 @@ mod tests {
             for (i, row) in got.iter().enumerate() {
                 let pos = start + i;
                 for (j, &v) in row.iter().enumerate() {
-                    let visible = j <= pos && window.is_none_or(|w| pos - j < w);
+                    let visible = j <= pos
+                        && match window {
+                            Full => true,
+                            Sliding(w) => pos - j < w,
+                            Chunked(c) => j / c == pos / c,
+                        };
                     let want = if visible { 0.0 } else { f32::NEG_INFINITY };
-                    assert_eq!(
-                        v, want,
-                        "len {len} start {start} window {window:?} ({i}, {j})"
-                    );
+                    assert_eq!(v, want, "len {len} start {start} {window:?} ({i}, {j})");
                 }
             }
         }

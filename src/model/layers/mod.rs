@@ -1,5 +1,5 @@
 //! Building blocks shared by every family, written once: norms, rotary embeddings, attention
-//! variants (GQA with optional q/k norm, MLA) and the dense gated MLP.
+//! variants (GQA with its options, MLA) and the dense gated MLP.
 
 pub mod attention;
 pub mod linear;
@@ -9,6 +9,6 @@ pub mod rotary;
 
 pub use attention::{Attention, KvCache};
 pub use linear::Linear;
-pub use mlp::{swiglu_stacked, GatedMlp};
-pub use norm::RmsNorm;
+pub use mlp::{gated_activation, GatedMlp};
+pub use norm::{Norm, RmsNorm};
 pub use rotary::Rotary;

@@ -1,6 +1,7 @@
 use crate::error::Result;
+use crate::model::spec::{NormKind, NormSpec};
 use crate::model::weights::Prefixed;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, D};
 
 /// RMSNorm over the last dimension, computed in f32 like transformers' `*RMSNorm`
 /// (`x * rsqrt(mean(x²) + eps)` in f32, cast back, then times the weight).
@@ -19,10 +20,71 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(rms_normalize(x, self.eps)?.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// `x * rsqrt(mean(x²) + eps)` over the last dimension in f32, cast back: RMSNorm without a
+/// weight (Llama-4's "L2" q/k norm).
+pub fn rms_normalize(x: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    let variance = x32.sqr()?.mean_keepdim(D::Minus1)?;
+    Ok(x32
+        .broadcast_div(&(variance + eps)?.sqrt()?)?
+        .to_dtype(dtype)?)
+}
+
+/// PyTorch's `nn.LayerNorm` over the last dimension (biased variance), in f32.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let x32 = x.to_dtype(DType::F32)?;
-        let variance = x32.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-        let normed = x32.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+        let centered = x32.broadcast_sub(&x32.mean_keepdim(D::Minus1)?)?;
+        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
+        let mut y = normed.broadcast_mul(&self.weight.to_dtype(DType::F32)?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&b.to_dtype(DType::F32)?)?;
+        }
+        Ok(y.to_dtype(dtype)?)
+    }
+}
+
+/// The model's normalization layer, of the kind its spec names.
+#[derive(Clone, Debug)]
+pub enum Norm {
+    Rms(RmsNorm),
+    Layer(LayerNorm),
+}
+
+impl Norm {
+    pub fn load(w: &Prefixed, dim: usize, spec: &NormSpec) -> Result<Self> {
+        Ok(match spec.kind {
+            NormKind::Rms => Norm::Rms(RmsNorm::load(w, dim, spec.eps)?),
+            NormKind::Layer { bias } => Norm::Layer(LayerNorm {
+                weight: w.get("weight", &[dim])?,
+                bias: if bias {
+                    Some(w.get("bias", &[dim])?)
+                } else {
+                    None
+                },
+                eps: spec.eps,
+            }),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Rms(n) => n.forward(x),
+            Norm::Layer(n) => n.forward(x),
+        }
     }
 }

@@ -1,44 +1,42 @@
 //! Rotary position embeddings: the inverse frequencies of each scaling variant (default, linear,
-//! YaRN), computed once, and their application in the two layouts found in checkpoints.
+//! YaRN, llama3, LongRoPE), computed once, and their application in the two pairings found in
+//! checkpoints, over all of a head's dimensions or its first `rotary_dim` (partial rotary).
 
 use crate::error::Result;
 use crate::model::config::{RopeConfig, RopeScaling};
-use candle_core::{DType, Device, Tensor};
-
-/// How the rotated dimensions are paired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RotaryLayout {
-    /// Llama/Mistral/Qwen: dimension i pairs with i + d/2 (`rotate_half`).
-    Halves,
-    /// DeepSeek MLA: dimensions 2i and 2i+1 pair up. transformers' DeepSeek-V2 rotates them in place
-    /// (complex multiply), DeepSeek-V3 de-interleaves first; q·k is identical either way.
-    Interleaved,
-}
+use crate::model::spec::RopePairing;
+use candle_core::{DType, Device, Tensor, D};
 
 #[derive(Clone, Debug)]
 pub struct Rotary {
-    /// `dim / 2` inverse frequencies (f32, as transformers computes them).
+    /// `rotary_dim / 2` inverse frequencies (f32, as transformers computes them).
     inv_freq: Vec<f32>,
-    /// YaRN's attention factor multiplied into cos and sin (1 otherwise).
+    /// Factor multiplied into cos and sin (YaRN's attention factor; 1 otherwise).
     attention_scaling: f32,
-    layout: RotaryLayout,
+    /// LongRoPE: the factor depends on the sequence: `(original_max, short, long)`.
+    length_scaling: Option<(usize, f32, f32)>,
+    pairing: RopePairing,
+    rotary_dim: usize,
 }
 
 impl Rotary {
-    /// Frequencies for `dim` rotated dimensions per head.
+    /// Frequencies for `rotary_dim` rotated dimensions per head.
     pub fn new(
         rope: &RopeConfig,
-        dim: usize,
+        rotary_dim: usize,
         max_position_embeddings: usize,
-        layout: RotaryLayout,
+        pairing: RopePairing,
     ) -> Self {
+        let dim = rotary_dim;
         let base = rope.theta;
         // pos_freqs[i] = base^(2i/dim); default inv_freq = 1 / pos_freqs.
         let pos_freqs: Vec<f64> = (0..dim / 2)
             .map(|i| base.powf((2 * i) as f64 / dim as f64))
             .collect();
+        let default = || pos_freqs.iter().map(|p| 1.0 / p).collect::<Vec<f64>>();
+        let mut length_scaling = None;
         let (inv_freq, attention_scaling) = match &rope.scaling {
-            RopeScaling::Default => (pos_freqs.iter().map(|p| 1.0 / p).collect::<Vec<_>>(), 1.0),
+            RopeScaling::Default => (default(), 1.0),
             RopeScaling::Linear { factor } => {
                 (pos_freqs.iter().map(|p| 1.0 / (p * factor)).collect(), 1.0)
             }
@@ -99,21 +97,96 @@ impl Rotary {
                     .collect();
                 (inv, attention)
             }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                // transformers `_compute_llama3_parameters`: long wavelengths divided by the
+                // factor, short ones kept, the band between interpolated smoothly.
+                let old = *original_max_position_embeddings as f64;
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                let inv = default()
+                    .into_iter()
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                        let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
+                        if medium {
+                            let smooth = (old / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * scaled / factor + smooth * scaled
+                        } else {
+                            scaled
+                        }
+                    })
+                    .collect();
+                (inv, 1.0)
+            }
+            RopeScaling::LongRope {
+                short_factor,
+                short_mscale,
+                long_mscale,
+                attention_factor,
+                factor,
+                original_max_position_embeddings,
+                ..
+            } => {
+                let original = *original_max_position_embeddings;
+                let factor = factor.unwrap_or(max_position_embeddings as f64 / original as f64);
+                let attention = attention_factor.unwrap_or(if factor <= 1.0 {
+                    1.0
+                } else {
+                    (1.0 + factor.ln() / (original as f64).ln()).sqrt()
+                });
+                length_scaling = Some((
+                    original,
+                    short_mscale.unwrap_or(attention) as f32,
+                    long_mscale.unwrap_or(attention) as f32,
+                ));
+                // transformers 5.23's Phimoe rotary recomputes the frequencies without a sequence
+                // length, which always selects `short_factor`.
+                let inv = pos_freqs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| 1.0 / (short_factor.get(i).copied().unwrap_or(1.0) * p))
+                    .collect();
+                (inv, attention)
+            }
         };
         Self {
             inv_freq: inv_freq.into_iter().map(|f| f as f32).collect(),
             attention_scaling: attention_scaling as f32,
-            layout,
+            length_scaling,
+            pairing,
+            rotary_dim,
         }
     }
 
-    /// cos and sin, each `[len, dim/2]`, for positions `start .. start + len`. Computed with tensor
-    /// ops on the compute device (f32 angles `position · inv_freq`, as transformers computes them):
-    /// building them on the host cost ~0.5 ms per layer at 512 tokens plus an upload on a GPU.
+    /// The cos/sin factor for a forward pass whose sequence ends at `sequence_end` positions.
+    fn scaling_for(&self, sequence_end: usize) -> f32 {
+        match self.length_scaling {
+            Some((original, short, long)) => {
+                if sequence_end > original {
+                    long
+                } else {
+                    short
+                }
+            }
+            None => self.attention_scaling,
+        }
+    }
+
+    /// cos and sin, each `[len, rotary_dim/2]`, for positions `start .. start + len`. Computed with
+    /// tensor ops on the compute device (f32 angles `position · inv_freq`, as transformers computes
+    /// them): building them on the host cost ~0.5 ms per layer at 512 tokens plus an upload on a GPU.
     fn cos_sin(
         &self,
         start: usize,
         len: usize,
+        scaling: f32,
         device: &Device,
         dtype: DType,
     ) -> Result<(Tensor, Tensor)> {
@@ -124,31 +197,46 @@ impl Rotary {
         let inv_freq = Tensor::from_slice(&self.inv_freq, (1, half), device)?;
         let angles = positions.broadcast_mul(&inv_freq)?;
         let scaled = |t: Tensor| -> Result<Tensor> {
-            let t = if self.attention_scaling == 1.0 {
+            let t = if scaling == 1.0 {
                 t
             } else {
-                t.affine(self.attention_scaling as f64, 0.0)?
+                t.affine(scaling as f64, 0.0)?
             };
             Ok(t.to_dtype(dtype)?)
         };
         Ok((scaled(angles.cos()?)?, scaled(angles.sin()?)?))
     }
 
-    /// Rotates `xs` (`[heads, len, dim]` tensors) for positions starting at `start`.
-    pub fn apply(&self, xs: &[&Tensor], start: usize) -> Result<Vec<Tensor>> {
+    /// Rotates `xs` (`[heads, len, head_dim]` tensors) for positions starting at `start`, in a
+    /// forward pass whose sequence ends at `sequence_end` (LongRoPE's scale depends on it). With
+    /// partial rotary only the first `rotary_dim` dimensions turn; the rest pass through.
+    pub fn apply(&self, xs: &[&Tensor], start: usize, sequence_end: usize) -> Result<Vec<Tensor>> {
         let Some(first) = xs.first() else {
             return Ok(Vec::new());
         };
-        let (_, len, _) = first.dims3()?;
-        let (cos, sin) = self.cos_sin(start, len, first.device(), first.dtype())?;
+        let (_, len, head_dim) = first.dims3()?;
+        let scaling = self.scaling_for(sequence_end);
+        let (cos, sin) = self.cos_sin(start, len, scaling, first.device(), first.dtype())?;
         xs.iter()
             .map(|x| {
-                let x4 = x.unsqueeze(0)?.contiguous()?;
-                let y = match self.layout {
-                    RotaryLayout::Halves => candle_nn::rotary_emb::rope(&x4, &cos, &sin)?,
-                    RotaryLayout::Interleaved => candle_nn::rotary_emb::rope_i(&x4, &cos, &sin)?,
+                let (rot, pass) = if self.rotary_dim < head_dim {
+                    (
+                        x.narrow(D::Minus1, 0, self.rotary_dim)?,
+                        Some(x.narrow(D::Minus1, self.rotary_dim, head_dim - self.rotary_dim)?),
+                    )
+                } else {
+                    ((*x).clone(), None)
                 };
-                Ok(y.squeeze(0)?)
+                let x4 = rot.unsqueeze(0)?.contiguous()?;
+                let y = match self.pairing {
+                    RopePairing::Halves => candle_nn::rotary_emb::rope(&x4, &cos, &sin)?,
+                    RopePairing::Interleaved => candle_nn::rotary_emb::rope_i(&x4, &cos, &sin)?,
+                }
+                .squeeze(0)?;
+                Ok(match pass {
+                    Some(pass) => Tensor::cat(&[&y, &pass], D::Minus1)?,
+                    None => y,
+                })
             })
             .collect()
     }
