@@ -5,8 +5,9 @@ Usage:
     python bench/gpu_parity.py MOESCOPE [--device cuda] [--out DIR]
 
 For every folder of tests/fixtures: runs `MOESCOPE trace` on the fixture's input ids in f32 on the
-device and checks that every token's chosen experts equal reference.json's (written by
-transformers on CPU), and that router logits agree within 1e-4. Then runs bf16 with both expert
+device with both expert kernels and checks that every token's chosen experts equal reference.json's
+(written by transformers on CPU), and that router logits, weights and the last position's logits
+agree within 1e-4. Then runs bf16 with both expert
 kernels and reports routing flips against the device's f32 run (`stats --compare-dtype f32`), which
 precision may cause and which are reported, not failed. Exits 1 on any f32 mismatch.
 """
@@ -50,20 +51,31 @@ def check_fixture(args, out: Path, ref_path: Path) -> tuple:
     fixture = ref_path.parent
     ref = json.loads(ref_path.read_text())
     ids = ",".join(str(i) for i in ref["input_ids"])
-    trace_path = out / f"{fixture.name}-f32.json"
-    subprocess.run([args.moescope, "trace", str(fixture), "--token-ids", ids, "--device", args.device,
-                    "--dtype", "f32", "--out", str(trace_path)], check=True, stderr=subprocess.PIPE, text=True)
-    trace = json.loads(trace_path.read_text())
-    device = trace["model"]["device"]
+    # f32 with both expert kernels: experts identical to transformers', logits, weights and the last
+    # position's logits within 1e-4 (relative to the logits' scale for the last ones).
     same = total = 0
     max_logit_diff = 0.0
-    for got, want in zip(trace["moe_layers"], ref["moe_layers"]):
-        for t, ids_want in enumerate(want["topk_ids"]):
-            total += 1
-            same += got["topk_ids"][t] == ids_want
-            max_logit_diff = max(max_logit_diff, max(
-                abs(a - b) for a, b in zip(got["router_logits"][t], want["router_logits"][t])))
-    ok = same == total and max_logit_diff <= 1e-4 and device.startswith(args.device)
+    ok = True
+    device = "-"
+    for kernel in ["fused", "grouped"]:
+        trace_path = out / f"{fixture.name}-f32-{kernel}.json"
+        subprocess.run([args.moescope, "trace", str(fixture), "--token-ids", ids, "--device", args.device,
+                        "--dtype", "f32", "--expert-kernel", kernel, "--out", str(trace_path)],
+                       check=True, stderr=subprocess.PIPE, text=True)
+        trace = json.loads(trace_path.read_text())
+        device = trace["model"]["device"]
+        for got, want in zip(trace["moe_layers"], ref["moe_layers"], strict=True):
+            for t, ids_want in enumerate(want["topk_ids"]):
+                total += 1
+                same += got["topk_ids"][t] == ids_want
+                max_logit_diff = max(max_logit_diff, max(
+                    abs(a - b) for a, b in zip(got["router_logits"][t], want["router_logits"][t])))
+                ok &= max(abs(a - b) for a, b in zip(got["topk_weights"][t], want["topk_weights"][t])) <= 1e-4
+        scale = max(1.0, max(abs(v) for v in ref["last_logits"]))
+        ok &= max(abs(a - b) for a, b in zip(trace["last_logits"], ref["last_logits"])) <= 1e-4 * scale
+    ok &= same == total and max_logit_diff <= 1e-4 and device.startswith(args.device)
+    total //= 2
+    same //= 2
     # The two expert kernels in bf16: same routing expected, outputs within bf16 noise.
     kernel_traces = {}
     for kernel in ["grouped", "fused"]:

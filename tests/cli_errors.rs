@@ -241,3 +241,133 @@ fn trace_and_info_succeed_on_a_fixture() {
     let (ok, stdout, _) = moescope(&["info", dir.to_str().unwrap()]);
     assert!(ok && stdout.contains("Mixtral"), "{stdout}");
 }
+
+/// Rewrites config.json's JSON through `edit`.
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
+/// The spec is validated when the checkpoint opens: an impossible top-k, groups that do not
+/// divide the experts, an unknown rope type, a zero sliding window or a sparsemixer with k ≠ 2
+/// are one-line errors naming config.json and the field, never a panic in a kernel.
+#[test]
+fn impossible_configs_are_refused_with_the_field_named() {
+    let cases: &[(&str, &str, fn(&mut serde_json::Value), &str)] = &[
+        (
+            "mixtral",
+            "topk99",
+            |c| c["num_experts_per_tok"] = 99.into(),
+            "num_experts_per_tok",
+        ),
+        (
+            "mixtral",
+            "topk0",
+            |c| c["num_experts_per_tok"] = 0.into(),
+            "1..=8",
+        ),
+        (
+            "deepseek-v3",
+            "groups",
+            |c| c["n_group"] = 3.into(),
+            "divide",
+        ),
+        (
+            "glm4-moe",
+            "topkgroup",
+            |c| c["topk_group"] = 9.into(),
+            "topk_group",
+        ),
+        (
+            "mixtral",
+            "rope",
+            |c| c["rope_parameters"]["rope_type"] = "fancy".into(),
+            "rope type 'fancy'",
+        ),
+        (
+            "phimoe",
+            "sparsemixer-k",
+            |c| c["num_experts_per_tok"] = 3.into(),
+            "sparsemixer",
+        ),
+        (
+            "dbrx",
+            "dbrx-topk",
+            |c| c["ffn_config"]["moe_top_k"] = 17.into(),
+            "ffn_config.moe_top_k",
+        ),
+        (
+            "ernie4_5-moe",
+            "ernie-k",
+            |c| c["moe_k"] = 0.into(),
+            "moe_k",
+        ),
+        (
+            "mixtral",
+            "heads",
+            |c| c["num_key_value_heads"] = 3.into(),
+            "num_key_value_heads",
+        ),
+        (
+            "gpt-oss",
+            "layer-types",
+            |c| c["layer_types"][0] = "strided".into(),
+            "layer_types[0]",
+        ),
+        (
+            "llama4-cg",
+            "text-config",
+            |c| c["text_config"]["num_local_experts"] = 0.into(),
+            "text_config.num_local_experts",
+        ),
+    ];
+    for (fixture, case, edit, needle) in cases {
+        let dir = copy_fixture(fixture, case);
+        edit_config(&dir, *edit);
+        let err = trace_fails(&dir, &[]);
+        assert!(
+            err.contains(needle) && err.contains("config.json"),
+            "{case}: {err}"
+        );
+    }
+}
+
+/// A tensor whose dtype the kernels cannot read is named with its dtype and file, not reported
+/// as missing.
+#[test]
+fn unsupported_tensor_dtype_is_named() {
+    let dir = copy_fixture("mixtral", "dtype");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            if n == "model.norm.weight" {
+                // Same bytes, declared as 4-byte integers.
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::I32,
+                    v.shape().to_vec(),
+                    v.data(),
+                )
+                .unwrap();
+                (n, view)
+            } else {
+                (n, v)
+            }
+        })
+        .collect();
+    let out = safetensors::serialize(tensors, None).unwrap();
+    std::fs::write(&path, out).unwrap();
+    let err = trace_fails(&dir, &[]);
+    assert!(
+        err.contains("model.norm.weight")
+            && err.contains("I32")
+            && err.contains("model.safetensors"),
+        "{err}"
+    );
+}

@@ -138,3 +138,108 @@ fn llama_like(
         notes: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Config quirks of released checkpoints that the fixtures (written by transformers 5.23)
+    //! do not show, each on a fixture config edited to the hub's form.
+
+    use super::super::config::{ModelConfig, RopeScaling};
+    use super::super::registry;
+    use super::super::spec::{ModelSpec, TemperatureTuning};
+    use serde_json::Value;
+    use std::path::Path;
+
+    fn spec_of(fixture: &str, edit: impl FnOnce(&mut Value)) -> ModelSpec {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture)
+            .join("config.json");
+        let mut json: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut json);
+        let cfg = ModelConfig::from_json_str(&json.to_string(), &path).unwrap();
+        let spec = (registry::lookup(&cfg).unwrap().spec)(&cfg).unwrap();
+        spec.validate().unwrap();
+        spec
+    }
+
+    /// databricks' config.json has θ only in `attn_config`; transformers 5.23 ignores it and uses
+    /// 10 000, and so does moescope — saying so in the spec's notes.
+    #[test]
+    fn dbrx_attn_config_rope_theta_is_ignored_with_a_note() {
+        let spec = spec_of("dbrx-v4", |c| {
+            c["attn_config"]["rope_theta"] = 500_000.0.into()
+        });
+        let super::super::spec::AttentionSpec::Gqa(a) = &spec.attention else {
+            panic!("DBRX is GQA")
+        };
+        assert_eq!(a.rope.theta, 10_000.0);
+        assert!(
+            spec.notes
+                .iter()
+                .any(|n| n.contains("attn_config.rope_theta")),
+            "{:?}",
+            spec.notes
+        );
+    }
+
+    /// Meta's Llama-4 configs write `attn_temperature_tuning: 4`.
+    #[test]
+    fn llama4_numeric_temperature_flag_is_accepted() {
+        let spec = spec_of("llama4-cg-v4", |c| {
+            c["text_config"]["attn_temperature_tuning"] = 4.into();
+        });
+        assert!(spec.layers.iter().any(|l| matches!(
+            l.attention.temperature_tuning,
+            Some(TemperatureTuning { .. })
+        )));
+        let off = spec_of("llama4-cg-v4", |c| {
+            c["text_config"]["attn_temperature_tuning"] = 0.into();
+        });
+        assert!(off
+            .layers
+            .iter()
+            .all(|l| l.attention.temperature_tuning.is_none()));
+    }
+
+    /// GLM-4-MoE rotates half of each head unless the config says otherwise.
+    #[test]
+    fn glm_partial_rotary_defaults_to_half() {
+        let spec = spec_of("glm4-moe-v4", |c| {
+            c.as_object_mut().unwrap().remove("partial_rotary_factor");
+        });
+        let super::super::spec::AttentionSpec::Gqa(a) = &spec.attention else {
+            panic!("GLM is GQA")
+        };
+        assert_eq!(a.rope.partial_rotary_factor, 0.5);
+        assert_eq!(a.rotary_dim(), a.head_dim / 2);
+    }
+
+    /// A GPT-OSS config without rope fields gets GptOssConfig's YaRN (factor 32, no truncation).
+    #[test]
+    fn gpt_oss_default_rope_is_untruncated_yarn() {
+        let spec = spec_of("gpt-oss-v4", |c| {
+            let o = c.as_object_mut().unwrap();
+            o.remove("rope_scaling");
+            o.remove("rope_theta");
+        });
+        let super::super::spec::AttentionSpec::Gqa(a) = &spec.attention else {
+            panic!("GPT-OSS is GQA")
+        };
+        assert_eq!(a.rope.theta, 150_000.0);
+        assert!(matches!(
+            a.rope.scaling,
+            RopeScaling::Yarn { factor, truncate: false, .. } if factor == 32.0
+        ));
+    }
+
+    /// The remote-code spelling of Phi-3.5-MoE's class opens the same family.
+    #[test]
+    fn phi_moe_hub_architecture_name_is_known() {
+        let spec = spec_of("phimoe-v4", |c| {
+            c["architectures"] = serde_json::json!(["PhiMoEForCausalLM"])
+        });
+        assert_eq!(spec.family, "Phi-3.5-MoE");
+    }
+}
