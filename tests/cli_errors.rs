@@ -256,7 +256,8 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 /// are one-line errors naming config.json and the field, never a panic in a kernel.
 #[test]
 fn impossible_configs_are_refused_with_the_field_named() {
-    let cases: &[(&str, &str, fn(&mut serde_json::Value), &str)] = &[
+    type Edit = fn(&mut serde_json::Value);
+    let cases: &[(&str, &str, Edit, &str)] = &[
         (
             "mixtral",
             "topk99",
