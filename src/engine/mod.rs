@@ -86,7 +86,7 @@ impl Engine {
     ) -> Result<Self> {
         let checkpoint = Checkpoint::open(path)?;
         let weights = checkpoint.weights(options.dtype, &options.device)?;
-        let weight_bytes = weights.num_elements() * options.dtype.size_in_bytes();
+        let weight_bytes = weights.size_bytes();
         let model = CausalLm::load_with_progress(
             checkpoint.spec.clone(),
             &weights,

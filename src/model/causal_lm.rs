@@ -2,8 +2,9 @@
 //! (attention + dense or MoE feed-forward), final norm, LM head. Built from a [`ModelSpec`] and the
 //! checkpoint's weights; the names passed to `pp` mirror the weight names.
 
+use super::host::{HostMatrix, Layout, Projection};
 use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, Projections, QkNorm};
-use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary};
+use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary, Weight};
 use super::moe::{resolve_kernel, MoeBlock};
 use super::record::{ExpertKernel, ForwardOptions, LayerRecord};
 use super::spec::{AttentionSpec, FfnKind, LayerSpec, ModelSpec, QkNormKind, QkvProjections};
@@ -11,12 +12,12 @@ use super::stopwatch::Stopwatch;
 use super::weights::{Prefixed, Weights};
 use crate::error::{Error, Result};
 use crate::trace::LayerTimings;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug)]
 enum FeedForward {
-    Dense(GatedMlp),
+    Dense(Box<GatedMlp>),
     Moe(Box<MoeBlock>),
 }
 
@@ -28,10 +29,40 @@ struct Block {
     ffn: FeedForward,
 }
 
+/// Token embeddings: the stored matrix on the CPU (rows decoded as they are looked up), a tensor
+/// on a GPU.
+#[derive(Clone, Debug)]
+enum Embedding {
+    Host(HostMatrix),
+    Tensor(Tensor),
+}
+
+impl Embedding {
+    /// `[ids, hidden]` in `dtype` on `device`.
+    fn lookup(&self, ids: &[u32], dtype: DType, device: &Device) -> Result<Tensor> {
+        match self {
+            Embedding::Host(m) => {
+                let h = m.cols;
+                let mut rows = vec![0f32; ids.len() * h];
+                for (row, &id) in rows.chunks_exact_mut(h).zip(ids) {
+                    m.decode_row(id as usize, 0, row);
+                }
+                Ok(Tensor::from_vec(rows, (ids.len(), h), device)?.to_dtype(dtype)?)
+            }
+            Embedding::Tensor(t) => {
+                let index = Tensor::from_vec(ids.to_vec(), ids.len(), device)?;
+                Ok(t.index_select(&index, 0)?.to_dtype(dtype)?)
+            }
+        }
+    }
+}
+
 /// A loaded model plus its KV cache.
 pub struct CausalLm {
     pub spec: ModelSpec,
-    embed: Tensor,
+    embed: Embedding,
+    device: Device,
+    dtype: DType,
     blocks: Vec<Block>,
     norm: Norm,
     lm_head: Linear,
@@ -54,9 +85,13 @@ impl CausalLm {
         let kernel = resolve_kernel(kernel, &weights.device, weights.dtype);
         let h = spec.hidden_size;
         let names = &spec.names;
-        let embed = weights
-            .pp(&names.embed)
-            .get("weight", &[spec.vocab_size, h])?;
+        let on_cpu = weights.device.is_cpu();
+        let embed_w = weights.pp(&names.embed);
+        let embed = if on_cpu {
+            Embedding::Host(embed_w.host("weight", &[spec.vocab_size, h])?)
+        } else {
+            Embedding::Tensor(embed_w.get_stored("weight", &[spec.vocab_size, h])?)
+        };
         let mut blocks = Vec::with_capacity(spec.num_layers);
         for (layer, layer_spec) in spec.layers.iter().enumerate() {
             let w = weights.pp(&names.layers).pp(layer);
@@ -71,12 +106,12 @@ impl CausalLm {
                         .unwrap_or(names.moe[0]);
                     FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), h, &spec.moe, kernel)?))
                 }
-                FfnKind::Dense => FeedForward::Dense(GatedMlp::load(
+                FfnKind::Dense => FeedForward::Dense(Box::new(GatedMlp::load(
                     &w.pp(names.dense_mlp),
                     h,
                     spec.dense.intermediate_size,
                     spec.dense.bias,
-                )?),
+                )?)),
             };
             blocks.push(Block {
                 input_norm: Norm::load(&w.pp(names.input_norm), h, &spec.norm)?,
@@ -101,19 +136,26 @@ impl CausalLm {
                 spec.lm_head_bias,
             )?
         } else {
-            Linear {
-                weight: embed.clone(),
-                bias: if spec.lm_head_bias {
-                    Some(weights.pp(&names.lm_head).get("bias", &[spec.vocab_size])?)
-                } else {
-                    None
-                },
-            }
+            let bias = if spec.lm_head_bias {
+                Some(weights.pp(&names.lm_head).get("bias", &[spec.vocab_size])?)
+            } else {
+                None
+            };
+            let weight = match &embed {
+                Embedding::Host(m) => Weight::Host(Projection {
+                    matrix: m.clone(),
+                    layout: Layout::OutIn,
+                }),
+                Embedding::Tensor(t) => Weight::Tensor(t.clone()),
+            };
+            Linear::new(weight, bias)?
         };
         let cache = vec![KvCache::default(); spec.num_layers];
         Ok(Self {
             spec,
             embed,
+            device: weights.device.clone(),
+            dtype: weights.dtype,
             blocks,
             norm,
             lm_head,
@@ -154,8 +196,7 @@ impl CausalLm {
                 vocab_size: self.spec.vocab_size,
             });
         }
-        let device = self.embed.device().clone();
-        let index = Tensor::from_vec(ids.to_vec(), ids.len(), &device)?;
+        let device = self.device.clone();
         let multipliers = self.spec.multipliers;
         let scaled = |t: Tensor, factor: f64| -> Result<Tensor> {
             Ok(if factor == 1.0 {
@@ -164,7 +205,10 @@ impl CausalLm {
                 t.affine(factor, 0.0)?
             })
         };
-        let mut x = scaled(self.embed.index_select(&index, 0)?, multipliers.embedding)?;
+        let mut x = scaled(
+            self.embed.lookup(ids, self.dtype, &device)?,
+            multipliers.embedding,
+        )?;
         for (layer, (block, cache)) in self.blocks.iter().zip(self.cache.iter_mut()).enumerate() {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Error::Cancelled);
@@ -198,7 +242,7 @@ impl CausalLm {
             });
         }
         let last = self.norm.forward(&x.narrow(0, ids.len() - 1, 1)?)?;
-        let mut logits = lm_head_logits(&self.lm_head, &last)?;
+        let mut logits = self.lm_head.forward_f32(&last)?;
         if multipliers.logits_divisor != 1.0 {
             let d = multipliers.logits_divisor as f32;
             logits.iter_mut().for_each(|l| *l /= d);
@@ -339,66 +383,4 @@ fn mla_softmax_scale(rope: &super::config::RopeConfig, qk_head_dim: usize) -> f6
         }
         _ => base,
     }
-}
-
-/// The LM head's logits (f32, `[vocab]`) for one position `x` (`[1, hidden]`). On the CPU a
-/// matrix-vector product over the head's own storage, accumulated in f32: candle's CPU matmul
-/// widened the whole bf16 head to f32 on every call (a 412 MB transient at OLMoE's vocabulary,
-/// the largest allocation of a forward pass, and ~200 ms), whatever slice of it was asked for.
-fn lm_head_logits(head: &Linear, x: &Tensor) -> Result<Vec<f32>> {
-    use candle_core::{CpuStorage, Storage};
-    use rayon::prelude::*;
-    let weight = &head.weight;
-    let direct = weight.device().is_cpu()
-        && weight.is_contiguous()
-        && matches!(weight.dtype(), DType::BF16 | DType::F16 | DType::F32);
-    if !direct {
-        return Ok(head
-            .forward(x)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1()?);
-    }
-    let x: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let (vocab, hidden) = weight.dims2()?;
-    let (storage, layout) = weight.storage_and_layout();
-    let range = layout.start_offset()..layout.start_offset() + vocab * hidden;
-    /// One row · x with eight partial sums, so the compiler vectorizes it.
-    fn dot<T: Copy>(row: &[T], x: &[f32], widen: impl Fn(T) -> f32) -> f32 {
-        let mut acc = [0f32; 8];
-        let (rows, xs) = (row.chunks_exact(8), x.chunks_exact(8));
-        let (row_tail, x_tail) = (rows.remainder(), xs.remainder());
-        for (r, xv) in rows.zip(xs) {
-            for i in 0..8 {
-                acc[i] += widen(r[i]) * xv[i];
-            }
-        }
-        let tail: f32 = row_tail
-            .iter()
-            .zip(x_tail)
-            .map(|(&r, v)| widen(r) * v)
-            .sum();
-        acc.iter().sum::<f32>() + tail
-    }
-    let logits = match &*storage {
-        Storage::Cpu(CpuStorage::BF16(w)) => w[range]
-            .par_chunks(hidden)
-            .map(|row| dot(row, &x, half::bf16::to_f32))
-            .collect(),
-        Storage::Cpu(CpuStorage::F16(w)) => w[range]
-            .par_chunks(hidden)
-            .map(|row| dot(row, &x, half::f16::to_f32))
-            .collect(),
-        Storage::Cpu(CpuStorage::F32(w)) => w[range]
-            .par_chunks(hidden)
-            .map(|row| dot(row, &x, |v| v))
-            .collect(),
-        _ => unreachable!("device and dtype checked above"),
-    };
-    let mut logits: Vec<f32> = logits;
-    if let Some(bias) = &head.bias {
-        let bias: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
-        logits.iter_mut().zip(bias).for_each(|(l, b)| *l += b);
-    }
-    Ok(logits)
 }

@@ -5,7 +5,7 @@
 use super::config::ModelConfig;
 use super::registry::{self, Family};
 use super::spec::ModelSpec;
-use super::weights::Weights;
+use super::weights::{Quantization, Weights};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ pub struct Checkpoint {
     pub family: &'static Family,
     pub spec: ModelSpec,
     pub weight_files: Vec<PathBuf>,
+    /// config.json's `quantization_config`, checked when the checkpoint opens.
+    pub quantization: Quantization,
     pub tokenizer: Option<tokenizers::Tokenizer>,
     pub tokenizer_path: Option<PathBuf>,
 }
@@ -38,6 +40,7 @@ impl Checkpoint {
         let spec = (family.spec)(&config)?;
         // The spec is checked once here, so no kernel sees an index or size it cannot use.
         spec.validate().map_err(|problem| config.bad(problem))?;
+        let quantization = quantization(&config)?;
         let weight_files = weight_files(&dir)?;
         let tokenizer_path = dir.join("tokenizer.json");
         let (tokenizer, tokenizer_path) = if tokenizer_path.is_file() {
@@ -57,6 +60,7 @@ impl Checkpoint {
             family,
             spec,
             weight_files,
+            quantization,
             tokenizer,
             tokenizer_path,
         })
@@ -64,7 +68,7 @@ impl Checkpoint {
 
     /// Maps the weights for compute in `dtype` on `device`.
     pub fn weights(&self, dtype: DType, device: &Device) -> Result<Weights> {
-        Weights::open(&self.weight_files, dtype, device)
+        Weights::open(&self.weight_files, self.quantization.clone(), dtype, device)
     }
 
     /// Turns text into the ids the model sees (special tokens such as BOS included).
@@ -134,6 +138,44 @@ fn byte_level_display(piece: &str) -> String {
             ),
         },
         None => piece.to_owned(),
+    }
+}
+
+/// config.json's `quantization_config`: FP8 (e4m3, block-scaled) and MXFP4 open; any other
+/// method is refused by name rather than computed wrong.
+fn quantization(cfg: &ModelConfig) -> Result<Quantization> {
+    let Some(q) = cfg.sub("quantization_config")? else {
+        return Ok(Quantization::None);
+    };
+    let method = q.opt_str("quant_method")?.unwrap_or_default();
+    match method.as_str() {
+        "fp8" => {
+            if let Some(fmt) = q.opt_str("fmt")? {
+                if fmt != "e4m3" {
+                    return Err(q.bad(format!(
+                        "'{}' = '{fmt}' is not supported (FP8 checkpoints open in e4m3)",
+                        q.field("fmt")
+                    )));
+                }
+            }
+            let block = q.usize_list("weight_block_size")?;
+            let block = match block.as_slice() {
+                [] => [128, 128],
+                [r, c] if *r > 0 && *c > 0 => [*r, *c],
+                _ => {
+                    return Err(q.bad(format!(
+                        "'{}' must be two positive integers",
+                        q.field("weight_block_size")
+                    )))
+                }
+            };
+            Ok(Quantization::Fp8 { block })
+        }
+        "mxfp4" => Ok(Quantization::Mxfp4),
+        other => Err(q.bad(format!(
+            "'{}' = '{other}' is not supported (supported: fp8, mxfp4; unquantized checkpoints need no quantization_config)",
+            q.field("quant_method")
+        ))),
     }
 }
 

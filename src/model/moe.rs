@@ -5,7 +5,8 @@
 //! `y = Σ_k w_k · (down · act(gate_up · x + b₁) + b₂)`, or with the weight on the input (Llama-4)
 //! `y = Σ_k down · act(gate_up · (w_k · x))`.
 
-use super::cpu_experts::{self, ExpertMath, PackedExperts, PackedMatrix};
+use super::cpu_experts::{ExpertMath, GateUp, HostExpert, HostExperts};
+use super::host::{Layout, Projection};
 use super::layers::{gated_activation, GatedMlp, Linear};
 use super::record::{CaptureLevel, ExpertKernel, ForwardOptions, MoeRecord};
 use super::spec::{
@@ -60,20 +61,16 @@ impl RoutedExperts {
 /// requested kernel ([`resolve_kernel`]).
 #[derive(Clone, Debug)]
 enum ExpertWeights {
-    /// Tensors for candle ops: the grouped path, and CUDA's fused kernel.
+    /// Tensors for candle ops: GPUs (grouped or batched), and the CPU's grouped path.
     Tensors(RoutedExperts),
-    /// Panels for the CPU kernel ([`PackedExperts`]), in the compute dtype (f32 or bf16).
-    Packed(PackedExperts),
+    /// The stored matrices for the CPU kernel ([`HostExperts`]), borrowing the file mapping.
+    Host(HostExperts),
 }
 
-/// The expert kernel that runs for `requested` on `device` in `dtype`: fused where a fused
-/// kernel exists (CPU with AVX-512F in f32/bf16; CUDA), grouped otherwise.
-pub fn resolve_kernel(requested: ExpertKernel, device: &Device, dtype: DType) -> ExpertKernel {
-    let fused = match device {
-        Device::Cpu => cpu_experts::supported() && matches!(dtype, DType::F32 | DType::BF16),
-        Device::Cuda(_) => true,
-        _ => false,
-    };
+/// The expert kernel that runs for `requested` on `device`: fused where a fused kernel exists
+/// (the CPU's host kernel, any dtype and ISA; CUDA's batched GEMM), grouped otherwise.
+pub fn resolve_kernel(requested: ExpertKernel, device: &Device, _dtype: DType) -> ExpertKernel {
+    let fused = matches!(device, Device::Cpu | Device::Cuda(_));
     match requested {
         ExpertKernel::Fused if fused => ExpertKernel::Fused,
         _ => ExpertKernel::Grouped,
@@ -90,6 +87,8 @@ struct SharedExperts {
 #[derive(Clone, Debug)]
 pub struct MoeBlock {
     gate: Linear,
+    /// Compute the logits from f32 activations (DeepSeek, GLM, ERNIE cast the router to f32).
+    gate_in_f32: bool,
     selection_bias: Option<Vec<f32>>,
     router: RouterSpec,
     math: ExpertMath,
@@ -103,34 +102,29 @@ impl MoeBlock {
     /// `kernel` has been through [`resolve_kernel`]: it decides the weights' layout.
     pub fn load(w: &Prefixed, hidden: usize, spec: &MoeSpec, kernel: ExpertKernel) -> Result<Self> {
         let e = spec.router.num_experts;
-        let gate_dtype = if spec.gate.in_f32 {
-            DType::F32
-        } else {
-            w.weights.dtype
-        };
         let gw = w.pp(spec.gate.module);
-        let gate = Linear {
-            weight: gw.get_as("weight", &[e, hidden], gate_dtype)?,
-            bias: if spec.gate.bias {
-                Some(gw.get_as("bias", &[e], gate_dtype)?)
-            } else {
-                None
-            },
-        };
+        let gate = Linear::load(&gw, hidden, e, spec.gate.bias)?;
         let selection_bias = match spec.gate.selection_bias {
             Some(name) if spec.router.selection_bias => {
                 Some(w.get_vector_as(name, e, DType::F32)?.to_vec1::<f32>()?)
             }
             _ => None,
         };
-        let packed = kernel == ExpertKernel::Fused && w.weights.device.is_cpu();
-        let experts = load_routed_experts(
-            &w.pp_opt(spec.experts.module),
-            &spec.experts,
-            e,
-            hidden,
-            packed,
-        )?;
+        let ew = w.pp_opt(spec.experts.module);
+        let host = load_host_experts(&ew, &spec.experts, e, hidden)?;
+        let on_cpu = w.weights.device.is_cpu();
+        let experts = if on_cpu && kernel == ExpertKernel::Fused {
+            ExpertWeights::Host(host)
+        } else {
+            // GPUs keep the stored dtype (bf16 stays bf16); the CPU's grouped path computes in
+            // the compute dtype.
+            let dtype = if on_cpu {
+                w.weights.dtype
+            } else {
+                stored_dtype(&host)
+            };
+            ExpertWeights::Tensors(tensor_experts(&ew, &spec.experts, &host, e, hidden, dtype)?)
+        };
         let shared = match &spec.shared {
             None => None,
             Some(s) => Some(SharedExperts {
@@ -143,6 +137,7 @@ impl MoeBlock {
         };
         Ok(Self {
             gate,
+            gate_in_f32: spec.gate.in_f32,
             selection_bias,
             router: spec.router.clone(),
             math: ExpertMath {
@@ -166,7 +161,11 @@ impl MoeBlock {
         timings: &mut LayerTimings,
     ) -> Result<(Tensor, MoeRecord)> {
         let (tokens, _) = x.dims2()?;
-        let gate_input = x.to_dtype(self.gate.weight.dtype())?;
+        let gate_input = if self.gate_in_f32 {
+            x.to_dtype(DType::F32)?
+        } else {
+            x.clone()
+        };
         let logits: Vec<f32> = self
             .gate
             .forward(&gate_input)?
@@ -185,9 +184,7 @@ impl MoeBlock {
         let mut expert_ms = Vec::new();
         let time = run.time_experts.then_some(&mut expert_ms);
         let routed = match (&self.experts, self.kernel) {
-            (ExpertWeights::Packed(packed), _) => {
-                packed_dispatch(packed, x, &routing, &self.math, time)?
-            }
+            (ExpertWeights::Host(host), _) => host_dispatch(host, x, &routing, &self.math, time)?,
             (ExpertWeights::Tensors(t), kernel) => {
                 let fused = match kernel {
                     ExpertKernel::Fused => batched::dispatch(t, x, &routing, &self.math)?,
@@ -239,69 +236,182 @@ impl MoeBlock {
     }
 }
 
-/// One expert's weights in the kernels' form: gate-then-up `[2I, H]`, down `[H, I]`.
+/// One expert's weights in the tensor paths' form: gate-then-up `[2I, H]`, down `[H, I]`.
 type ExpertPair = (Tensor, Tensor);
 
-/// Reads expert `n` from whichever layout `spec` names, into [`ExpertPair`] form.
-fn load_expert(
+/// `p`'s `n`-th of `count` equal row blocks (one expert of a stacked projection).
+fn expert_slice(p: &Projection, n: usize, count: usize) -> Projection {
+    let rows = p.matrix.rows / count;
+    Projection {
+        matrix: p.matrix.rows(n * rows, rows),
+        layout: p.layout,
+    }
+}
+
+fn layout_of(orientation: Orientation) -> Layout {
+    match orientation {
+        Orientation::OutIn => Layout::OutIn,
+        Orientation::InOut => Layout::InOut,
+    }
+}
+
+/// The routed experts under `ew` as stored matrices (borrowing the mapping), whatever the
+/// layout `spec` names: per-expert tensors, transformers 5's packed tensors, stacked
+/// `[E, out, in]`/`[E, in, out]` (plain, FP8 or MXFP4) or DBRX's flat `[E·I, H]`.
+fn load_host_experts(
     ew: &Prefixed,
     spec: &ExpertSpec,
     e: usize,
     hidden: usize,
-    n: usize,
-) -> Result<ExpertPair> {
+) -> Result<HostExperts> {
     let i = spec.intermediate_size;
-    match spec.layout {
-        ExpertLayout::PerExpert { gate, up, down } => {
-            // transformers 5's in-memory (packed) layout, when a checkpoint was saved that way.
-            if ew.contains("gate_up_proj") {
-                return Ok((
-                    ew.get_index("gate_up_proj", n, &[e, 2 * i, hidden])?,
-                    ew.get_index("down_proj", n, &[e, hidden, i])?,
-                ));
-            }
-            let x = ew.pp(n);
-            let g = x.pp(gate).get("weight", &[i, hidden])?;
-            let u = x.pp(up).get("weight", &[i, hidden])?;
-            Ok((
-                Tensor::cat(&[&g, &u], 0)?,
-                x.pp(down).get("weight", &[hidden, i])?,
-            ))
-        }
+    let stacked = |gate_up: &str,
+                   down: &str,
+                   layout: Layout,
+                   order: GateUpOrder|
+     -> Result<Vec<HostExpert>> {
+        let gu = ew.projection(gate_up, Some(e), 2 * i, hidden, layout)?;
+        let d = ew.projection(down, Some(e), hidden, i, layout)?;
+        Ok((0..e)
+            .map(|n| HostExpert {
+                gate_up: GateUp::Fused(expert_slice(&gu, n, e), order),
+                down: expert_slice(&d, n, e),
+            })
+            .collect())
+    };
+    let experts = match spec.layout {
+        // transformers 5's in-memory (packed) layout, when a checkpoint was saved that way.
+        ExpertLayout::PerExpert { .. } if ew.contains_matrix("gate_up_proj") => stacked(
+            "gate_up_proj",
+            "down_proj",
+            Layout::OutIn,
+            GateUpOrder::Halves,
+        )?,
+        ExpertLayout::PerExpert { gate, up, down } => (0..e)
+            .map(|n| {
+                let x = ew.pp(n);
+                Ok(HostExpert {
+                    gate_up: GateUp::Split {
+                        gate: x
+                            .pp(gate)
+                            .projection("weight", None, i, hidden, Layout::OutIn)?,
+                        up: x
+                            .pp(up)
+                            .projection("weight", None, i, hidden, Layout::OutIn)?,
+                    },
+                    down: x
+                        .pp(down)
+                        .projection("weight", None, hidden, i, Layout::OutIn)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
         ExpertLayout::Stacked {
             gate_up,
             down,
             orientation,
             gate_up_order,
-        } => {
-            let (gu, d) = match orientation {
-                Orientation::OutIn => (
-                    ew.get_index(gate_up, n, &[e, 2 * i, hidden])?,
-                    ew.get_index(down, n, &[e, hidden, i])?,
-                ),
-                // `x @ W`: stored [in, out], transposed once here.
-                Orientation::InOut => (
-                    ew.get_index(gate_up, n, &[e, hidden, 2 * i])?
-                        .t()?
-                        .contiguous()?,
-                    ew.get_index(down, n, &[e, i, hidden])?.t()?.contiguous()?,
-                ),
-            };
-            let gu = match gate_up_order {
-                GateUpOrder::Halves => gu,
-                GateUpOrder::Interleaved => deinterleave_rows(&gu)?,
-            };
-            Ok((gu, d))
-        }
+        } => stacked(gate_up, down, layout_of(orientation), gate_up_order)?,
         ExpertLayout::DbrxFlat => {
             let shape = [e * i, hidden];
-            let g = ew.get_block("w1", &shape, n, e)?;
-            let u = ew.get_block("v1", &shape, n, e)?;
-            // w2[e] is [I, H] and used as `h @ w2[e]`: down is its transpose.
-            let d = ew.get_block("w2", &shape, n, e)?.t()?.contiguous()?;
-            Ok((Tensor::cat(&[&g, &u], 0)?, d))
+            let (w1, v1, w2) = (
+                ew.host("w1", &shape)?,
+                ew.host("v1", &shape)?,
+                ew.host("w2", &shape)?,
+            );
+            (0..e)
+                .map(|n| HostExpert {
+                    gate_up: GateUp::Split {
+                        gate: Projection {
+                            matrix: w1.rows(n * i, i),
+                            layout: Layout::OutIn,
+                        },
+                        up: Projection {
+                            matrix: v1.rows(n * i, i),
+                            layout: Layout::OutIn,
+                        },
+                    },
+                    // w2[e] is [I, H] and used as `h @ w2[e]`.
+                    down: Projection {
+                        matrix: w2.rows(n * i, i),
+                        layout: Layout::InOut,
+                    },
+                })
+                .collect()
         }
+    };
+    let biases = if spec.bias {
+        let (gate_up, down) = bias_names(spec);
+        Some((
+            ew.get_as(&format!("{gate_up}_bias"), &[e, 2 * i], DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
+            ew.get_as(&format!("{down}_bias"), &[e, hidden], DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
+        ))
+    } else {
+        None
+    };
+    Ok(HostExperts { experts, biases })
+}
+
+/// Names of the stacked projections whose `_bias` tensors hold the expert biases.
+fn bias_names(spec: &ExpertSpec) -> (&'static str, &'static str) {
+    match spec.layout {
+        ExpertLayout::Stacked { gate_up, down, .. } => (gate_up, down),
+        ExpertLayout::PerExpert { .. } | ExpertLayout::DbrxFlat => ("gate_up_proj", "down_proj"),
     }
+}
+
+/// The dtype a GPU keeps the experts in: their stored float dtype (bf16 for quantized ones).
+fn stored_dtype(host: &HostExperts) -> DType {
+    use super::host::Format;
+    match host.experts.first().map(|e| &e.down.matrix.format) {
+        Some(Format::F32) => DType::F32,
+        Some(Format::F16) => DType::F16,
+        _ => DType::BF16,
+    }
+}
+
+/// The experts as candle tensors in `dtype` on the compute device, in [`ExpertPair`] form
+/// (de-interleaved, transposed where stored `[in, out]`), plus biases `[E, 2I]`, `[E, H]`.
+fn tensor_experts(
+    ew: &Prefixed,
+    spec: &ExpertSpec,
+    host: &HostExperts,
+    e: usize,
+    hidden: usize,
+    dtype: DType,
+) -> Result<RoutedExperts> {
+    let i = spec.intermediate_size;
+    let weights = ew.weights;
+    let tensor = |p: &Projection, out_dim: usize, in_dim: usize| -> Result<Tensor> {
+        Ok(match p.layout {
+            Layout::OutIn => weights.tensor_of(&p.matrix, &[out_dim, in_dim], dtype)?,
+            Layout::InOut => weights
+                .tensor_of(&p.matrix, &[in_dim, out_dim], dtype)?
+                .t()?
+                .contiguous()?,
+        })
+    };
+    let experts = host
+        .experts
+        .iter()
+        .map(|x| -> Result<ExpertPair> {
+            let gu = match &x.gate_up {
+                GateUp::Fused(p, GateUpOrder::Halves) => tensor(p, 2 * i, hidden)?,
+                GateUp::Fused(p, GateUpOrder::Interleaved) => {
+                    deinterleave_rows(&tensor(p, 2 * i, hidden)?)?
+                }
+                GateUp::Split { gate, up } => {
+                    Tensor::cat(&[&tensor(gate, i, hidden)?, &tensor(up, i, hidden)?], 0)?
+                }
+            };
+            Ok((gu, tensor(&x.down, hidden, i)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let biases = load_expert_biases(ew, spec, e, hidden)?;
+    RoutedExperts::new(experts, biases)
 }
 
 /// Rows `g0, u0, g1, u1, …` (GPT-OSS's interleaved gate/up) → `g0, g1, …, u0, u1, …`.
@@ -313,7 +423,8 @@ fn deinterleave_rows(x: &Tensor) -> Result<Tensor> {
         .reshape((rows, cols))?)
 }
 
-/// The experts' biases `[E, 2I]` (gate then up, de-interleaved like the weights) and `[E, H]`.
+/// The experts' biases for the tensor paths: `[E, 2I]` (gate then up, de-interleaved like the
+/// weights) and `[E, H]`, in the compute dtype.
 fn load_expert_biases(
     ew: &Prefixed,
     spec: &ExpertSpec,
@@ -324,17 +435,14 @@ fn load_expert_biases(
         return Ok(None);
     }
     let i = spec.intermediate_size;
-    let (gate_up, down, interleaved) = match spec.layout {
+    let (gate_up, down) = bias_names(spec);
+    let interleaved = matches!(
+        spec.layout,
         ExpertLayout::Stacked {
-            gate_up,
-            down,
-            gate_up_order,
+            gate_up_order: GateUpOrder::Interleaved,
             ..
-        } => (gate_up, down, gate_up_order == GateUpOrder::Interleaved),
-        ExpertLayout::PerExpert { .. } | ExpertLayout::DbrxFlat => {
-            ("gate_up_proj", "down_proj", false)
         }
-    };
+    );
     let gu = ew.get(&format!("{gate_up}_bias"), &[e, 2 * i])?;
     let gu = if interleaved {
         gu.reshape((e, i, 2))?
@@ -347,60 +455,16 @@ fn load_expert_biases(
     Ok(Some((gu, ew.get(&format!("{down}_bias"), &[e, hidden])?)))
 }
 
-/// Reads the routed experts under `ew` as tensors or (`packed`) as CPU panels. Experts are
-/// converted one at a time, so loading holds at most one expert twice.
-fn load_routed_experts(
-    ew: &Prefixed,
-    spec: &ExpertSpec,
-    e: usize,
-    hidden: usize,
-    packed: bool,
-) -> Result<ExpertWeights> {
-    let i = spec.intermediate_size;
-    let biases = load_expert_biases(ew, spec, e, hidden)?;
-    if packed {
-        let pack = |t: &Tensor, n: usize, k: usize| -> Result<PackedMatrix> {
-            Ok(match t.dtype() {
-                DType::BF16 => PackedMatrix::from_bf16(&t.flatten_all()?.to_vec1()?, n, k),
-                _ => {
-                    PackedMatrix::from_f32(&t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?, n, k)
-                }
-            })
-        };
-        let host = |t: &Tensor| -> Result<Vec<f32>> {
-            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-        };
-        let mut experts = PackedExperts {
-            gate_up: Vec::with_capacity(e),
-            down: Vec::with_capacity(e),
-            biases: match &biases {
-                Some((gu, d)) => Some((host(gu)?, host(d)?)),
-                None => None,
-            },
-        };
-        for n in 0..e {
-            let (gate_up, down) = load_expert(ew, spec, e, hidden, n)?;
-            experts.gate_up.push(pack(&gate_up, 2 * i, hidden)?);
-            experts.down.push(pack(&down, hidden, i)?);
-        }
-        return Ok(ExpertWeights::Packed(experts));
-    }
-    let experts = (0..e)
-        .map(|n| load_expert(ew, spec, e, hidden, n))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(ExpertWeights::Tensors(RoutedExperts::new(experts, biases)?))
-}
-
-/// The CPU fused path: activations to f32, [`PackedExperts::forward`], back to the compute dtype.
-fn packed_dispatch(
-    experts: &PackedExperts,
+/// The CPU fused path: activations to f32, [`HostExperts::forward`], back to the compute dtype.
+fn host_dispatch(
+    experts: &HostExperts,
     x: &Tensor,
     routing: &Routing,
     math: &ExpertMath,
     expert_ms: Option<&mut Vec<f64>>,
 ) -> Result<Tensor> {
     let (tokens, hidden) = x.dims2()?;
-    let num_experts = experts.gate_up.len();
+    let num_experts = experts.experts.len();
     let (order, counts) = group_by_expert(routing, num_experts);
     let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let y = experts.forward(
@@ -446,13 +510,14 @@ fn expert_ops(
     bias: Option<(Tensor, Tensor)>,
     activation: Activation,
 ) -> Result<Tensor> {
-    let mut gu = xe.matmul(&gate_up.t()?)?;
+    let dtype = xe.dtype();
+    let mut gu = xe.matmul(&gate_up.to_dtype(dtype)?.t()?)?;
     if let Some((b, _)) = &bias {
-        gu = gu.broadcast_add(b)?;
+        gu = gu.broadcast_add(&b.to_dtype(dtype)?)?;
     }
-    let mut y = gated_activation(&gu, activation)?.matmul(&down.t()?)?;
+    let mut y = gated_activation(&gu, activation)?.matmul(&down.to_dtype(dtype)?.t()?)?;
     if let Some((_, b)) = &bias {
-        y = y.broadcast_add(b)?;
+        y = y.broadcast_add(&b.to_dtype(dtype)?)?;
     }
     Ok(y)
 }
@@ -606,14 +671,16 @@ mod batched {
             expert_of_chunk,
             chunk_rows: c,
         };
-        let mut gu = xe.apply_op2_no_bwd(&all_gate_up.contiguous()?, &op)?;
+        // GPUs keep the stored dtype; the matmul runs in the activations'.
+        let dtype = x.dtype();
+        let mut gu = xe.apply_op2_no_bwd(&all_gate_up.to_dtype(dtype)?.contiguous()?, &op)?;
         if let Some((b, _)) = &experts.biases {
-            gu = (gu + b.index_select(&slot_experts, 0)?)?;
+            gu = (gu + b.to_dtype(dtype)?.index_select(&slot_experts, 0)?)?;
         }
         let h = gated_activation(&gu, math.activation)?.contiguous()?;
-        let mut y = h.apply_op2_no_bwd(&all_down.contiguous()?, &op)?;
+        let mut y = h.apply_op2_no_bwd(&all_down.to_dtype(dtype)?.contiguous()?, &op)?;
         if let Some((_, b)) = &experts.biases {
-            y = (y + b.index_select(&slot_experts, 0)?)?;
+            y = (y + b.to_dtype(dtype)?.index_select(&slot_experts, 0)?)?;
         }
         let n = order.len();
         let mut picked = y.index_select(&Tensor::from_vec(slot_of_assignment, n, device)?, 0)?;
@@ -704,7 +771,7 @@ mod tests {
             .unwrap()
     }
 
-    /// The grouped, batched (chunked) and packed CPU paths compute the definition, for even
+    /// The grouped, batched (chunked) and host CPU paths compute the definition, for even
     /// routing and for routing that sends every token to one expert, for plain SwiGLU and for
     /// GPT-OSS's clamped activation with biases, with the weight on the output or the input.
     #[test]
@@ -760,11 +827,8 @@ mod tests {
                     .unwrap()
                     .expect("stacked");
                 assert!(diff(&want, &batched) < 1e-5, "batched {math:?}");
-                if cpu_experts::supported() {
-                    let packed = pack(&ex);
-                    let y = packed_dispatch(&packed, &x, r, &math, None).unwrap();
-                    assert!(diff(&want, &y) < 1e-4, "packed {math:?}");
-                }
+                let y = host_dispatch(&host_of(&ex), &x, r, &math, None).unwrap();
+                assert!(diff(&want, &y) < 1e-4, "host {math:?}");
             }
         }
     }
@@ -806,17 +870,30 @@ mod tests {
         assert!(c <= 64, "{c}");
     }
 
-    fn pack(ex: &RoutedExperts) -> PackedExperts {
-        let (gate_up, down) = ex.stacked.as_ref().unwrap();
-        let (e, two_i, h) = gate_up.dims3().unwrap();
+    /// The same experts as host matrices (f32, stored `[out, in]`).
+    fn host_of(ex: &RoutedExperts) -> HostExperts {
+        use crate::model::host::{Bytes, Format, HostMatrix};
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let pack = |t: Tensor, n, k| PackedMatrix::from_f32(&flat(&t), n, k);
-        PackedExperts {
-            gate_up: (0..e)
-                .map(|n| pack(gate_up.get(n).unwrap(), two_i, h))
-                .collect(),
-            down: (0..e)
-                .map(|n| pack(down.get(n).unwrap(), h, two_i / 2))
+        let proj = |t: &Tensor| {
+            let (rows, cols) = t.dims2().unwrap();
+            Projection {
+                matrix: HostMatrix {
+                    bytes: Bytes::Owned(flat(t).iter().flat_map(|v| v.to_le_bytes()).collect()),
+                    format: Format::F32,
+                    rows,
+                    cols,
+                },
+                layout: Layout::OutIn,
+            }
+        };
+        HostExperts {
+            experts: ex
+                .experts
+                .iter()
+                .map(|(gu, d)| HostExpert {
+                    gate_up: GateUp::Fused(proj(gu), GateUpOrder::Halves),
+                    down: proj(d),
+                })
                 .collect(),
             biases: ex.biases.as_ref().map(|(g, d)| (flat(g), flat(d))),
         }

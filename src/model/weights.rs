@@ -1,20 +1,47 @@
 //! Safetensors weights, memory-mapped.
 //!
 //! Each file is mapped once and its header validated once (a truncated or corrupt file fails here,
-//! naming the file, rather than later with an out-of-bounds read). Tensors are materialized one at a
-//! time in the compute dtype, straight from the mapping: the file is never read into a buffer whole.
+//! naming the file, rather than later with an out-of-bounds read). Two ways out:
+//! - [`Weights::host`]: a [`HostMatrix`] borrowing the mapping in the stored format (f32, bf16,
+//!   f16, FP8 with its block scales, MXFP4 with its exponents) — what the CPU kernels read, so
+//!   nothing is copied at load and resident memory is the pages actually touched;
+//! - [`Weights::get`] and friends: a candle tensor in a given dtype on the compute device, copied
+//!   out of the mapping in chunks whose pages are dropped as they go (GPU weights, norms, biases).
 
+use super::host::{Bytes, Format, HostMatrix, Layout, Projection};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How the checkpoint is quantized (config.json `quantization_config`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Quantization {
+    #[default]
+    None,
+    /// Block-scaled FP8 (`quant_method: "fp8"`, e4m3): a quantized weight is an F8_E4M3 tensor
+    /// with a `<name>_scale_inv` multiplier per `block` tile. DeepSeek lists no skipped modules,
+    /// so quantized tensors are recognised by their dtype and scale tensor, not by name.
+    Fp8 { block: [usize; 2] },
+    /// MXFP4 (`quant_method: "mxfp4"`, GPT-OSS): experts as `<name>_blocks` + `<name>_scales`.
+    Mxfp4,
+}
+
+impl Quantization {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Quantization::None => "none",
+            Quantization::Fp8 { .. } => "fp8",
+            Quantization::Mxfp4 => "mxfp4",
+        }
+    }
+}
 
 struct Entry {
     file: usize,
-    /// `Err(name)` for a dtype the kernels cannot read (F8, integers…): an error when used,
-    /// naming the dtype and file, not a "missing tensor".
-    dtype: std::result::Result<DType, String>,
+    dtype: safetensors::Dtype,
     shape: Vec<usize>,
     start: usize,
     end: usize,
@@ -22,16 +49,22 @@ struct Entry {
 
 /// All tensors of a checkpoint, from one or several safetensors files.
 pub struct Weights {
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, Arc<Mmap>)>,
     entries: HashMap<String, Entry>,
-    /// Dtype the tensors are converted to when loaded.
+    pub quantization: Quantization,
+    /// Dtype tensors are converted to by [`Weights::get`] (the compute dtype).
     pub dtype: DType,
     pub device: Device,
 }
 
 impl Weights {
     /// Maps `paths` and indexes their tensors.
-    pub fn open(paths: &[PathBuf], dtype: DType, device: &Device) -> Result<Self> {
+    pub fn open(
+        paths: &[PathBuf],
+        quantization: Quantization,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let mut files = Vec::with_capacity(paths.len());
         let mut entries = HashMap::new();
         for (file_idx, path) in paths.iter().enumerate() {
@@ -54,30 +87,25 @@ impl Weights {
                 .map_err(|e| corrupt(describe_safetensors_error(&e, mmap.len())))?;
             let base = mmap.as_ptr() as usize;
             for (name, view) in st.tensors() {
-                let dtype = match view.dtype() {
-                    safetensors::Dtype::F32 => Ok(DType::F32),
-                    safetensors::Dtype::BF16 => Ok(DType::BF16),
-                    safetensors::Dtype::F16 => Ok(DType::F16),
-                    other => Err(format!("{other:?}")),
-                };
                 let data = view.data();
                 let start = data.as_ptr() as usize - base;
                 entries.insert(
                     name,
                     Entry {
                         file: file_idx,
-                        dtype,
+                        dtype: view.dtype(),
                         shape: view.shape().to_vec(),
                         start,
                         end: start + data.len(),
                     },
                 );
             }
-            files.push((path.clone(), mmap));
+            files.push((path.clone(), Arc::new(mmap)));
         }
         Ok(Self {
             files,
             entries,
+            quantization,
             dtype,
             device: device.clone(),
         })
@@ -110,12 +138,212 @@ impl Weights {
         self.entries.values().map(|e| e.end - e.start).sum()
     }
 
-    /// Total elements of all tensors (what the model holds once loaded, in any dtype).
-    pub fn num_elements(&self) -> usize {
-        self.entries
-            .values()
-            .map(|e| e.shape.iter().product::<usize>())
-            .sum()
+    /// `name`'s entry, checked to have `shape`.
+    fn entry_of_shape(&self, name: &str, shape: &[usize]) -> Result<&Entry> {
+        let entry = self.entry(name)?;
+        if entry.shape != shape {
+            return Err(self.mismatch(name, shape, entry));
+        }
+        Ok(entry)
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_owned(),
+            path: self.where_looked(),
+        })
+    }
+
+    fn mismatch(&self, name: &str, expected: &[usize], entry: &Entry) -> Error {
+        Error::ShapeMismatch {
+            name: name.to_owned(),
+            expected: expected.to_vec(),
+            found: entry.shape.clone(),
+            path: self.files[entry.file].0.clone(),
+        }
+    }
+
+    fn bad_tensor(&self, name: &str, entry: &Entry, problem: String) -> Error {
+        Error::CorruptWeights {
+            path: self.files[entry.file].0.clone(),
+            problem: format!("tensor '{name}': {problem}"),
+        }
+    }
+
+    fn bytes_of(&self, entry: &Entry) -> Bytes {
+        Bytes::Mapped {
+            map: self.files[entry.file].1.clone(),
+            start: entry.start,
+            len: entry.end - entry.start,
+        }
+    }
+
+    /// `name` (of shape `shape`, leading dimensions folded into rows) as a matrix in its stored
+    /// format, borrowing the mapping. FP8 weights come with their scales.
+    pub fn host(&self, name: &str, shape: &[usize]) -> Result<HostMatrix> {
+        let entry = self.entry_of_shape(name, shape)?;
+        let cols = shape.last().copied().unwrap_or(1);
+        let rows = shape.iter().product::<usize>() / cols.max(1);
+        let format = match entry.dtype {
+            safetensors::Dtype::F32 => Format::F32,
+            safetensors::Dtype::BF16 => Format::Bf16,
+            safetensors::Dtype::F16 => Format::F16,
+            safetensors::Dtype::F8_E4M3 => self.fp8_format(name, entry, rows, cols)?,
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    name: name.to_owned(),
+                    dtype: format!("{other:?}"),
+                    path: self.files[entry.file].0.clone(),
+                })
+            }
+        };
+        Ok(HostMatrix {
+            bytes: self.bytes_of(entry),
+            format,
+            rows,
+            cols,
+        })
+    }
+
+    /// The block scales of FP8 weight `name`: `<name>_scale_inv`, `[ceil(rows / b0), ceil(cols /
+    /// b1)]` in f32 or bf16 (publishers differ), checked against the tile grid.
+    fn fp8_format(&self, name: &str, entry: &Entry, rows: usize, cols: usize) -> Result<Format> {
+        let block = match self.quantization {
+            Quantization::Fp8 { block } => block,
+            // An F8 tensor in a checkpoint that does not say how it is scaled.
+            _ => [128, 128],
+        };
+        let scale_name = format!("{name}_scale_inv");
+        let Some(scale) = self.entries.get(&scale_name) else {
+            return Err(self.bad_tensor(
+                name,
+                entry,
+                format!("F8_E4M3 weight without its scale tensor '{scale_name}'"),
+            ));
+        };
+        let grid = [rows.div_ceil(block[0]), cols.div_ceil(block[1])];
+        let folded = match scale.shape.as_slice() {
+            [r, c] => [*r, *c],
+            [c] => [1, *c],
+            _ => [0, 0],
+        };
+        if folded != grid {
+            return Err(self.bad_tensor(
+                &scale_name,
+                scale,
+                format!(
+                    "scales of shape {:?} do not tile a {rows}×{cols} weight in {}×{} blocks (expected {:?})",
+                    scale.shape, block[0], block[1], grid
+                ),
+            ));
+        }
+        let bytes = self.bytes_of(scale);
+        let raw = bytes.as_slice();
+        let scales: Vec<f32> = match scale.dtype {
+            safetensors::Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            safetensors::Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(self.bad_tensor(
+                    &scale_name,
+                    scale,
+                    format!("scale dtype {other:?} is not f32 or bf16"),
+                ))
+            }
+        };
+        Ok(Format::Fp8E4m3 {
+            scales: scales.into(),
+            block,
+        })
+    }
+
+    /// A projection `[out, in]` (or `[in, out]` when `layout` is InOut), optionally stacked over
+    /// `experts`, whatever its storage: a plain or FP8 tensor `name`, or MXFP4 `<name>_blocks` +
+    /// `<name>_scales`, which is always stored `[out, in]` (so a layout asked as InOut comes back
+    /// OutIn).
+    pub fn projection(
+        &self,
+        name: &str,
+        experts: Option<usize>,
+        out_dim: usize,
+        in_dim: usize,
+        layout: Layout,
+    ) -> Result<Projection> {
+        let blocks = format!("{name}_blocks");
+        if !self.contains(name) && self.contains(&blocks) {
+            return Ok(Projection {
+                matrix: self.mxfp4(name, experts.unwrap_or(1), out_dim, in_dim)?,
+                layout: Layout::OutIn,
+            });
+        }
+        let mut shape: Vec<usize> = experts.into_iter().collect();
+        match layout {
+            Layout::OutIn => shape.extend([out_dim, in_dim]),
+            Layout::InOut => shape.extend([in_dim, out_dim]),
+        }
+        Ok(Projection {
+            matrix: self.host(name, &shape)?,
+            layout,
+        })
+    }
+
+    /// MXFP4 `<name>_blocks` U8 `[E, out, in/32, 16]` and `<name>_scales` U8 `[E, out, in/32]`.
+    fn mxfp4(
+        &self,
+        name: &str,
+        experts: usize,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<HostMatrix> {
+        let blocks_name = format!("{name}_blocks");
+        let scales_name = format!("{name}_scales");
+        let blocks = self.entry(&blocks_name)?;
+        let scales = self.entry(&scales_name)?;
+        if !in_dim.is_multiple_of(32) {
+            return Err(self.bad_tensor(
+                &blocks_name,
+                blocks,
+                format!("MXFP4 needs the input size ({in_dim}) to be a multiple of 32"),
+            ));
+        }
+        let want_blocks = [experts, out_dim, in_dim / 32, 16];
+        let want_scales = [experts, out_dim, in_dim / 32];
+        // A single matrix may be stored without the expert dimension.
+        let folded = |shape: &[usize], want: &[usize]| -> Vec<usize> {
+            if shape.len() + 1 == want.len() {
+                std::iter::once(1).chain(shape.iter().copied()).collect()
+            } else {
+                shape.to_vec()
+            }
+        };
+        for (n, e, want) in [
+            (&blocks_name, blocks, &want_blocks[..]),
+            (&scales_name, scales, &want_scales[..]),
+        ] {
+            if e.dtype != safetensors::Dtype::U8 {
+                return Err(self.bad_tensor(
+                    n,
+                    e,
+                    format!("MXFP4 data must be U8, found {:?}", e.dtype),
+                ));
+            }
+            if folded(&e.shape, want) != want {
+                return Err(self.mismatch(n, want, e));
+            }
+        }
+        Ok(HostMatrix {
+            bytes: self.bytes_of(blocks),
+            format: Format::Mxfp4 {
+                scales: self.bytes_of(scales),
+            },
+            rows: experts * out_dim,
+            cols: in_dim,
+        })
     }
 
     /// Loads `name`, checking its shape, converted to the compute dtype on the compute device.
@@ -129,54 +357,31 @@ impl Weights {
         self.materialize(name, entry, entry.start..entry.end, shape, dtype)
     }
 
-    /// Loads `name[index]` (dim 0) of a tensor of shape `shape`, in the compute dtype, reading only
-    /// that slice of the file. Stacked expert tensors (`[E, 2I, H]`) are loaded one expert at a
-    /// time this way, so loading never holds a whole layer's experts twice.
-    pub fn get_index(&self, name: &str, index: usize, shape: &[usize]) -> Result<Tensor> {
+    /// `name` on the compute device in its stored dtype (bf16 stays bf16; FP8 is dequantized to
+    /// bf16): the GPU's matrices, converted to the compute dtype only as each op runs.
+    pub fn get_stored(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let entry = self.entry_of_shape(name, shape)?;
-        let (&rows, row_shape) = shape.split_first().ok_or_else(|| Error::ShapeMismatch {
-            name: name.to_owned(),
-            expected: shape.to_vec(),
-            found: entry.shape.clone(),
-            path: self.files[entry.file].0.clone(),
-        })?;
-        debug_assert!(index < rows, "{name}[{index}] out of {rows}");
-        let row_bytes = (entry.end - entry.start) / rows;
-        let start = entry.start + index * row_bytes;
-        self.materialize(name, entry, start..start + row_bytes, row_shape, self.dtype)
+        let dtype = match entry.dtype {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            _ => DType::BF16,
+        };
+        self.materialize(name, entry, entry.start..entry.end, shape, dtype)
     }
 
-    /// Block `index` of `blocks` equal blocks along dim 0 of `name` (shape `shape`), in the compute
-    /// dtype: DBRX stores its experts flat as `[E·I, H]`, and expert n is rows `n·I..(n+1)·I`.
-    pub fn get_block(
-        &self,
-        name: &str,
-        shape: &[usize],
-        index: usize,
-        blocks: usize,
-    ) -> Result<Tensor> {
-        let entry = self.entry_of_shape(name, shape)?;
-        let mut block_shape = shape.to_vec();
-        let mismatch = || Error::ShapeMismatch {
-            name: name.to_owned(),
-            expected: shape.to_vec(),
-            found: entry.shape.clone(),
-            path: self.files[entry.file].0.clone(),
+    /// A host matrix as a tensor of `shape` in `dtype` on the compute device (the candle paths'
+    /// copy of a quantized or sliced matrix).
+    pub fn tensor_of(&self, m: &HostMatrix, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let tensor = match m.format {
+            Format::Bf16 | Format::F16 | Format::F32 if m.bytes.is_mapped() => {
+                let Bytes::Mapped { map, start, len } = &m.bytes else {
+                    unreachable!("checked above")
+                };
+                copy_tensor(map, *start..*start + *len, &m.format, shape)?
+            }
+            _ => Tensor::from_vec(m.to_f32(), shape, &Device::Cpu)?,
         };
-        let rows = *block_shape.first().ok_or_else(mismatch)?;
-        if blocks == 0 || !rows.is_multiple_of(blocks) {
-            return Err(mismatch());
-        }
-        block_shape[0] = rows / blocks;
-        let block_bytes = (entry.end - entry.start) / blocks;
-        let start = entry.start + index * block_bytes;
-        self.materialize(
-            name,
-            entry,
-            start..start + block_bytes,
-            &block_shape,
-            self.dtype,
-        )
+        Ok(tensor.to_dtype(dtype)?.to_device(&self.device)?)
     }
 
     /// A vector of `len` values stored as `[len]` or `[1, len]` (ERNIE keeps its selection bias
@@ -188,25 +393,8 @@ impl Weights {
         }
     }
 
-    /// `name`'s entry, checked to have `shape`.
-    fn entry_of_shape(&self, name: &str, shape: &[usize]) -> Result<&Entry> {
-        let entry = self.entries.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_owned(),
-            path: self.where_looked(),
-        })?;
-        if entry.shape != shape {
-            return Err(Error::ShapeMismatch {
-                name: name.to_owned(),
-                expected: shape.to_vec(),
-                found: entry.shape.clone(),
-                path: self.files[entry.file].0.clone(),
-            });
-        }
-        Ok(entry)
-    }
-
     /// Copies `range` of `entry`'s file out of the mapping as a `shape` tensor in `dtype` on the
-    /// compute device.
+    /// compute device; quantized tensors are dequantized.
     fn materialize(
         &self,
         name: &str,
@@ -215,31 +403,15 @@ impl Weights {
         shape: &[usize],
         dtype: DType,
     ) -> Result<Tensor> {
-        let (path, mmap) = &self.files[entry.file];
-        let stored = entry
-            .dtype
-            .clone()
-            .map_err(|dtype| Error::UnsupportedDtype {
-                name: name.to_owned(),
-                dtype,
-                path: path.clone(),
-            })?;
-        let tensor = match stored {
-            DType::BF16 => Tensor::from_vec(
-                copy_dropping_pages(mmap, range, half::bf16::from_le_bytes),
-                shape,
-                &Device::Cpu,
-            )?,
-            DType::F16 => Tensor::from_vec(
-                copy_dropping_pages(mmap, range, half::f16::from_le_bytes),
-                shape,
-                &Device::Cpu,
-            )?,
-            _ => Tensor::from_vec(
-                copy_dropping_pages(mmap, range, f32::from_le_bytes),
-                shape,
-                &Device::Cpu,
-            )?,
+        let mmap = &self.files[entry.file].1;
+        let tensor = match entry.dtype {
+            safetensors::Dtype::F32 => copy_tensor(mmap, range, &Format::F32, shape)?,
+            safetensors::Dtype::BF16 => copy_tensor(mmap, range, &Format::Bf16, shape)?,
+            safetensors::Dtype::F16 => copy_tensor(mmap, range, &Format::F16, shape)?,
+            _ => {
+                let m = self.host(name, &entry.shape)?;
+                Tensor::from_vec(m.to_f32(), shape, &Device::Cpu)?
+            }
         };
         Ok(tensor.to_dtype(dtype)?.to_device(&self.device)?)
     }
@@ -251,6 +423,33 @@ impl Weights {
             prefix: prefix.to_string(),
         }
     }
+}
+
+/// A CPU tensor from bytes `range` of `mmap` in a float `format`, copied chunk by chunk with the
+/// copied pages dropped.
+fn copy_tensor(
+    mmap: &Mmap,
+    range: std::ops::Range<usize>,
+    format: &Format,
+    shape: &[usize],
+) -> Result<Tensor> {
+    Ok(match format {
+        Format::Bf16 => Tensor::from_vec(
+            copy_dropping_pages(mmap, range, half::bf16::from_le_bytes),
+            shape,
+            &Device::Cpu,
+        )?,
+        Format::F16 => Tensor::from_vec(
+            copy_dropping_pages(mmap, range, half::f16::from_le_bytes),
+            shape,
+            &Device::Cpu,
+        )?,
+        _ => Tensor::from_vec(
+            copy_dropping_pages(mmap, range, f32::from_le_bytes),
+            shape,
+            &Device::Cpu,
+        )?,
+    })
 }
 
 /// Bytes of the mapping copied before their pages are dropped: small next to the largest tensors
@@ -278,7 +477,8 @@ fn copy_dropping_pages<T, const N: usize>(
         );
         #[cfg(unix)]
         // SAFETY: the mapping is read-only and file-backed: dropped pages are read back from the
-        // file if touched again, and no slice into this range outlives this loop iteration.
+        // file if touched again (host matrices borrowing the same pages see the same bytes), and
+        // no slice into this range outlives this loop iteration.
         unsafe {
             let _ =
                 mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
@@ -288,11 +488,10 @@ fn copy_dropping_pages<T, const N: usize>(
     out
 }
 
-/// Hands freed heap memory back to the kernel. Loading allocates and frees a temporary or two per
-/// tensor (an expert's gate and up before they are stacked or packed); glibc keeps such freed
-/// blocks between live ones, which left resident memory ~0.5 GB above the weights after loading
-/// an OLMoE-sized checkpoint. Called after each layer's load; a no-op where the allocator is not
-/// glibc's.
+/// Hands freed heap memory back to the kernel. Loading allocates and frees temporaries (a GPU
+/// expert's gate and up before they are stacked); glibc keeps such freed blocks between live
+/// ones, which left resident memory ~0.5 GB above the weights after loading an OLMoE-sized
+/// checkpoint. Called after each layer's load; a no-op where the allocator is not glibc's.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages of the allocator's own heap to the kernel.
@@ -316,6 +515,16 @@ impl<'a> Prefixed<'a> {
         }
     }
 
+    /// `pp(part)`, or this prefix itself when `part` is empty (Granite's experts sit in the MoE
+    /// block itself).
+    pub fn pp_opt(&self, part: &str) -> Prefixed<'a> {
+        if part.is_empty() {
+            self.clone()
+        } else {
+            self.pp(part)
+        }
+    }
+
     pub fn name(&self, leaf: &str) -> String {
         format!("{}.{leaf}", self.prefix)
     }
@@ -332,33 +541,33 @@ impl<'a> Prefixed<'a> {
         self.weights.get_as(&self.name(leaf), shape, dtype)
     }
 
-    pub fn get_index(&self, leaf: &str, index: usize, shape: &[usize]) -> Result<Tensor> {
-        self.weights.get_index(&self.name(leaf), index, shape)
-    }
-
-    pub fn get_block(
-        &self,
-        leaf: &str,
-        shape: &[usize],
-        index: usize,
-        blocks: usize,
-    ) -> Result<Tensor> {
-        self.weights
-            .get_block(&self.name(leaf), shape, index, blocks)
+    pub fn get_stored(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
+        self.weights.get_stored(&self.name(leaf), shape)
     }
 
     pub fn get_vector_as(&self, leaf: &str, len: usize, dtype: DType) -> Result<Tensor> {
         self.weights.get_vector_as(&self.name(leaf), len, dtype)
     }
 
-    /// `pp(part)`, or this prefix itself when `part` is empty (Granite's experts sit in the MoE
-    /// block itself).
-    pub fn pp_opt(&self, part: &str) -> Prefixed<'a> {
-        if part.is_empty() {
-            self.clone()
-        } else {
-            self.pp(part)
-        }
+    pub fn host(&self, leaf: &str, shape: &[usize]) -> Result<HostMatrix> {
+        self.weights.host(&self.name(leaf), shape)
+    }
+
+    pub fn projection(
+        &self,
+        leaf: &str,
+        experts: Option<usize>,
+        out_dim: usize,
+        in_dim: usize,
+        layout: Layout,
+    ) -> Result<Projection> {
+        self.weights
+            .projection(&self.name(leaf), experts, out_dim, in_dim, layout)
+    }
+
+    /// Whether `leaf` exists in any storage (plain, or MXFP4 `_blocks`).
+    pub fn contains_matrix(&self, leaf: &str) -> bool {
+        self.contains(leaf) || self.contains(&format!("{leaf}_blocks"))
     }
 
     pub fn get_opt(&self, leaf: &str, shape: &[usize]) -> Result<Option<Tensor>> {
@@ -390,5 +599,36 @@ fn describe_safetensors_error(err: &safetensors::SafeTensorError, file_len: usiz
             format!("tensor offsets do not match the file ({file_len} bytes): truncated or corrupt")
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Host matrices borrow the file mapping: their bytes lie inside the mapped region, so
+    /// opening copies nothing.
+    #[test]
+    fn host_matrices_borrow_the_mapping() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/deepseek-v3-bf16-sharded/model-00001-of-00002.safetensors");
+        let w = Weights::open(&[path], Quantization::None, DType::F32, &Device::Cpu).unwrap();
+        let name = w
+            .names()
+            .find(|n| n.ends_with("q_a_proj.weight"))
+            .unwrap()
+            .to_owned();
+        let shape = w.shape_of(&name).unwrap().to_vec();
+        let m = w.host(&name, &shape).unwrap();
+        assert!(m.bytes.is_mapped());
+        assert!(matches!(m.format, Format::Bf16), "bf16 stays bf16");
+        let map = &w.files[0].1;
+        let (lo, hi) = (map.as_ptr() as usize, map.as_ptr() as usize + map.len());
+        let p = m.bytes.as_slice().as_ptr() as usize;
+        assert!(
+            p >= lo && p + m.bytes.len() <= hi,
+            "bytes inside the mapping"
+        );
+        assert_eq!(m.size_bytes(), shape.iter().product::<usize>() * 2);
     }
 }

@@ -78,6 +78,8 @@ pub enum QkNorm {
 }
 
 /// The q/k/v/o projections: separate, or DBRX's fused `Wqkv`.
+// One per layer: the variants' size difference costs nothing, boxing would add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Projections {
     Separate {

@@ -1,36 +1,106 @@
 use crate::error::Result;
+use crate::model::host::{self, Layout, Projection};
 use crate::model::weights::Prefixed;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
-/// `y = x Wᵀ + b` over 2-D activations (tokens × features); PyTorch's `nn.Linear`.
+/// A weight matrix where the compute device wants it: on the CPU the stored matrix itself
+/// (borrowing the file mapping, any stored format) for [`host::matmul`]; on a GPU a tensor in
+/// the stored dtype, converted to the activations' dtype as the op runs.
+#[derive(Clone, Debug)]
+pub enum Weight {
+    Host(Projection),
+    Tensor(Tensor),
+}
+
+/// `y = x Wᵀ + b` over activations `[..., in]`; PyTorch's `nn.Linear`.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// `[out, in]`, as stored in checkpoints.
-    pub weight: Tensor,
+    pub weight: Weight,
     pub bias: Option<Tensor>,
+    /// The bias in f32 for the host path.
+    bias_f32: Option<Vec<f32>>,
 }
 
 impl Linear {
-    /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) with shape `[out, in]`.
+    /// Loads `{prefix}.weight` `[out, in]` (and `{prefix}.bias` when `bias`).
     pub fn load(w: &Prefixed, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = w.get("weight", &[out_dim, in_dim])?;
+        let weight = if w.weights.device.is_cpu() {
+            Weight::Host(w.projection("weight", None, out_dim, in_dim, Layout::OutIn)?)
+        } else {
+            Weight::Tensor(w.get_stored("weight", &[out_dim, in_dim])?)
+        };
         let bias = if bias {
             Some(w.get("bias", &[out_dim])?)
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Self::new(weight, bias)
     }
 
-    pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight, bias: None }
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+    pub fn new(weight: Weight, bias: Option<Tensor>) -> Result<Self> {
+        let bias_f32 = match (&weight, &bias) {
+            (Weight::Host(_), Some(b)) => Some(b.to_dtype(DType::F32)?.to_vec1()?),
+            _ => None,
+        };
+        Ok(Self {
+            weight,
+            bias,
+            bias_f32,
         })
+    }
+
+    pub fn out_dim(&self) -> Result<usize> {
+        Ok(match &self.weight {
+            Weight::Host(p) => p.out_dim(),
+            Weight::Tensor(t) => t.dim(0)?,
+        })
+    }
+
+    /// `x Wᵀ + b` in the activations' dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            Weight::Tensor(w) => {
+                let w = if w.dtype() == x.dtype() {
+                    w.clone()
+                } else {
+                    w.to_dtype(x.dtype())?
+                };
+                let y = x.broadcast_matmul(&w.t()?)?;
+                Ok(match &self.bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
+                    None => y,
+                })
+            }
+            Weight::Host(_) => {
+                let mut shape = x.dims().to_vec();
+                let y = self.forward_f32(x)?;
+                *shape.last_mut().expect("activations have a last dimension") = self.out_dim()?;
+                Ok(Tensor::from_vec(y, shape, x.device())?.to_dtype(x.dtype())?)
+            }
+        }
+    }
+
+    /// `x Wᵀ + b` as f32 values, row-major, accumulated in f32 and never rounded to the
+    /// activations' dtype (the LM head's logits).
+    pub fn forward_f32(&self, x: &Tensor) -> Result<Vec<f32>> {
+        let Weight::Host(p) = &self.weight else {
+            return Ok(self
+                .forward(x)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?);
+        };
+        let k = p.in_dim();
+        let n = p.out_dim();
+        let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let m = xs.len() / k.max(1);
+        let mut y = vec![0f32; m * n];
+        host::matmul(&xs, m, p, &mut y, n);
+        if let Some(b) = &self.bias_f32 {
+            for row in y.chunks_exact_mut(n) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+        Ok(y)
     }
 }

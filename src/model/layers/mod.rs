@@ -8,7 +8,7 @@ pub mod norm;
 pub mod rotary;
 
 pub use attention::{Attention, KvCache};
-pub use linear::Linear;
+pub use linear::{Linear, Weight};
 pub use mlp::{gated_activation, GatedMlp};
 pub use norm::{Norm, RmsNorm};
 pub use rotary::Rotary;

@@ -1,0 +1,582 @@
+//! `y = x · Wᵀ` on the CPU over a [`HostMatrix`] in its stored format, f32 accumulation.
+//!
+//! Why our own: candle's CPU matmul (the `gemm` crate's AVX2 path) reached 13–45 GFLOP/s at the
+//! shapes MoE layers see on this project's 2-core AVX-512 machine against 74–190 for
+//! PyTorch/oneDNN, and it needs weights in the compute dtype, i.e. a widened copy of every bf16
+//! or quantized checkpoint. Here the weights stay where they are (usually the file mapping) and
+//! are decoded block by block:
+//!
+//! - many rows (prefill): output columns in panels of [`NR`]; per panel and 256-deep k-block the
+//!   weights are decoded to an f32 k-major block (32 KB, stays in L1) that a 6×32 micro-kernel
+//!   streams while broadcasting activations; threads split the panels. The block is decoded once
+//!   per k-block and reused by every 6-row tile, so decoding costs O(n·k) against O(m·n·k) FLOPs.
+//! - few rows (decode, the LM head): a dot product per weight row (or an axpy per weight row for
+//!   `[in, out]` matrices), decoding each row once; threads split the rows or columns.
+//!
+//! The micro-kernel is chosen at run time: AVX-512F, AVX2+FMA, or portable Rust. Never
+//! `target-cpu=native`: one binary runs everywhere.
+
+use super::matrix::HostMatrix;
+use rayon::prelude::*;
+
+/// Output columns per panel: two 16-lane registers.
+pub const NR: usize = 32;
+/// Activation rows per micro-tile: 6 × 2 accumulators + 2 weight registers fit the 32 registers.
+const MR: usize = 6;
+/// k-block: the decoded panel block (256 × 32 f32 = 32 KB) stays in L1 while every 6-row block
+/// of activations streams past it. 512 (64 KB, past the 48 KB L1) was 1.24× slower on OLMoE f32
+/// experts; 128 was slower again.
+const KC: usize = 256;
+/// Up to this many rows go through the dot-product path (no panel decoding to amortize).
+const GEMV_ROWS: usize = 2;
+
+/// How a stored matrix maps onto `y = x · Wᵀ`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Stored `[out, in]` (PyTorch `Linear`).
+    OutIn,
+    /// Stored `[in, out]` (used as `x @ W`: GPT-OSS and Llama-4 experts, DBRX's `w2`).
+    InOut,
+}
+
+/// A matrix and how it is applied.
+#[derive(Clone, Debug)]
+pub struct Projection {
+    pub matrix: HostMatrix,
+    pub layout: Layout,
+}
+
+impl Projection {
+    pub fn out_dim(&self) -> usize {
+        match self.layout {
+            Layout::OutIn => self.matrix.rows,
+            Layout::InOut => self.matrix.cols,
+        }
+    }
+
+    pub fn in_dim(&self) -> usize {
+        match self.layout {
+            Layout::OutIn => self.matrix.cols,
+            Layout::InOut => self.matrix.rows,
+        }
+    }
+}
+
+/// The micro-kernel this CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+/// Detected once.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    })
+}
+
+/// A raw pointer threads may share because each writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every task of `matmul` writes its own output columns (or rows); no element is written
+// twice.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not its raw pointer field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `y[i·ldy + j] = Σ_k x[i·k + kk] · W(j, kk)` for `i < m`, `j < n` (`y` overwritten there;
+/// other elements untouched). Panics on mismatched lengths.
+pub fn matmul(x: &[f32], m: usize, w: &Projection, y: &mut [f32], ldy: usize) {
+    let (n, k) = (w.out_dim(), w.in_dim());
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
+    assert!(ldy >= n, "output row stride below the output width");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(y.len() >= (m - 1) * ldy + n, "y too short");
+    if k == 0 {
+        for i in 0..m {
+            y[i * ldy..i * ldy + n].fill(0.0);
+        }
+        return;
+    }
+    if m <= GEMV_ROWS {
+        return gemv(x, m, w, y, ldy);
+    }
+    let out = SharedOut(y.as_mut_ptr());
+    let isa = isa();
+    let num_panels = n.div_ceil(NR);
+    (0..num_panels).into_par_iter().for_each_init(
+        || (vec![0f32; KC * NR], vec![0f32; KC]),
+        |(panel, row), p| {
+            let cols = NR.min(n - p * NR);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                decode_panel(w, p * NR, cols, k0, kc, panel, row);
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    // SAFETY: reads stay inside `x` and `panel` (row pointers past `rows` repeat
+                    // the last row), writes stay inside rows r0..r0+rows and columns
+                    // p·NR..p·NR+cols of `y`, which only this task owns; the ISA was detected.
+                    unsafe {
+                        tile(
+                            isa,
+                            x.as_ptr().add(r0 * k + k0),
+                            k,
+                            rows,
+                            panel.as_ptr(),
+                            kc,
+                            out.get().add(r0 * ldy + p * NR),
+                            ldy,
+                            cols,
+                            k0 > 0,
+                        );
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Decodes W's output columns `j0 .. j0 + cols`, inputs `k0 .. k0 + kc`, into `panel` as a k-major
+/// `kc × NR` block (columns past `cols` left as they are: their outputs are never stored).
+fn decode_panel(
+    w: &Projection,
+    j0: usize,
+    cols: usize,
+    k0: usize,
+    kc: usize,
+    panel: &mut [f32],
+    row: &mut [f32],
+) {
+    match w.layout {
+        Layout::OutIn => {
+            for j in 0..cols {
+                w.matrix.decode_row(j0 + j, k0, &mut row[..kc]);
+                for (kk, &v) in row[..kc].iter().enumerate() {
+                    panel[kk * NR + j] = v;
+                }
+            }
+        }
+        Layout::InOut => {
+            for kk in 0..kc {
+                w.matrix
+                    .decode_row(k0 + kk, j0, &mut panel[kk * NR..kk * NR + cols]);
+            }
+        }
+    }
+}
+
+/// Few rows: each weight row decoded once and used by every activation row.
+fn gemv(x: &[f32], m: usize, w: &Projection, y: &mut [f32], ldy: usize) {
+    let (n, k) = (w.out_dim(), w.in_dim());
+    let out = SharedOut(y.as_mut_ptr());
+    match w.layout {
+        Layout::OutIn => {
+            const ROWS_PER_TASK: usize = 16;
+            (0..n.div_ceil(ROWS_PER_TASK))
+                .into_par_iter()
+                .for_each_init(
+                    || vec![0f32; k],
+                    |row, t| {
+                        for j in t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(n) {
+                            w.matrix.decode_row(j, 0, row);
+                            for i in 0..m {
+                                let v = dot(&x[i * k..(i + 1) * k], row);
+                                // SAFETY: element (i, j) belongs to this task's rows of W.
+                                unsafe { *out.get().add(i * ldy + j) = v };
+                            }
+                        }
+                    },
+                );
+        }
+        Layout::InOut => {
+            const COLS_PER_TASK: usize = 256;
+            (0..n.div_ceil(COLS_PER_TASK))
+                .into_par_iter()
+                .for_each_init(
+                    || {
+                        (
+                            vec![0f32; COLS_PER_TASK],
+                            vec![0f32; GEMV_ROWS * COLS_PER_TASK],
+                        )
+                    },
+                    |(row, acc), t| {
+                        let c0 = t * COLS_PER_TASK;
+                        let cols = COLS_PER_TASK.min(n - c0);
+                        acc.fill(0.0);
+                        for kk in 0..k {
+                            w.matrix.decode_row(kk, c0, &mut row[..cols]);
+                            for i in 0..m {
+                                let a = x[i * k + kk];
+                                let dst = &mut acc[i * COLS_PER_TASK..i * COLS_PER_TASK + cols];
+                                dst.iter_mut()
+                                    .zip(&row[..cols])
+                                    .for_each(|(d, &w)| *d += a * w);
+                            }
+                        }
+                        for i in 0..m {
+                            // SAFETY: columns c0..c0+cols of every row belong to this task.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(out.get().add(i * ldy + c0), cols)
+                            };
+                            dst.copy_from_slice(&acc[i * COLS_PER_TASK..i * COLS_PER_TASK + cols]);
+                        }
+                    },
+                );
+        }
+    }
+}
+
+/// Σ a·b with 16 partial sums (vectorizes; the sum order is fixed).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// One `rows × cols` tile (rows ≤ 6, cols ≤ 32) of `C (+)= A · B` over `kc` steps with the
+/// detected ISA: `a` points at row 0 of A (row stride `lda`), `b` at a k-major panel block of NR
+/// columns, `c` at the tile's top-left (row stride `ldc`). Accumulates into C when `accumulate`.
+///
+/// # Safety
+/// The pointers must cover the ranges described, and `isa` must be what [`isa`] detected.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    isa: Isa,
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::tile(a, lda, rows, b, kc, c, ldc, cols, accumulate),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => portable::tile_avx2(a, lda, rows, b, kc, c, ldc, cols, accumulate),
+        _ => portable::tile(a, lda, rows, b, kc, c, ldc, cols, accumulate),
+    }
+}
+
+mod portable {
+    use super::{MR, NR};
+
+    /// The micro-tile in plain Rust: six rows of NR accumulators.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile(
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[0f32; NR]; MR];
+        for kk in 0..kc {
+            let bk = std::slice::from_raw_parts(b.add(kk * NR), NR);
+            for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
+                let x = *a.add(r * lda + kk);
+                for (acc_v, &w) in acc_r.iter_mut().zip(bk) {
+                    *acc_v += x * w;
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let dst = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
+            if accumulate {
+                dst.iter_mut().zip(acc_r).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(&acc_r[..cols]);
+            }
+        }
+    }
+
+    /// The same loops compiled for AVX2 + FMA (LLVM vectorizes them to 256-bit FMAs).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile_avx2(
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        tile(a, lda, rows, b, kc, c, ldc, cols, accumulate)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// The 6×32 micro-tile: two 16-lane accumulators per row, the panel's two vectors loaded once
+    /// per k step and multiplied by each row's broadcast activation.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile(
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        let row = |r: usize| a.add(r.min(rows - 1) * lda);
+        let (a0, a1, a2, a3, a4, a5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+        let z = _mm512_setzero_ps();
+        let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+        let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+        for kk in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(kk * NR));
+            let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
+            let x = _mm512_set1_ps(*a0.add(kk));
+            c00 = _mm512_fmadd_ps(x, b0, c00);
+            c01 = _mm512_fmadd_ps(x, b1, c01);
+            let x = _mm512_set1_ps(*a1.add(kk));
+            c10 = _mm512_fmadd_ps(x, b0, c10);
+            c11 = _mm512_fmadd_ps(x, b1, c11);
+            let x = _mm512_set1_ps(*a2.add(kk));
+            c20 = _mm512_fmadd_ps(x, b0, c20);
+            c21 = _mm512_fmadd_ps(x, b1, c21);
+            let x = _mm512_set1_ps(*a3.add(kk));
+            c30 = _mm512_fmadd_ps(x, b0, c30);
+            c31 = _mm512_fmadd_ps(x, b1, c31);
+            let x = _mm512_set1_ps(*a4.add(kk));
+            c40 = _mm512_fmadd_ps(x, b0, c40);
+            c41 = _mm512_fmadd_ps(x, b1, c41);
+            let x = _mm512_set1_ps(*a5.add(kk));
+            c50 = _mm512_fmadd_ps(x, b0, c50);
+            c51 = _mm512_fmadd_ps(x, b1, c51);
+        }
+        let mut tile = [0f32; MR * NR];
+        let t = tile.as_mut_ptr();
+        for (r, (lo, hi)) in [
+            (c00, c01),
+            (c10, c11),
+            (c20, c21),
+            (c30, c31),
+            (c40, c41),
+            (c50, c51),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            _mm512_storeu_ps(t.add(r * NR), lo);
+            _mm512_storeu_ps(t.add(r * NR + 16), hi);
+        }
+        for r in 0..rows {
+            let dst = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
+            let src = &tile[r * NR..r * NR + cols];
+            if accumulate {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// The blocked path with the micro-kernel forced to `isa_override`, single-threaded (tests
+/// compare every ISA the CPU has).
+#[cfg(test)]
+pub(crate) fn matmul_with(isa_override: Isa, x: &[f32], m: usize, w: &Projection, y: &mut [f32]) {
+    let (n, k) = (w.out_dim(), w.in_dim());
+    let mut panel = vec![0f32; KC * NR];
+    let mut row = vec![0f32; KC];
+    for p in 0..n.div_ceil(NR) {
+        let cols = NR.min(n - p * NR);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            decode_panel(w, p * NR, cols, k0, kc, &mut panel, &mut row);
+            for r0 in (0..m).step_by(MR) {
+                // SAFETY: as in `matmul`; callers pass an ISA the CPU has.
+                unsafe {
+                    tile(
+                        isa_override,
+                        x.as_ptr().add(r0 * k + k0),
+                        k,
+                        MR.min(m - r0),
+                        panel.as_ptr(),
+                        kc,
+                        y.as_mut_ptr().add(r0 * n + p * NR),
+                        n,
+                        cols,
+                        k0 > 0,
+                    )
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::matrix::{Bytes, Format, HostMatrix};
+    use super::*;
+
+    fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                y[r * n + c] = (0..k).map(|kk| x[r * k + kk] * w[c * k + kk]).sum();
+            }
+        }
+        y
+    }
+
+    fn matrix(values: &[f32], rows: usize, cols: usize, format: &str) -> HostMatrix {
+        let (bytes, format): (Vec<u8>, Format) = match format {
+            "f32" => (
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                Format::F32,
+            ),
+            "bf16" => (
+                values
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                Format::Bf16,
+            ),
+            _ => (
+                values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                Format::F16,
+            ),
+        };
+        HostMatrix {
+            bytes: Bytes::Owned(bytes.into()),
+            format,
+            rows,
+            cols,
+        }
+    }
+
+    fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut t = vec![0f32; n * k];
+        for j in 0..n {
+            for kk in 0..k {
+                t[kk * n + j] = w[j * k + kk];
+            }
+        }
+        t
+    }
+
+    /// Every path (GEMV, blocked with each ISA this CPU has), both layouts and every float format
+    /// equal the definition on the stored (rounded) values, on ragged shapes: rows not a multiple
+    /// of 6, columns not of 32, k across two k-blocks, one row, k = 1.
+    #[test]
+    fn matmul_matches_the_definition_on_ragged_shapes() {
+        let mut isas = vec![Isa::Portable];
+        if isa() == Isa::Avx512 {
+            isas.extend([Isa::Avx2, Isa::Avx512]);
+        } else if isa() == Isa::Avx2 {
+            isas.push(Isa::Avx2);
+        }
+        for &(m, n, k) in &[
+            (1, 32, 8),
+            (2, 45, 3),
+            (7, 45, 3),
+            (13, 64, 600),
+            (6, 96, 1100),
+            (3, 5, 1),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            for format in ["f32", "bf16", "f16"] {
+                let stored = matrix(&w, n, k, format).to_f32();
+                let want = reference(&x, m, &stored, n, k);
+                let check = |got: &[f32], what: &str| {
+                    for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - r).abs() <= 1e-4 * (1.0 + r.abs()),
+                            "{what} {format} {m}x{n}x{k} [{i}]: {g} vs {r}"
+                        );
+                    }
+                };
+                let out_in = Projection {
+                    matrix: matrix(&w, n, k, format),
+                    layout: Layout::OutIn,
+                };
+                let in_out = Projection {
+                    matrix: matrix(&transpose(&w, n, k), k, n, format),
+                    layout: Layout::InOut,
+                };
+                for p in [&out_in, &in_out] {
+                    let mut y = vec![f32::NAN; m * n];
+                    matmul(&x, m, p, &mut y, n);
+                    check(&y, &format!("{:?}", p.layout));
+                    for &isa in &isas {
+                        let mut y = vec![f32::NAN; m * n];
+                        matmul_with(isa, &x, m, p, &mut y);
+                        check(&y, &format!("{:?} {isa:?}", p.layout));
+                    }
+                }
+                // A strided output (the gate half of a [m, 2n] buffer) leaves the rest alone.
+                let mut y = vec![7f32; m * 2 * n];
+                matmul(&x, m, &out_in, &mut y, 2 * n);
+                let gate: Vec<f32> = (0..m)
+                    .flat_map(|i| y[i * 2 * n..i * 2 * n + n].to_vec())
+                    .collect();
+                check(&gate, "strided");
+                for i in 0..m {
+                    assert!(y[i * 2 * n + n..(i + 1) * 2 * n].iter().all(|&v| v == 7.0));
+                }
+            }
+        }
+    }
+}
