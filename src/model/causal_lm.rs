@@ -151,6 +151,7 @@ impl CausalLm {
             Linear::new(weight, bias)?
         };
         let cache = vec![KvCache::default(); spec.num_layers];
+        super::weights::keep_freed_memory_for_reuse();
         Ok(Self {
             spec,
             embed,

@@ -60,6 +60,10 @@ impl HostExperts {
     /// the assignments grouped by expert ([`super::moe`]'s counting sort), `weights` the routing
     /// weights by flat assignment `t·k + r`. Returns `[tokens, hidden]`. With `expert_ms`, each
     /// expert's wall time is recorded (`[experts]`, 0 when unused).
+    ///
+    /// Experts with few rows run side by side, one per thread (split across threads, their
+    /// matmuls were mostly synchronization: 18–60 GFLOP/s below 32 rows); the others run one after
+    /// another, each matmul split across threads.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -69,97 +73,48 @@ impl HostExperts {
         counts: &[usize],
         weights: &[f32],
         math: &ExpertMath,
-        mut expert_ms: Option<&mut Vec<f64>>,
+        expert_ms: Option<&mut Vec<f64>>,
     ) -> Vec<f32> {
         let Some(first) = self.experts.first() else {
             return vec![0.0; x.len()];
         };
         let hidden = first.down.out_dim();
-        let inter = first.down.in_dim();
         let tokens = x.len() / hidden.max(1);
         let assignments = order.len();
-        let widest = counts.iter().copied().max().unwrap_or(0);
-        let mut xe = vec![0f32; widest * hidden];
-        let mut gu = vec![0f32; widest * 2 * inter];
-        let mut h = vec![0f32; widest * inter];
         // Expert outputs in grouped order, then put back per token.
         let mut grouped = vec![0f32; assignments * hidden];
-        if let Some(times) = expert_ms.as_deref_mut() {
-            times.clear();
-            times.resize(counts.len(), 0.0);
-        }
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut rest = grouped.as_mut_slice();
         let mut offset = 0;
         for (expert, &count) in counts.iter().enumerate() {
-            if count == 0 {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let e = &self.experts[expert];
-            let rows = &order[offset..offset + count];
-            for (dst, &flat) in xe.chunks_exact_mut(hidden).zip(rows) {
-                let t = flat as usize / k;
-                dst.copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
-                if math.weights_on == WeightTarget::Input {
-                    let w = weights[flat as usize];
-                    dst.iter_mut().for_each(|v| *v *= w);
-                }
-            }
-            let xe = &xe[..count * hidden];
-            let gu = &mut gu[..count * 2 * inter];
-            let order = match &e.gate_up {
-                GateUp::Fused(p, order) => {
-                    host::matmul(xe, count, p, gu, 2 * inter);
-                    *order
-                }
-                GateUp::Split { gate, up } => {
-                    host::matmul(xe, count, gate, gu, 2 * inter);
-                    host::matmul(xe, count, up, &mut gu[inter..], 2 * inter);
-                    GateUpOrder::Halves
-                }
-            };
-            let bias = self.biases.as_ref().map(|(g, d)| {
-                (
-                    &g[expert * 2 * inter..(expert + 1) * 2 * inter],
-                    &d[expert * hidden..(expert + 1) * hidden],
-                )
-            });
-            let h = &mut h[..count * inter];
-            for (hr, gur) in h
-                .chunks_exact_mut(inter)
-                .zip(gu.chunks_exact_mut(2 * inter))
-            {
-                if let Some((b, _)) = bias {
-                    gur.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-                }
-                match order {
-                    GateUpOrder::Halves => {
-                        let (g, u) = gur.split_at(inter);
-                        for ((hv, &gv), &uv) in hr.iter_mut().zip(g).zip(u) {
-                            *hv = math.activation.apply(gv, uv);
-                        }
-                    }
-                    GateUpOrder::Interleaved => {
-                        for (hv, pair) in hr.iter_mut().zip(gur.chunks_exact(2)) {
-                            *hv = math.activation.apply(pair[0], pair[1]);
-                        }
-                    }
-                }
-            }
-            let out = &mut grouped[offset * hidden..(offset + count) * hidden];
-            host::matmul(h, count, &e.down, out, hidden);
-            for (row, &flat) in out.chunks_exact_mut(hidden).zip(rows) {
-                if let Some((_, b)) = bias {
-                    row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-                }
-                if math.weights_on == WeightTarget::Output {
-                    let w = weights[flat as usize];
-                    row.iter_mut().for_each(|v| *v *= w);
-                }
-            }
-            if let Some(times) = expert_ms.as_deref_mut() {
-                times[expert] = started.elapsed().as_secs_f64() * 1e3;
+            let (out, tail) = rest.split_at_mut(count * hidden);
+            rest = tail;
+            if count > 0 {
+                jobs.push(Job {
+                    expert,
+                    rows: &order[offset..offset + count],
+                    out,
+                    elapsed_ms: 0.0,
+                });
             }
             offset += count;
+        }
+        let (mut small, mut large): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| j.rows.len() < PARALLEL_EXPERT_ROWS);
+        let run = |job: &mut Job| {
+            let started = std::time::Instant::now();
+            self.run_expert(job.expert, x, k, job.rows, weights, math, job.out);
+            job.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        };
+        small.par_iter_mut().for_each(run);
+        large.iter_mut().for_each(run);
+        if let Some(times) = expert_ms {
+            times.clear();
+            times.resize(counts.len(), 0.0);
+            for job in small.iter().chain(&large) {
+                times[job.expert] = job.elapsed_ms;
+            }
         }
         let mut position = vec![0usize; assignments];
         for (j, &flat) in order.iter().enumerate() {
@@ -174,5 +129,113 @@ impl HostExperts {
             }
         });
         y
+    }
+
+    /// One expert on its assigned rows: gather (× weight when it applies to the input),
+    /// gate/up, bias, activation, down, bias, × weight; results into `out` (`[rows, hidden]`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_expert(
+        &self,
+        expert: usize,
+        x: &[f32],
+        k: usize,
+        rows: &[u32],
+        weights: &[f32],
+        math: &ExpertMath,
+        out: &mut [f32],
+    ) {
+        let e = &self.experts[expert];
+        let hidden = e.down.out_dim();
+        let inter = e.down.in_dim();
+        let count = rows.len();
+        let mut xe = vec![0f32; count * hidden];
+        for (dst, &flat) in xe.chunks_exact_mut(hidden).zip(rows) {
+            let t = flat as usize / k;
+            dst.copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+            if math.weights_on == WeightTarget::Input {
+                let w = weights[flat as usize];
+                dst.iter_mut().for_each(|v| *v *= w);
+            }
+        }
+        let mut gu = vec![0f32; count * 2 * inter];
+        let order = match &e.gate_up {
+            GateUp::Fused(p, order) => {
+                host::matmul(&xe, count, p, &mut gu, 2 * inter);
+                *order
+            }
+            GateUp::Split { gate, up } => {
+                host::matmul(&xe, count, gate, &mut gu, 2 * inter);
+                host::matmul(&xe, count, up, &mut gu[inter..], 2 * inter);
+                GateUpOrder::Halves
+            }
+        };
+        let bias = self.biases.as_ref().map(|(g, d)| {
+            (
+                &g[expert * 2 * inter..(expert + 1) * 2 * inter],
+                &d[expert * hidden..(expert + 1) * hidden],
+            )
+        });
+        let mut h = vec![0f32; count * inter];
+        let activate = |(hr, gur): (&mut [f32], &mut [f32])| {
+            if let Some((b, _)) = bias {
+                gur.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+            activation_row(math.activation, order, gur, hr);
+        };
+        if count >= PARALLEL_EXPERT_ROWS {
+            h.par_chunks_mut(inter)
+                .zip(gu.par_chunks_mut(2 * inter))
+                .for_each(activate);
+        } else {
+            h.chunks_mut(inter)
+                .zip(gu.chunks_mut(2 * inter))
+                .for_each(activate);
+        }
+        host::matmul(&h, count, &e.down, out, hidden);
+        for (row, &flat) in out.chunks_exact_mut(hidden).zip(rows) {
+            if let Some((_, b)) = bias {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+            if math.weights_on == WeightTarget::Output {
+                let w = weights[flat as usize];
+                row.iter_mut().for_each(|v| *v *= w);
+            }
+        }
+    }
+}
+
+/// Experts with fewer rows than this run side by side, one per thread.
+const PARALLEL_EXPERT_ROWS: usize = 32;
+
+/// One expert's share of a layer: its assignments and its block of the grouped output.
+struct Job<'a> {
+    expert: usize,
+    rows: &'a [u32],
+    out: &'a mut [f32],
+    elapsed_ms: f64,
+}
+
+/// `h = act(gate, up)` over one row, the activation chosen outside the element loop so the loop
+/// vectorizes.
+fn activation_row(activation: Activation, order: GateUpOrder, gu: &[f32], h: &mut [f32]) {
+    let inter = h.len();
+    match (activation, order) {
+        (Activation::SwiGlu, GateUpOrder::Halves) => {
+            let (g, u) = gu.split_at(inter);
+            for ((hv, &gv), &uv) in h.iter_mut().zip(g).zip(u) {
+                *hv = host::math::silu(gv) * uv;
+            }
+        }
+        (a, GateUpOrder::Halves) => {
+            let (g, u) = gu.split_at(inter);
+            for ((hv, &gv), &uv) in h.iter_mut().zip(g).zip(u) {
+                *hv = a.apply(gv, uv);
+            }
+        }
+        (a, GateUpOrder::Interleaved) => {
+            for (hv, pair) in h.iter_mut().zip(gu.chunks_exact(2)) {
+                *hv = a.apply(pair[0], pair[1]);
+            }
+        }
     }
 }

@@ -500,6 +500,20 @@ pub fn release_freed_memory() {
     }
 }
 
+/// Keeps freed blocks of up to 1 GB in glibc's heap for reuse instead of returning them to the
+/// kernel. A forward pass allocates the same large buffers (expert activations, 32 MB at OLMoE
+/// dims and 512 tokens) every layer; served by fresh `mmap`s, each one page-faulted and zeroed
+/// again: 6 % of prefill time in `clear_page`. Called once when a model is loaded; a no-op where
+/// the allocator is not glibc's.
+pub fn keep_freed_memory_for_reuse() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc allocator thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// [`Weights`] under a name prefix.
 #[derive(Clone)]
 pub struct Prefixed<'a> {

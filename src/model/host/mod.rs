@@ -5,6 +5,7 @@
 //! routed experts, the LM head), so opening a checkpoint copies nothing and a bf16 file stays bf16.
 
 pub mod gemm;
+pub mod math;
 pub mod matrix;
 
 pub use gemm::{isa, matmul, Isa, Layout, Projection};
