@@ -12,6 +12,11 @@ Only the number of layers (default 2) and optionally the vocabulary differ from 
 so one layer costs what it costs in the real model. Weights are transformers' own initialization
 (normal, std 0.02) from a fixed seed; the folder is what `save_pretrained` writes (safetensors,
 transformers-5 config layout), so both moescope and bench/torch_baseline.py read it unchanged.
+
+--stream writes checkpoints larger than this machine's RAM (a 24-layer Qwen3-30B slice is 31 GB):
+tensors are generated and written one at a time (normal, std 0.02; norms 1) straight into one
+safetensors file, names and shapes taken from the model built on PyTorch's meta device, experts in
+transformers 5's packed layout. Nothing but the file and one tensor is ever in memory.
 """
 
 from __future__ import annotations
@@ -73,7 +78,10 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     parser.add_argument("--vocab", type=int, help="vocabulary size (default: the real model's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stream", action="store_true", help="write tensor by tensor (checkpoints larger than RAM)")
     args = parser.parse_args()
+    if args.stream:
+        return stream(args)
 
     config_cls, model_cls, fields = SHAPES[args.shape]
     fields = dict(fields, num_hidden_layers=args.layers)
@@ -91,6 +99,59 @@ def main() -> None:
         f"{args.shape}: {args.layers} layers, {size_gb:.2f} GB {args.dtype} in {args.out} "
         f"({time.time() - started:.0f} s, transformers {transformers.__version__})"
     )
+
+
+def stream(args) -> None:
+    """Writes the checkpoint tensor by tensor: header first, then each tensor's bytes."""
+    import json
+    import os
+
+    import numpy as np
+
+    config_cls, model_cls, fields = SHAPES[args.shape]
+    fields = dict(fields, num_hidden_layers=args.layers)
+    if args.vocab:
+        fields["vocab_size"] = args.vocab
+    config = config_cls(**fields)
+    config.dtype = "bfloat16" if args.dtype == "bf16" else "float32"
+    with torch.device("meta"):
+        model = model_cls(config)
+    started = time.time()
+    itemsize = 2 if args.dtype == "bf16" else 4
+    tensors = [(name, list(t.shape)) for name, t in model.state_dict().items()]
+    header, offset = {}, 0
+    for name, shape in tensors:
+        size = int(np.prod(shape)) * itemsize
+        header[name] = {"dtype": "BF16" if itemsize == 2 else "F32", "shape": shape,
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {"format": "pt"}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    os.makedirs(args.out, exist_ok=True)
+    config.save_pretrained(args.out)
+    rng = np.random.default_rng(args.seed)
+    chunk = 1 << 24
+    with open(os.path.join(args.out, "model.safetensors"), "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name, shape in tensors:
+            n = int(np.prod(shape))
+            for start in range(0, n, chunk):
+                count = min(chunk, n - start)
+                if name.endswith("norm.weight"):
+                    values = np.ones(count, dtype=np.float32)
+                else:
+                    values = rng.standard_normal(count, dtype=np.float32) * 0.02
+                if itemsize == 2:
+                    bits = values.view(np.uint32)
+                    # Round to nearest even, as torch's float → bfloat16 cast does.
+                    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+                    f.write(bits.astype(np.uint16).tobytes())
+                else:
+                    f.write(values.tobytes())
+    print(f"{args.shape}: {args.layers} layers, {offset / 1e9:.2f} GB {args.dtype} streamed to {args.out} "
+          f"({time.time() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ use moescope::engine::capture::{CaptureLevel, ExpertKernel};
 use moescope::engine::device::{available_devices, open_device_or_cpu, parse_dtype};
 use moescope::engine::{Engine, EngineOptions};
 use moescope::model::checkpoint::Checkpoint;
+use moescope::model::weights::Quantization;
 use std::path::PathBuf;
 // `stats`.
 use anyhow::anyhow;
@@ -135,9 +136,37 @@ impl RunArgs {
                 "fused" => ExpertKernel::Fused,
                 _ => ExpertKernel::Grouped,
             },
+            layer_progress: Some(slow_pass_progress()),
             ..EngineOptions::default()
         })
     }
+}
+
+/// Layer-by-layer progress on stderr for forward passes that take more than a second (the first
+/// pass over a model larger than the page cache reads it from disk), on a terminal only.
+fn slow_pass_progress() -> moescope::engine::LayerProgress {
+    use std::io::{IsTerminal, Write};
+    use std::sync::Mutex;
+    use std::time::Instant;
+    let state: Mutex<(Instant, bool)> = Mutex::new((Instant::now(), false));
+    moescope::engine::LayerProgress(std::sync::Arc::new(move |done, layers| {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let Ok(mut s) = state.lock() else { return };
+        if done == 1 {
+            *s = (Instant::now(), false);
+        }
+        let elapsed = s.0.elapsed().as_secs_f64();
+        if elapsed > 1.0 {
+            s.1 = true;
+            eprint!("\rforward pass: layer {done}/{layers}, {elapsed:.0} s");
+            let _ = std::io::stderr().flush();
+        }
+        if done == layers && s.1 {
+            eprintln!();
+        }
+    }))
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -171,6 +200,8 @@ fn info(model: &std::path::Path, json: bool) -> Result<()> {
             "size_bytes": size_bytes,
             "tokenizer": ckpt.tokenizer_path.as_ref().map(|p| p.display().to_string()),
             "declared_dtype": ckpt.config.dtype.map(|d| d.label()),
+            "quantization": ckpt.quantization.label(),
+            "ram_bytes": moescope::engine::memory::total_ram_bytes(),
             "description": moescope::model::describe::describe(spec)
                 .into_iter()
                 .map(|(label, text)| serde_json::json!({"label": label, "text": text}))
@@ -188,11 +219,23 @@ fn info(model: &std::path::Path, json: bool) -> Result<()> {
         println!("{label:<15}{text}");
     }
     println!(
-        "{:<15}{} file(s), {:.2} MB, declared dtype {}",
+        "{:<15}{} file(s), {:.2} MB, declared dtype {}{}",
         "weights",
         ckpt.weight_files.len(),
         size_bytes as f64 / 1e6,
-        ckpt.config.dtype.map_or("none", |d| d.label())
+        ckpt.config.dtype.map_or("none", |d| d.label()),
+        match &ckpt.quantization {
+            Quantization::None => String::new(),
+            Quantization::Fp8 { block } => {
+                format!(", FP8 e4m3 in {}×{} blocks", block[0], block[1])
+            }
+            Quantization::Mxfp4 => ", MXFP4 experts".into(),
+        }
+    );
+    println!(
+        "{:<15}on the CPU {}",
+        "memory",
+        moescope::engine::memory::cpu_residency_note(size_bytes)
     );
     println!(
         "tokenizer      {}",
@@ -258,8 +301,13 @@ pub struct StatsArgs {
     pub json: bool,
     /// When running a model: run it again in this dtype (e.g. f32) and report the tokens whose
     /// expert set or top-1 expert differs (routing flips from precision).
-    #[arg(long, value_name = "DTYPE")]
+    #[arg(long, value_name = "DTYPE", conflicts_with = "compare_model")]
     pub compare_dtype: Option<String>,
+    /// When running a model: run the same tokens through this second checkpoint (an FP8 or bf16
+    /// version of the same model, say) and report routing flips, the weight change on experts
+    /// both chose, and the KL of the last position's next-token distributions.
+    #[arg(long, value_name = "MODEL_B")]
+    pub compare_model: Option<PathBuf>,
 }
 
 fn parse_token_range(text: &str) -> Result<Range<usize>, String> {
@@ -302,8 +350,8 @@ fn stats(args: StatsArgs) -> Result<()> {
         if given_input {
             bail!("--prompt and --token-ids run a model; trace files already hold their tokens");
         }
-        if args.compare_dtype.is_some() {
-            bail!("--compare-dtype runs a model twice; give a checkpoint, not trace files");
+        if args.compare_dtype.is_some() || args.compare_model.is_some() {
+            bail!("--compare-dtype and --compare-model run models; give a checkpoint, not trace files");
         }
         let traces = args
             .inputs
@@ -341,6 +389,24 @@ fn stats(args: StatsArgs) -> Result<()> {
             drop(engine);
             let mut reference = Engine::load(model, reference_options)?;
             flips = Some(analysis::routing_flips(&trace, reference.run(&ids)?)?);
+        } else if let Some(other) = &args.compare_model {
+            let reference_options = engine.options().clone();
+            let vocab = engine.checkpoint.spec.vocab_size;
+            drop(engine);
+            let mut reference = Engine::load(other, reference_options)?;
+            if reference.checkpoint.spec.vocab_size != vocab {
+                bail!(
+                    "--compare-model needs the same vocabulary: {} has {} tokens, {} has {vocab}",
+                    other.display(),
+                    reference.checkpoint.spec.vocab_size,
+                    model.display()
+                );
+            }
+            let mut f = analysis::routing_flips(&trace, reference.run(&ids)?)
+                .map_err(|e| anyhow!("{e}: {}", other.display()))?;
+            f.run = model.display().to_string();
+            f.reference = other.display().to_string();
+            flips = Some(f);
         }
         analysis::analyze(&trace, &options).map_err(|e| name_trace(e, &args.inputs))?
     };
@@ -364,18 +430,25 @@ fn print_flips(f: &analysis::RoutingFlips) {
         "\nrouting flips, {} against {}: {} of {} tokens change experts in some layer",
         f.run, f.reference, f.tokens_with_any_flip, f.num_tokens
     );
-    println!("layer  set-flips  top1-flips  changed-choices  tokens");
+    if let Some(kl) = f.last_logits_kl {
+        println!(
+            "last position: KL(reference ‖ run) of the next-token distributions {kl:.3e} nats"
+        );
+    }
+    println!("layer  set-flips  top1-flips  changed-choices  Δweight mean/max  tokens");
     for l in &f.moe_layers {
         let mut tokens: Vec<String> = l.set_flips.iter().take(12).map(|t| t.to_string()).collect();
         if l.set_flips.len() > 12 {
             tokens.push("…".into());
         }
         println!(
-            "{:>5} {:>10} {:>11} {:>15.2}%  {}",
+            "{:>5} {:>10} {:>11} {:>15.2}%  {:>7.1e}/{:<7.1e}  {}",
             l.layer,
             l.set_flips.len(),
             l.top1_flips.len(),
             l.changed_choice_fraction * 100.0,
+            l.agreeing_weight_diff_mean,
+            l.agreeing_weight_diff_max,
             tokens.join(",")
         );
     }
@@ -618,7 +691,7 @@ fn print_bench(r: &BenchReport) {
     }
     let mb = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.0} MB"));
     println!(
-        "memory         weights {:.0} MB; resident {} after load, {} after runs, peak {}",
+        "memory         weights {:.0} MB on disk; resident {} after load, {} after runs, peak {}",
         r.weights_mb,
         mb(r.rss_after_load_mb),
         mb(r.rss_mb),

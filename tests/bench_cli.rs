@@ -130,3 +130,37 @@ fn stats_compare_dtype_reports_routing_flips() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["routing_flips"]["tokens_with_any_flip"], 0);
 }
+
+/// Two checkpoints on the same tokens: identical weights (per-expert and packed layouts of the
+/// same model) flip nothing and drift nothing; two different models flip and drift, with the
+/// weight change on agreeing experts reported; models whose MoE layers differ are refused.
+#[test]
+fn stats_compare_model_reports_flips_weights_and_kl() {
+    let fixture = |n: &str| common::fixtures_dir().join(n).display().to_string();
+    let run = |a: &str, b: &str| {
+        moescope(&[
+            "stats",
+            &fixture(a),
+            "--token-ids",
+            "5,17,3,99,42,7,8,1",
+            "--compare-model",
+            &fixture(b),
+            "--json",
+        ])
+    };
+    let (ok, out, err) = run("mixtral", "mixtral-packed");
+    assert!(ok, "{err}");
+    let f = &serde_json::from_str::<serde_json::Value>(&out).unwrap()["routing_flips"];
+    assert_eq!(f["tokens_with_any_flip"], 0);
+    assert!(f["last_logits_kl"].as_f64().unwrap() < 1e-9, "{f}");
+    assert!(f["reference"].as_str().unwrap().ends_with("mixtral-packed"));
+    let (ok, out, err) = run("deepseek-v3", "deepseek-v3-bf16-sharded");
+    assert!(ok, "{err}");
+    let f = &serde_json::from_str::<serde_json::Value>(&out).unwrap()["routing_flips"];
+    assert!(f["tokens_with_any_flip"].as_u64().unwrap() > 0, "{f}");
+    assert!(f["last_logits_kl"].as_f64().unwrap() > 0.0);
+    assert!(f["moe_layers"][0]["agreeing_weight_diff_max"].is_f64());
+    let (ok, _, err) = run("mixtral", "qwen3-moe");
+    assert!(!ok && err.contains("MoE layers"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -372,3 +372,23 @@ fn unsupported_tensor_dtype_is_named() {
         "{err}"
     );
 }
+
+/// Output piped into a reader that stops early (`| head`) ends the process quietly, no panic.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moescope"))
+        .args([
+            "info",
+            common::fixtures_dir().join("mixtral").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is printed
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

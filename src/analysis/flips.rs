@@ -1,6 +1,9 @@
-//! Routing flips: tokens whose chosen experts differ between two runs of the same tokens, typically
-//! the same checkpoint in bf16/f16 against f32. Precision changes logits by a little; where two
-//! experts were nearly tied, the lower-precision run picks another one — which this makes visible.
+//! Routing flips: tokens whose chosen experts differ between two runs of the same tokens — the
+//! same checkpoint in bf16/f16 against f32, or two checkpoints of one model (an FP8 release
+//! against its bf16 original). Precision or quantization changes logits by a little; where two
+//! experts were nearly tied, the other run picks another one — which this makes visible, with how
+//! much the weights of the experts both runs chose moved and how far the next-token
+//! distributions drifted.
 
 use super::AnalysisError;
 use crate::trace::Trace;
@@ -17,6 +20,10 @@ pub struct LayerFlips {
     pub top1_flips: Vec<usize>,
     /// Share of all (token, slot) choices that differ: |A Δ B| / 2 / (T·k).
     pub changed_choice_fraction: f64,
+    /// Mean and largest |w_run − w_reference| over the (token, expert) pairs both runs chose
+    /// (0 when none agree).
+    pub agreeing_weight_diff_mean: f64,
+    pub agreeing_weight_diff_max: f64,
 }
 
 /// What `stats --compare-dtype` adds: the two runs' labels and per-layer flips.
@@ -29,6 +36,9 @@ pub struct RoutingFlips {
     pub moe_layers: Vec<LayerFlips>,
     /// Tokens with a set flip in at least one layer.
     pub tokens_with_any_flip: usize,
+    /// KL(reference ‖ run) of the last position's next-token distributions, in nats; `None` when
+    /// a trace lacks last-position logits or the vocabularies differ.
+    pub last_logits_kl: Option<f64>,
 }
 
 /// Compares `run` with `reference`: same tokens and layers required.
@@ -46,6 +56,14 @@ pub fn routing_flips(run: &Trace, reference: &Trace) -> Result<RoutingFlips, Ana
             reference.moe_layers.len()
         )));
     }
+    let layers = |tr: &Trace| tr.moe_layers.iter().map(|l| l.layer).collect::<Vec<_>>();
+    if layers(run) != layers(reference) {
+        return Err(mismatch(format!(
+            "MoE layers {:?} against {:?}",
+            layers(run),
+            layers(reference)
+        )));
+    }
     let t = run_ids.len();
     let mut any = vec![false; t];
     let mut moe_layers = Vec::with_capacity(run.moe_layers.len());
@@ -59,8 +77,21 @@ pub fn routing_flips(run: &Trace, reference: &Trace) -> Result<RoutingFlips, Ana
             });
         }
         let (mut set_flips, mut top1_flips, mut changed) = (Vec::new(), Vec::new(), 0usize);
+        let (mut diff_sum, mut diff_max, mut agreeing) = (0f64, 0f64, 0usize);
+        let weights = a.topk_weights.rows() == t && b.topk_weights.rows() == t;
         for (token, flipped) in any.iter_mut().enumerate() {
             let (ra, rb) = (a.topk_ids.row(token), b.topk_ids.row(token));
+            if weights {
+                let (wa, wb) = (a.topk_weights.row(token), b.topk_weights.row(token));
+                for (i, e) in ra.iter().enumerate() {
+                    if let Some(j) = rb.iter().position(|x| x == e) {
+                        let d = f64::from((wa[i] - wb[j]).abs());
+                        diff_sum += d;
+                        diff_max = diff_max.max(d);
+                        agreeing += 1;
+                    }
+                }
+            }
             let missing = ra.iter().filter(|e| !rb.contains(e)).count();
             if missing > 0 {
                 set_flips.push(token);
@@ -76,6 +107,8 @@ pub fn routing_flips(run: &Trace, reference: &Trace) -> Result<RoutingFlips, Ana
             set_flips,
             top1_flips,
             changed_choice_fraction: changed as f64 / (t * k).max(1) as f64,
+            agreeing_weight_diff_mean: diff_sum / agreeing.max(1) as f64,
+            agreeing_weight_diff_max: diff_max,
         });
     }
     Ok(RoutingFlips {
@@ -84,5 +117,25 @@ pub fn routing_flips(run: &Trace, reference: &Trace) -> Result<RoutingFlips, Ana
         num_tokens: t,
         moe_layers,
         tokens_with_any_flip: any.iter().filter(|&&f| f).count(),
+        last_logits_kl: kl_of_logits(&reference.last_logits, &run.last_logits),
     })
+}
+
+/// KL(P ‖ Q) of softmax(p_logits) and softmax(q_logits), in nats, computed in f64.
+fn kl_of_logits(p_logits: &[f32], q_logits: &[f32]) -> Option<f64> {
+    if p_logits.is_empty() || p_logits.len() != q_logits.len() {
+        return None;
+    }
+    let log_softmax = |l: &[f32]| -> Vec<f64> {
+        let lse = super::token::logsumexp(l);
+        l.iter().map(|&x| f64::from(x) - lse).collect()
+    };
+    let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
+    Some(
+        lp.iter()
+            .zip(&lq)
+            .map(|(a, b)| a.exp() * (a - b))
+            .sum::<f64>()
+            .max(0.0),
+    )
 }

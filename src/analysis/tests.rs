@@ -572,3 +572,31 @@ fn routing_flips_count_sets_and_top1() {
     let shorter = trace(4, "softmax", vec![layer(vec![vec![0, 1]], None)]);
     assert!(routing_flips(&shorter, &a).is_err());
 }
+
+/// Weight differences count only experts both runs chose; KL of the last logits by hand.
+#[test]
+fn routing_flips_weigh_agreeing_experts_and_the_next_token_drift() {
+    let a = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![0, 1], vec![2, 3]], None)],
+    );
+    let mut b = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![1, 0], vec![2, 1]], None)],
+    );
+    // a's weights are 0.5 everywhere. b: token 0 (1: 0.7, 0: 0.3), token 1 (2: 0.6, 1: 0.4).
+    b.moe_layers[0].topk_weights = Matrix::from_vec(2, 2, vec![0.7, 0.3, 0.6, 0.4]);
+    let (mut a, mut b) = (a, b);
+    a.last_logits = vec![0.0, 0.0];
+    b.last_logits = vec![(3f32).ln(), 0.0]; // probabilities 3/4, 1/4
+    let f = routing_flips(&b, &a).unwrap();
+    let l = &f.moe_layers[0];
+    // Agreeing pairs: (t0, 0) |0.3-0.5|, (t0, 1) |0.7-0.5|, (t1, 2) |0.6-0.5|.
+    close(l.agreeing_weight_diff_mean, (0.2 + 0.2 + 0.1) / 3.0, "mean");
+    close(l.agreeing_weight_diff_max, 0.2, "max");
+    // KL(a ‖ b) = ½ ln(½ / ¾) + ½ ln(½ / ¼).
+    let kl = 0.5 * (0.5f64 / 0.75).ln() + 0.5 * (0.5f64 / 0.25).ln();
+    close(f.last_logits_kl.unwrap(), kl, "kl");
+}

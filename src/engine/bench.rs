@@ -94,7 +94,8 @@ pub struct BenchReport {
     /// layer reaches; what is missing is dispatch overhead.
     pub moe_flop_efficiency: f64,
     pub expert_gflops_per_s: f64,
-    /// Bytes of the model's weights in the compute dtype, in MB.
+    /// The weights as stored in the checkpoint's files (what the CPU maps; a GPU holds them in
+    /// the stored dtype), in MB.
     pub weights_mb: f64,
     /// Resident memory after loading and after the runs, and its peak (Linux; `None` elsewhere).
     pub rss_after_load_mb: Option<f64>,
@@ -236,15 +237,11 @@ fn dense_swiglu_ms(
 
 /// A field of `/proc/self/status` (`VmRSS:`, `VmHWM:`) in MB; `None` off Linux.
 fn memory_mb(field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024.0 / 1e6)
+    let bytes = match field {
+        "VmHWM:" => super::memory::peak_resident_bytes(),
+        _ => super::memory::resident_bytes(),
+    }?;
+    Some(bytes as f64 / 1e6)
 }
 
 #[cfg(test)]

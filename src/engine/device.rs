@@ -180,6 +180,17 @@ mod cuda {
         }
     }
 
+    /// (free, total) bytes of `device`'s memory.
+    pub fn memory(device: &Device) -> Option<(u64, u64)> {
+        let Device::Cuda(cuda) = device else {
+            return None;
+        };
+        let context = cuda.cuda_stream().context().clone();
+        context.bind_to_thread().ok()?;
+        let (free, total) = context.mem_get_info().ok()?;
+        Some((free as u64, total as u64))
+    }
+
     pub fn devices() -> Vec<DeviceInfo> {
         use candle_core::cuda_backend::cudarc::driver::CudaContext;
         if unavailable_reason().is_some() {
@@ -218,9 +229,33 @@ mod cuda {
         Err(Error::Device(format!("cuda:{ordinal}: no CUDA support")))
     }
 
+    pub fn memory(_device: &Device) -> Option<(u64, u64)> {
+        None
+    }
+
     pub fn devices() -> Vec<DeviceInfo> {
         Vec::new()
     }
+}
+
+/// Refuses to load `needed_bytes` of weights onto a GPU that has less free memory (with a tenth
+/// to spare for activations), with both sizes in the message: a clear error, not a crash half
+/// way through loading, and no silent CPU fallback. The CPU maps weights and needs no check.
+pub fn check_fits(device: &Device, needed_bytes: u64) -> Result<()> {
+    let Some((free, total)) = cuda::memory(device) else {
+        return Ok(());
+    };
+    if needed_bytes + needed_bytes / 10 > free {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(Error::Device(format!(
+            "the weights need {:.1} GiB on {} but only {:.1} GiB of its {:.1} GiB are free: use a smaller dtype (--dtype bf16), another GPU, or the CPU (--device cpu), which maps the file instead of loading it",
+            gib(needed_bytes),
+            device_label(device),
+            gib(free),
+            gib(total)
+        )));
+    }
+    Ok(())
 }
 
 /// A short device label for traces (`cpu`, `cuda:0`).

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod capture;
 pub mod device;
+pub mod memory;
 pub mod timing;
 
 use crate::error::{Error, Result};
@@ -36,9 +37,21 @@ pub struct EngineOptions {
     /// Set to abandon a forward pass between layers ([`Error::Cancelled`]); the desktop app sets it
     /// when a newer edit makes the running pass stale.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Told `(layers done, layers)` after each block of every forward pass.
+    pub layer_progress: Option<LayerProgress>,
     pub expert_kernel: ExpertKernel,
     /// Record each expert's compute time into the trace (see [`ForwardOptions::time_experts`]).
     pub time_experts: bool,
+}
+
+/// A callback told `(layers done, layers)` as a forward pass goes (progress of slow passes).
+#[derive(Clone)]
+pub struct LayerProgress(pub Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for LayerProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerProgress")
+    }
 }
 
 /// Default [`EngineOptions::max_tokens`]: far beyond what a person inspects token by token.
@@ -54,6 +67,7 @@ impl Default for EngineOptions {
             max_tokens: DEFAULT_MAX_TOKENS,
             prefill_chunk_tokens: 512,
             cancel: None,
+            layer_progress: None,
             expert_kernel: ExpertKernel::Fused,
             time_experts: true,
         }
@@ -86,6 +100,7 @@ impl Engine {
     ) -> Result<Self> {
         let checkpoint = Checkpoint::open(path)?;
         let weights = checkpoint.weights(options.dtype, &options.device)?;
+        device::check_fits(&options.device, weights.device_bytes() as u64)?;
         let weight_bytes = weights.size_bytes();
         let model = CausalLm::load_with_progress(
             checkpoint.spec.clone(),
@@ -188,6 +203,7 @@ impl Engine {
                 total,
                 &forward,
                 self.options.cancel.as_deref(),
+                self.options.layer_progress.as_ref().map(|p| &*p.0),
                 &mut records,
             );
             let logits = match result {

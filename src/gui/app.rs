@@ -44,7 +44,7 @@ pub enum StartWith {
 enum ModelState {
     Empty,
     Loading { path: PathBuf, fraction: f32 },
-    Ready(ModelSummary),
+    Ready(Box<ModelSummary>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -83,6 +83,8 @@ pub struct MoescopeApp {
     /// Devices found at start-up (probing CUDA loads its libraries: once, not per frame).
     devices: Vec<DeviceInfo>,
     pub notice: Option<String>,
+    /// Layers done of the forward pass in flight, when it is slow enough to report.
+    pass_progress: Option<(usize, usize)>,
     routing_map: RoutingMap,
     layer_heatmap: LayerHeatmap,
     colored_text: ColoredText,
@@ -147,6 +149,7 @@ impl MoescopeApp {
             errors: worker_error.into_iter().collect(),
             devices: available_devices(),
             notice: None,
+            pass_progress: None,
             routing_map: RoutingMap::default(),
             layer_heatmap: LayerHeatmap::default(),
             colored_text: ColoredText::default(),
@@ -287,6 +290,13 @@ impl MoescopeApp {
                 if let Some(note) = &summary.device_note {
                     self.errors.push(note.clone());
                 }
+                if summary.exceeds_ram {
+                    self.errors.push(format!(
+                        "{}: the weights are {}",
+                        summary.path.display(),
+                        summary.memory_note
+                    ));
+                }
                 if !summary.has_tokenizer {
                     self.input_mode = InputMode::TokenIds;
                     if self.token_ids_text.is_empty() {
@@ -310,6 +320,7 @@ impl MoescopeApp {
                 }
             }
             Event::RunFinished(data) => {
+                self.pass_progress = None;
                 let edited_at = match self.pending {
                     Some((id, at)) if id == data.run_id => {
                         self.pending = None;
@@ -324,7 +335,11 @@ impl MoescopeApp {
                 if matches!(self.pending, Some((id, _)) if id == run_id) {
                     self.pending = None;
                 }
+                self.pass_progress = None;
                 self.notice = Some(message);
+            }
+            Event::RunProgress { done, layers } => {
+                self.pass_progress = (done < layers).then_some((done, layers));
             }
         }
     }
@@ -617,6 +632,11 @@ impl MoescopeApp {
             }
             if self.pending.is_some() || self.dirty_since.is_some() {
                 ui.spinner();
+                if let Some((done, layers)) = self.pass_progress {
+                    ui.label(format!("layer {done}/{layers}")).on_hover_text(
+                        "a slow pass: the weights not yet in memory are read from disk",
+                    );
+                }
             }
             if let Some(notice) = &self.notice {
                 ui.separator();
@@ -702,6 +722,19 @@ impl MoescopeApp {
                 ui.end_row();
                 ui.label("experts");
                 ui.label(format!("{} routed, top-{}", s.num_experts, s.top_k));
+                ui.end_row();
+                ui.label("routing");
+                ui.label(&s.routing);
+                ui.end_row();
+                ui.label("weights");
+                ui.label(format!(
+                    "{}, {}",
+                    crate::engine::memory::human_bytes(s.weight_bytes),
+                    s.weight_format
+                ));
+                ui.end_row();
+                ui.label("memory");
+                ui.label(&s.memory_note);
                 ui.end_row();
                 ui.label("load time");
                 ui.label(format!("{:.0} ms", s.load_ms));

@@ -49,6 +49,15 @@ pub struct ModelSummary {
     /// Why the model runs elsewhere than asked (CUDA asked, none usable: CPU), for the user.
     pub device_note: Option<String>,
     pub load_ms: f64,
+    /// Bytes of the weight files and how they are stored (`bf16`, `FP8 e4m3, 128×128 blocks`).
+    pub weight_bytes: u64,
+    pub weight_format: String,
+    /// The routing rule in words.
+    pub routing: String,
+    /// What the weights cost in memory here, in words.
+    pub memory_note: String,
+    /// The weights are larger than this machine's RAM (they still run, from disk).
+    pub exceeds_ram: bool,
 }
 
 pub enum Event {
@@ -56,7 +65,7 @@ pub enum Event {
         path: PathBuf,
         fraction: f32,
     },
-    Loaded(ModelSummary),
+    Loaded(Box<ModelSummary>),
     LoadFailed {
         path: PathBuf,
         message: String,
@@ -69,6 +78,11 @@ pub enum Event {
     RunFailed {
         run_id: u64,
         message: String,
+    },
+    /// A forward pass finished `done` of `layers` blocks (sent for slow passes only).
+    RunProgress {
+        done: usize,
+        layers: usize,
     },
 }
 
@@ -208,6 +222,7 @@ impl WorkerState {
             dtype,
             device,
             cancel: Some(self.cancel_run.clone()),
+            layer_progress: Some(self.layer_progress()),
             ..EngineOptions::default()
         };
         let cancel = self.cancel_load.clone();
@@ -238,9 +253,20 @@ impl WorkerState {
                     dtype: engine.trace().model.dtype.clone(),
                     device_note,
                     load_ms: started.elapsed().as_secs_f64() * 1e3,
+                    weight_bytes: engine.weight_bytes() as u64,
+                    weight_format: weight_format(&engine.checkpoint),
+                    routing: spec.moe.router.describe(),
+                    memory_note: if engine.options().device.is_cpu() {
+                        crate::engine::memory::cpu_residency_note(engine.weight_bytes() as u64)
+                    } else {
+                        "on the GPU in their stored dtype".into()
+                    },
+                    exceeds_ram: engine.options().device.is_cpu()
+                        && crate::engine::memory::total_ram_bytes()
+                            .is_some_and(|ram| engine.weight_bytes() as u64 > ram),
                 };
                 self.engine = Some(engine);
-                self.emit(Event::Loaded(summary));
+                self.emit(Event::Loaded(Box::new(summary)));
             }
             Err(crate::Error::Cancelled) => self.emit(Event::LoadCancelled { path }),
             Err(e) => self.emit(Event::LoadFailed {
@@ -248,6 +274,26 @@ impl WorkerState {
                 message: e.to_string(),
             }),
         }
+    }
+
+    /// Progress of passes slower than a quarter second (a cold model read from disk), at most one
+    /// event per layer, so fast passes send nothing.
+    fn layer_progress(&self) -> crate::engine::LayerProgress {
+        let events = self.events.clone();
+        let wake = self.wake.clone();
+        let started = std::sync::Mutex::new(Instant::now());
+        crate::engine::LayerProgress(Arc::new(move |done, layers| {
+            let Ok(mut started) = started.lock() else {
+                return;
+            };
+            if done == 1 {
+                *started = Instant::now();
+            }
+            if started.elapsed().as_secs_f64() > 0.25 {
+                let _ = events.try_send(Event::RunProgress { done, layers });
+                wake();
+            }
+        }))
     }
 
     fn run(&mut self, run_id: u64, input: RunInput) {
@@ -275,5 +321,16 @@ impl WorkerState {
                 message: e.to_string(),
             }),
         }
+    }
+}
+
+/// How a checkpoint's weights are stored, for the model panel.
+fn weight_format(checkpoint: &crate::model::checkpoint::Checkpoint) -> String {
+    use crate::model::weights::Quantization;
+    let declared = checkpoint.config.dtype.map_or("float", |d| d.label());
+    match &checkpoint.quantization {
+        Quantization::None => declared.to_owned(),
+        Quantization::Fp8 { block } => format!("FP8 e4m3, {}×{} blocks", block[0], block[1]),
+        Quantization::Mxfp4 => format!("MXFP4 experts, {declared} otherwise"),
     }
 }

@@ -177,13 +177,15 @@ impl CausalLm {
     /// `sequence_end` positions (the whole prompt when the engine prefills it in chunks; LongRoPE
     /// scales by it as transformers does for one forward over the prompt). Appends one
     /// [`LayerRecord`] per block to `records` and returns the LM-head logits of the last position
-    /// (f32, `[vocab]`).
+    /// (f32, `[vocab]`). `progress(done, layers)` is told after each block (the first pass over a
+    /// model larger than the page cache reads its weights from disk: minutes, not milliseconds).
     pub fn forward(
         &mut self,
         ids: &[u32],
         sequence_end: usize,
         run: &ForwardOptions,
         cancel: Option<&AtomicBool>,
+        progress: Option<&(dyn Fn(usize, usize) + Send + Sync)>,
         records: &mut Vec<LayerRecord>,
     ) -> Result<Vec<f32>> {
         if let Some((position, &id)) = ids
@@ -241,6 +243,9 @@ impl CausalLm {
                 moe,
                 timings_ms: timings,
             });
+            if let Some(report) = progress {
+                report(layer + 1, self.spec.num_layers);
+            }
         }
         let last = self.norm.forward(&x.narrow(0, ids.len() - 1, 1)?)?;
         let mut logits = self.lm_head.forward_f32(&last)?;

@@ -121,7 +121,7 @@ impl MoeBlock {
             let dtype = if on_cpu {
                 w.weights.dtype
             } else {
-                stored_dtype(&host)
+                stored_dtype(&host, w.weights.dtype)
             };
             ExpertWeights::Tensors(tensor_experts(&ew, &spec.experts, &host, e, hidden, dtype)?)
         };
@@ -363,13 +363,15 @@ fn bias_names(spec: &ExpertSpec) -> (&'static str, &'static str) {
     }
 }
 
-/// The dtype a GPU keeps the experts in: their stored float dtype (bf16 for quantized ones).
-fn stored_dtype(host: &HostExperts) -> DType {
+/// The dtype a GPU keeps the experts in: their stored float dtype, or the compute dtype for
+/// quantized ones (dequantized FP8 rounded to bf16 moved router logits by 1e-2 in f32 runs).
+fn stored_dtype(host: &HostExperts, compute: DType) -> DType {
     use super::host::Format;
     match host.experts.first().map(|e| &e.down.matrix.format) {
         Some(Format::F32) => DType::F32,
         Some(Format::F16) => DType::F16,
-        _ => DType::BF16,
+        Some(Format::Bf16) => DType::BF16,
+        _ => compute,
     }
 }
 

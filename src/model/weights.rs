@@ -138,6 +138,26 @@ impl Weights {
         self.entries.values().map(|e| e.end - e.start).sum()
     }
 
+    /// Bytes the weights take on a GPU: float tensors as stored, quantized ones dequantized to
+    /// the compute dtype (their scales and exponents not kept).
+    pub fn device_bytes(&self) -> usize {
+        let compute = self.dtype.size_in_bytes();
+        self.entries
+            .iter()
+            .map(|(name, e)| {
+                let bytes = e.end - e.start;
+                match e.dtype {
+                    safetensors::Dtype::F8_E4M3 => bytes * compute,
+                    // Two FP4 values per byte.
+                    safetensors::Dtype::U8 if name.ends_with("_blocks") => bytes * 2 * compute,
+                    safetensors::Dtype::U8 if name.ends_with("_scales") => 0,
+                    _ if name.ends_with("_scale_inv") => 0,
+                    _ => bytes,
+                }
+            })
+            .sum()
+    }
+
     /// `name`'s entry, checked to have `shape`.
     fn entry_of_shape(&self, name: &str, shape: &[usize]) -> Result<&Entry> {
         let entry = self.entry(name)?;
@@ -358,13 +378,14 @@ impl Weights {
     }
 
     /// `name` on the compute device in its stored dtype (bf16 stays bf16; FP8 is dequantized to
-    /// bf16): the GPU's matrices, converted to the compute dtype only as each op runs.
+    /// the compute dtype): the GPU's matrices, converted to the compute dtype only as each op runs.
     pub fn get_stored(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let entry = self.entry_of_shape(name, shape)?;
         let dtype = match entry.dtype {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::F16 => DType::F16,
-            _ => DType::BF16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            _ => self.dtype,
         };
         self.materialize(name, entry, entry.start..entry.end, shape, dtype)
     }
