@@ -392,3 +392,89 @@ fn closed_stdout_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Rewrites the named safetensors file of `dir` keeping every tensor's dtype; `edit` may change
+/// (name, dtype, shape, bytes) entries or drop them.
+fn rewrite_typed(
+    path: &Path,
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// Quantized tensors that lie about their layout are one-line errors naming the tensor and the
+/// file: FP8 scales that do not tile their weight, an FP8 weight without scales, MXFP4 blocks of
+/// the wrong shape, an unknown quantization method.
+#[test]
+fn lying_quantized_tensors_are_named() {
+    let fp8 = "model.layers.1.self_attn.q_a_proj.weight";
+    let dir = copy_fixture("deepseek-v3-fp8", "fp8-scales");
+    rewrite_typed(&dir.join("model.safetensors"), |t| {
+        let s = t
+            .iter_mut()
+            .find(|e| e.0 == format!("{fp8}_scale_inv"))
+            .unwrap();
+        // One scale too many in the last dimension.
+        let extra = s.2.last().copied().unwrap() + 1;
+        let rows = s.2[0];
+        *s.2.last_mut().unwrap() = extra;
+        s.3 = vec![0u8; rows * extra * 4];
+    });
+    let err = trace_fails(&dir, &[]);
+    assert!(
+        err.contains(&format!("{fp8}_scale_inv"))
+            && err.contains("do not tile")
+            && err.contains("model.safetensors"),
+        "{err}"
+    );
+
+    let dir = copy_fixture("deepseek-v3-fp8", "fp8-no-scales");
+    rewrite_typed(&dir.join("model.safetensors"), |t| {
+        t.retain(|e| e.0 != format!("{fp8}_scale_inv"))
+    });
+    let err = trace_fails(&dir, &[]);
+    assert!(
+        err.contains(fp8) && err.contains("without its scale"),
+        "{err}"
+    );
+
+    let blocks = "model.layers.0.mlp.experts.down_proj_blocks";
+    let dir = copy_fixture("gpt-oss-mxfp4", "mxfp4-blocks");
+    rewrite_typed(&dir.join("model.safetensors"), |t| {
+        let b = t.iter_mut().find(|e| e.0 == blocks).unwrap();
+        let half = b.2[1] / 2;
+        b.2[1] = half;
+        b.3.truncate(b.2.iter().product());
+    });
+    let err = trace_fails(&dir, &[]);
+    assert!(err.contains(blocks) && err.contains("shape"), "{err}");
+
+    let dir = copy_fixture("qwen3-moe-fp8", "quant-method");
+    edit_config(&dir, |c| {
+        c["quantization_config"]["quant_method"] = "awq".into()
+    });
+    let err = trace_fails(&dir, &[]);
+    assert!(
+        err.contains("quantization_config.quant_method")
+            && err.contains("awq")
+            && err.contains("config.json"),
+        "{err}"
+    );
+}
