@@ -65,7 +65,13 @@ impl Linear {
                 } else {
                     w.to_dtype(x.dtype())?
                 };
-                let y = x.broadcast_matmul(&w.t()?)?;
+                // Activations are [tokens, in] everywhere; broadcast_matmul made cuBLAS
+                // see a broadcast (copied) weight.
+                let y = if x.rank() == 2 {
+                    x.matmul(&w.t()?)?
+                } else {
+                    x.broadcast_matmul(&w.t()?)?
+                };
                 Ok(match &self.bias {
                     Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?)?,
                     None => y,
