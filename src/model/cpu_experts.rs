@@ -8,6 +8,46 @@ use super::host::{self, Projection};
 use super::spec::{Activation, GateUpOrder, WeightTarget};
 use rayon::prelude::*;
 
+/// A layer's input to the experts: f32, or bf16 (bits) when the model computes in bf16 — then
+/// the experts multiply bf16 values as a bf16 matmul does (`vdpbf16ps` where the CPU has it) and
+/// round their intermediate activations to bf16, as transformers' bf16 experts do.
+#[derive(Clone, Copy)]
+pub enum Activations<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+impl Activations<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Activations::F32(x) => x.len(),
+            Activations::Bf16(x) => x.len(),
+        }
+    }
+}
+
+fn round_bf16(v: f32) -> u16 {
+    half::bf16::from_f32(v).to_bits()
+}
+
+fn widen_bf16(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+/// `y = x · Wᵀ` on f32 or bf16 rows.
+fn matmul_rows(x: &Rows, m: usize, w: &Projection, y: &mut [f32], ldy: usize) {
+    match x {
+        Rows::F32(x) => host::matmul(x, m, w, y, ldy),
+        Rows::Bf16(x) => host::matmul_bf16(x, m, w, y, ldy),
+    }
+}
+
+/// One expert's gathered rows.
+enum Rows {
+    F32(Vec<f32>),
+    Bf16(Vec<u16>),
+}
+
 /// What an expert computes around its matmuls: the activation and where the routing weight
 /// applies.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,7 +107,7 @@ impl HostExperts {
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
-        x: &[f32],
+        x: Activations,
         k: usize,
         order: &[u32],
         counts: &[usize],
@@ -137,7 +177,7 @@ impl HostExperts {
     fn run_expert(
         &self,
         expert: usize,
-        x: &[f32],
+        x: Activations,
         k: usize,
         rows: &[u32],
         weights: &[f32],
@@ -148,24 +188,45 @@ impl HostExperts {
         let hidden = e.down.out_dim();
         let inter = e.down.in_dim();
         let count = rows.len();
-        let mut xe = vec![0f32; count * hidden];
-        for (dst, &flat) in xe.chunks_exact_mut(hidden).zip(rows) {
-            let t = flat as usize / k;
-            dst.copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
-            if math.weights_on == WeightTarget::Input {
-                let w = weights[flat as usize];
-                dst.iter_mut().for_each(|v| *v *= w);
+        let scale = |flat: u32| match math.weights_on {
+            WeightTarget::Input => Some(weights[flat as usize]),
+            WeightTarget::Output => None,
+        };
+        let xe = match x {
+            Activations::F32(x) => {
+                let mut xe = vec![0f32; count * hidden];
+                for (dst, &flat) in xe.chunks_exact_mut(hidden).zip(rows) {
+                    let t = flat as usize / k;
+                    dst.copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+                    if let Some(w) = scale(flat) {
+                        dst.iter_mut().for_each(|v| *v *= w);
+                    }
+                }
+                Rows::F32(xe)
             }
-        }
+            Activations::Bf16(x) => {
+                let mut xe = vec![0u16; count * hidden];
+                for (dst, &flat) in xe.chunks_exact_mut(hidden).zip(rows) {
+                    let t = flat as usize / k;
+                    dst.copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+                    if let Some(w) = scale(flat) {
+                        dst.iter_mut()
+                            .for_each(|v| *v = round_bf16(widen_bf16(*v) * w));
+                    }
+                }
+                Rows::Bf16(xe)
+            }
+        };
+        let bf16 = matches!(xe, Rows::Bf16(_));
         let mut gu = vec![0f32; count * 2 * inter];
         let order = match &e.gate_up {
             GateUp::Fused(p, order) => {
-                host::matmul(&xe, count, p, &mut gu, 2 * inter);
+                matmul_rows(&xe, count, p, &mut gu, 2 * inter);
                 *order
             }
             GateUp::Split { gate, up } => {
-                host::matmul(&xe, count, gate, &mut gu, 2 * inter);
-                host::matmul(&xe, count, up, &mut gu[inter..], 2 * inter);
+                matmul_rows(&xe, count, gate, &mut gu, 2 * inter);
+                matmul_rows(&xe, count, up, &mut gu[inter..], 2 * inter);
                 GateUpOrder::Halves
             }
         };
@@ -180,6 +241,10 @@ impl HostExperts {
             if let Some((b, _)) = bias {
                 gur.iter_mut().zip(b).for_each(|(v, b)| *v += b);
             }
+            if bf16 {
+                // The gate/up projection's output is a bf16 tensor in a bf16 model.
+                gur.iter_mut().for_each(|v| *v = widen_bf16(round_bf16(*v)));
+            }
             activation_row(math.activation, order, gur, hr);
         };
         if count >= PARALLEL_EXPERT_ROWS {
@@ -191,7 +256,12 @@ impl HostExperts {
                 .zip(gu.chunks_mut(2 * inter))
                 .for_each(activate);
         }
-        host::matmul(&h, count, &e.down, out, hidden);
+        if bf16 {
+            let hb: Vec<u16> = h.iter().map(|&v| round_bf16(v)).collect();
+            host::matmul_bf16(&hb, count, &e.down, out, hidden);
+        } else {
+            host::matmul(&h, count, &e.down, out, hidden);
+        }
         for (row, &flat) in out.chunks_exact_mut(hidden).zip(rows) {
             if let Some((_, b)) = bias {
                 row.iter_mut().zip(b).for_each(|(v, b)| *v += b);

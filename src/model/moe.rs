@@ -5,7 +5,7 @@
 //! `y = Σ_k w_k · (down · act(gate_up · x + b₁) + b₂)`, or with the weight on the input (Llama-4)
 //! `y = Σ_k down · act(gate_up · (w_k · x))`.
 
-use super::cpu_experts::{ExpertMath, GateUp, HostExpert, HostExperts};
+use super::cpu_experts::{Activations, ExpertMath, GateUp, HostExpert, HostExperts};
 use super::host::{Layout, Projection};
 use super::layers::{gated_activation, GatedMlp, Linear};
 use super::record::{CaptureLevel, ExpertKernel, ForwardOptions, MoeRecord};
@@ -468,9 +468,27 @@ fn host_dispatch(
     let (tokens, hidden) = x.dims2()?;
     let num_experts = experts.experts.len();
     let (order, counts) = group_by_expert(routing, num_experts);
-    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let (f32s, bf16s): (Vec<f32>, Vec<u16>) = match x.dtype() {
+        DType::BF16 => (
+            Vec::new(),
+            x.flatten_all()?
+                .to_vec1::<half::bf16>()?
+                .into_iter()
+                .map(half::bf16::to_bits)
+                .collect(),
+        ),
+        _ => (
+            x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            Vec::new(),
+        ),
+    };
+    let xs = if x.dtype() == DType::BF16 {
+        Activations::Bf16(&bf16s)
+    } else {
+        Activations::F32(&f32s)
+    };
     let y = experts.forward(
-        &xs,
+        xs,
         routing.top_k,
         &order,
         &counts,

@@ -10,7 +10,11 @@ pub fn exp(x: f32) -> f32 {
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.3, 88.7);
-    let n = (x * LOG2E + 0.5).floor();
+    // floor without libm's `floorf` (a call per element, which stops vectorization): truncate,
+    // then step down where truncation rounded up (negative values).
+    let t = x * LOG2E + 0.5;
+    let i = t as i32;
+    let n = (i - i32::from(t < i as f32)) as f32;
     let r = x - n * C1 - n * C2;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_2e-3;

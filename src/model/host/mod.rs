@@ -4,9 +4,10 @@
 //! matmul of a model goes through here (attention projections, dense and shared MLPs, the router,
 //! routed experts, the LM head), so opening a checkpoint copies nothing and a bf16 file stays bf16.
 
+pub mod attention;
 pub mod gemm;
 pub mod math;
 pub mod matrix;
 
-pub use gemm::{isa, matmul, Isa, Layout, Projection};
+pub use gemm::{has_bf16_dot, isa, matmul, matmul_bf16, Isa, Layout, Projection};
 pub use matrix::{Bytes, Format, HostMatrix};

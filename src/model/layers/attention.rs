@@ -6,6 +6,7 @@
 use super::norm::rms_normalize;
 use super::{Linear, RmsNorm, Rotary};
 use crate::error::Result;
+use crate::model::host;
 use crate::model::spec::{AttentionWindow, TemperatureTuning};
 use candle_core::{DType, Tensor, D};
 
@@ -223,9 +224,6 @@ impl GqaAttention {
             q = q.broadcast_mul(&scales)?;
         }
         let (k, v) = cache.append(k, v, 1, 1)?;
-        let repeat = self.num_heads / self.num_kv_heads;
-        let k = repeat_kv(&k, repeat)?;
-        let v = repeat_kv(&v, repeat)?;
         let out = masked_attention(
             &q,
             &k,
@@ -298,7 +296,9 @@ fn repeat_kv(x: &Tensor, repeat: usize) -> Result<Tensor> {
 /// where query i sits at absolute position `start + i`, within `window`. Scores and softmax in
 /// f32 (transformers' eager path). With `sinks` (`[h]`), each head's sink logit joins its
 /// softmax as one more column that is then dropped, so it only takes probability mass (GPT-OSS).
-/// Returns `[len, h * dv]`.
+/// Keys and values may have fewer heads than queries (grouped-query attention: each serves
+/// `h / kv_heads` query heads). Returns `[len, h * dv]`. On the CPU the core runs in
+/// [`host::attention::attend`] in f32 whatever the compute dtype.
 fn masked_attention(
     q: &Tensor,
     k: &Tensor,
@@ -308,8 +308,41 @@ fn masked_attention(
     window: AttentionWindow,
     sinks: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (h, len, _) = q.dims3()?;
-    let seen = k.dim(1)?;
+    let (h, len, dq) = q.dims3()?;
+    let (kv_heads, seen, _) = k.dims3()?;
+    if q.device().is_cpu() {
+        let flat = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
+        let dv = v.dim(2)?;
+        let sinks = match sinks {
+            Some(s) => Some(flat(s)?),
+            None => None,
+        };
+        let shape = host::attention::Shape {
+            heads: h,
+            kv_heads,
+            len,
+            seen,
+            dq,
+            dv,
+        };
+        let out = host::attention::attend(
+            &flat(q)?,
+            &flat(k)?,
+            &flat(v)?,
+            shape,
+            host::attention::Masking {
+                scale: scale as f32,
+                start,
+                window,
+            },
+            sinks.as_deref(),
+        );
+        return Ok(Tensor::from_vec(out, (len, h * dv), q.device())?.to_dtype(q.dtype())?);
+    }
+    let repeat = h / kv_heads;
+    let (k, v) = (&repeat_kv(k, repeat)?, &repeat_kv(v, repeat)?);
     let dtype = q.dtype();
     let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
     let mask = causal_mask(len, seen, start, window, q.device())?;

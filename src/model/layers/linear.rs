@@ -87,7 +87,8 @@ impl Linear {
     }
 
     /// `x Wᵀ + b` as f32 values, row-major, accumulated in f32 and never rounded to the
-    /// activations' dtype (the LM head's logits).
+    /// activations' dtype (the LM head's logits). bf16 activations multiply as bf16 (with
+    /// `vdpbf16ps` where the CPU has it), as a bf16 matmul does.
     pub fn forward_f32(&self, x: &Tensor) -> Result<Vec<f32>> {
         let Weight::Host(p) = &self.weight else {
             return Ok(self
@@ -96,12 +97,24 @@ impl Linear {
                 .flatten_all()?
                 .to_vec1()?);
         };
-        let k = p.in_dim();
-        let n = p.out_dim();
-        let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let m = xs.len() / k.max(1);
+        let (k, n) = (p.in_dim(), p.out_dim());
+        let m = x.elem_count() / k.max(1);
         let mut y = vec![0f32; m * n];
-        host::matmul(&xs, m, p, &mut y, n);
+        match x.dtype() {
+            DType::BF16 => {
+                let xs: Vec<u16> = x
+                    .flatten_all()?
+                    .to_vec1::<half::bf16>()?
+                    .into_iter()
+                    .map(half::bf16::to_bits)
+                    .collect();
+                host::matmul_bf16(&xs, m, p, &mut y, n);
+            }
+            _ => {
+                let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                host::matmul(&xs, m, p, &mut y, n);
+            }
+        }
         if let Some(b) = &self.bias_f32 {
             for row in y.chunks_exact_mut(n) {
                 row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
