@@ -459,7 +459,8 @@ fn name_trace(err: AnalysisError, paths: &[PathBuf]) -> anyhow::Error {
     let index = match &err {
         AnalysisError::EmptyTokenRange { trace, .. }
         | AnalysisError::Mismatch { trace, .. }
-        | AnalysisError::Malformed { trace, .. } => *trace,
+        | AnalysisError::Malformed { trace, .. }
+        | AnalysisError::Invalid { trace, .. } => *trace,
         AnalysisError::NoTraces | AnalysisError::CapacityFactor(_) => return err.into(),
     };
     match paths.get(index) {

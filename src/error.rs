@@ -13,6 +13,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Writing an output file failed; the previous file, if any, is intact ([`crate::atomic`]).
+    #[error("cannot write {path}: {source} (any previous file is unchanged)")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An output could not be made from what was asked (format, figure, layer).
+    #[error("cannot export {path}: {problem}")]
+    Export { path: PathBuf, problem: String },
+
     #[error("bad config: {problem} in {path}")]
     BadConfig { path: PathBuf, problem: String },
 

@@ -6,6 +6,7 @@
 //! with them, so neither depends on the other.
 
 pub mod analysis;
+pub mod atomic;
 pub mod engine;
 pub mod error;
 pub mod export;

@@ -73,6 +73,8 @@ pub enum AnalysisError {
         layer: usize,
         problem: String,
     },
+    #[error("trace {trace}: {problem}")]
+    Invalid { trace: usize, problem: String },
 }
 
 /// Everything `moescope stats --json` prints.
@@ -546,6 +548,10 @@ fn trace_len(trace: &Trace) -> usize {
 /// Checks the shapes and ids the metrics rely on, so the arithmetic below cannot index out of
 /// bounds or divide by zero.
 fn validate(trace: &Trace, index: usize) -> Result<(), AnalysisError> {
+    trace.validate().map_err(|problem| AnalysisError::Invalid {
+        trace: index,
+        problem,
+    })?;
     let e = trace.model.num_experts;
     let tokens = trace_len(trace);
     let k = trace.moe_layers.first().map_or(0, |l| l.topk_ids.cols());

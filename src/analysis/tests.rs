@@ -449,7 +449,7 @@ fn malformed_traces_are_errors() {
     let bad = trace(2, "softmax", vec![layer(vec![vec![0, 0]], None)]);
     assert!(matches!(
         analyze(&bad, &AnalysisOptions::default()),
-        Err(AnalysisError::Malformed { .. })
+        Err(AnalysisError::Invalid { ref problem, .. }) if problem.contains("twice")
     ));
     let out_of_range = trace(2, "softmax", vec![layer(vec![vec![5]], None)]);
     assert!(analyze(&out_of_range, &AnalysisOptions::default()).is_err());

@@ -26,10 +26,10 @@ pub enum FigureKind {
     LoadHeatmap,
 }
 
-fn io_error(path: &Path, err: std::io::Error) -> Error {
-    Error::Io {
+fn export_error(path: &Path, problem: impl Into<String>) -> Error {
+    Error::Export {
         path: path.to_owned(),
-        source: err,
+        problem: problem.into(),
     }
 }
 
@@ -40,32 +40,43 @@ fn extension(path: &Path) -> String {
         .to_ascii_lowercase()
 }
 
-/// Writes `kind` as PNG or SVG, chosen by `path`'s extension.
+/// Writes `kind` as PNG or SVG, chosen by `path`'s extension, atomically (a failed export leaves
+/// an older file of that name intact).
 pub fn write_figure(trace: &Trace, kind: &FigureKind, path: &Path) -> Result<()> {
-    let figure = figure::build(trace, kind).map_err(|problem| Error::Trace {
-        path: path.to_owned(),
-        problem,
-    })?;
-    match extension(path).as_str() {
-        "png" => png::render(&figure)
-            .save_with_format(path, image::ImageFormat::Png)
-            .map_err(|e| io_error(path, std::io::Error::other(e.to_string()))),
-        "svg" => std::fs::write(path, svg::render(&figure)).map_err(|e| io_error(path, e)),
-        other => Err(Error::Trace {
-            path: path.to_owned(),
-            problem: format!("unsupported figure format '.{other}': use .png or .svg"),
-        }),
+    let format = extension(path);
+    if format != "png" && format != "svg" {
+        return Err(export_error(
+            path,
+            format!("unsupported figure format '.{format}': use .png or .svg"),
+        ));
+    }
+    trace
+        .validate()
+        .map_err(|problem| export_error(path, format!("the trace is malformed: {problem}")))?;
+    let figure = figure::build(trace, kind).map_err(|problem| export_error(path, problem))?;
+    if format == "png" {
+        let mut bytes = Vec::new();
+        png::render(&figure)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .map_err(|e| export_error(path, format!("PNG encoding failed: {e}")))?;
+        crate::atomic::write_bytes(path, &bytes)
+    } else {
+        crate::atomic::write_bytes(path, svg::render(&figure).as_bytes())
     }
 }
 
-/// Writes the trace as JSON (the trace contract) or long-format CSV, chosen by extension.
+/// Writes the trace as JSON (the trace contract) or long-format CSV, chosen by extension,
+/// atomically.
 pub fn write_data(trace: &Trace, path: &Path) -> Result<()> {
     match extension(path).as_str() {
         "json" => trace.write_json(path),
-        "csv" => std::fs::write(path, csv::long_format(trace)).map_err(|e| io_error(path, e)),
-        other => Err(Error::Trace {
-            path: path.to_owned(),
-            problem: format!("unsupported data format '.{other}': use .json or .csv"),
-        }),
+        "csv" => crate::atomic::write_bytes(path, csv::long_format(trace).as_bytes()),
+        other => Err(export_error(
+            path,
+            format!("unsupported data format '.{other}': use .json or .csv"),
+        )),
     }
 }

@@ -106,15 +106,27 @@ impl MoescopeApp {
         model: Option<PathBuf>,
         dialogs: Box<dyn FileDialogs>,
     ) -> Self {
-        let settings: Settings = cc
-            .storage
-            .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
-            .unwrap_or_default();
+        // Our own file, written atomically; eframe's storage (which rewrites its file in place)
+        // keeps only the window geometry, and is read once for settings saved by older builds.
+        let mut load_error = None;
+        let settings: Settings = match Settings::default_path().map(|p| Settings::load(&p)) {
+            Some(Ok(Some(s))) => s,
+            Some(Err(e)) => {
+                load_error = Some(e);
+                Settings::default()
+            }
+            _ => cc
+                .storage
+                .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+                .unwrap_or_default(),
+        };
         let start = match model {
             Some(path) => StartWith::Model(path),
             None => StartWith::DefaultModel,
         };
-        Self::with_settings(&cc.egui_ctx, settings, start, dialogs)
+        let mut app = Self::with_settings(&cc.egui_ctx, settings, start, dialogs);
+        app.errors.extend(load_error);
+        app
     }
 
     /// Builds the app on `ctx` (tests pass a kittest context and fixed dialogs).
@@ -876,8 +888,16 @@ impl eframe::App for MoescopeApp {
         self.draw(ui);
     }
 
-    fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    fn save(&mut self, _storage: &mut dyn eframe::Storage) {
+        if let Some(path) = Settings::default_path() {
+            if let Err(e) = self.settings.save(&path) {
+                // Shown if the app keeps running (eframe also saves periodically), once.
+                let message = e.to_string();
+                if !self.errors.contains(&message) {
+                    self.errors.push(message);
+                }
+            }
+        }
     }
 }
 

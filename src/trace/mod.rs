@@ -135,32 +135,136 @@ impl Trace {
         serde_json::from_str(text)
     }
 
+    /// Writes the trace as JSON, atomically (a failed write leaves an older file intact).
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json()).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
+        crate::atomic::write_with(path, |w| {
+            serde_json::to_writer(w, self).map_err(std::io::Error::other)
         })
     }
 
-    /// Reads a trace file and checks it is one this build understands.
+    /// Reads a trace file and checks it is one this build understands and that it is
+    /// consistent ([`Trace::validate`]), so every consumer — stats, export, the app — may index
+    /// it without checking again.
     pub fn read_json(path: &Path) -> Result<Self> {
+        let bad = |problem: String| Error::Trace {
+            path: path.to_owned(),
+            problem,
+        };
+        let size = std::fs::metadata(path)
+            .map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        if size > MAX_JSON_BYTES {
+            return Err(bad(format!(
+                "{size} bytes is more than the {MAX_JSON_BYTES} a JSON trace may have"
+            )));
+        }
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_owned(),
             source,
         })?;
-        let trace = Self::from_json(&text).map_err(|e| Error::Trace {
-            path: path.to_owned(),
-            problem: e.to_string(),
-        })?;
+        Self::parse(&text).map_err(bad)
+    }
+
+    /// Parses and validates trace JSON (what [`Trace::read_json`] does after reading the file).
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let trace = Self::from_json(text).map_err(|e| e.to_string())?;
         if trace.format_version != FORMAT_VERSION {
-            return Err(Error::Trace {
-                path: path.to_owned(),
-                problem: format!(
-                    "format_version {} is not supported (this build reads {FORMAT_VERSION})",
-                    trace.format_version
-                ),
-            });
+            return Err(format!(
+                "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                trace.format_version
+            ));
         }
+        trace.validate()?;
         Ok(trace)
     }
+
+    /// Why this trace is inconsistent, if it is: every MoE layer's matrices have one row per
+    /// token and the model's expert count or top-k columns, expert ids are below the expert
+    /// count and distinct within a row, weights and logits are finite, layer indices increase and
+    /// lie below the layer count, per-expert vectors have one entry per expert.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let e = self.model.num_experts;
+        let t = self.tokens.len();
+        if e == 0 && !self.moe_layers.is_empty() {
+            return Err("model.num_experts is 0".into());
+        }
+        let mut previous: Option<usize> = None;
+        for layer in &self.moe_layers {
+            let at = |problem: String| format!("layer {}: {problem}", layer.layer);
+            if previous.is_some_and(|p| layer.layer <= p) {
+                return Err(at("layer indices must increase".into()));
+            }
+            previous = Some(layer.layer);
+            if self.model.num_layers > 0 && layer.layer >= self.model.num_layers {
+                return Err(at(format!(
+                    "index out of the model's {} layers",
+                    self.model.num_layers
+                )));
+            }
+            let ids = &layer.topk_ids;
+            let k = ids.cols();
+            if ids.rows() != t {
+                return Err(at(format!(
+                    "topk_ids has {} rows for {t} tokens",
+                    ids.rows()
+                )));
+            }
+            if t > 0 && (k == 0 || k > e) {
+                return Err(at(format!("top-k {k} is not within 1..={e}")));
+            }
+            let w = &layer.topk_weights;
+            if !w.is_empty() && (w.rows() != t || w.cols() != k) {
+                return Err(at(format!(
+                    "topk_weights is {}×{}, topk_ids {t}×{k}",
+                    w.rows(),
+                    w.cols()
+                )));
+            }
+            if let Some(i) = w.as_slice().iter().position(|v| !v.is_finite()) {
+                return Err(at(format!(
+                    "topk_weights of token {} is not finite",
+                    i / k.max(1)
+                )));
+            }
+            let logits = &layer.router_logits;
+            if !logits.is_empty() && (logits.rows() != t || logits.cols() != e) {
+                return Err(at(format!(
+                    "router_logits is {}×{}, expected {t}×{e}",
+                    logits.rows(),
+                    logits.cols()
+                )));
+            }
+            if let Some(i) = logits.as_slice().iter().position(|v| !v.is_finite()) {
+                return Err(at(format!(
+                    "router_logits of token {} is not finite",
+                    i / e.max(1)
+                )));
+            }
+            for (token, row) in ids.iter_rows().enumerate() {
+                if let Some(&bad) = row.iter().find(|&&x| x as usize >= e) {
+                    return Err(at(format!("token {token} uses expert {bad} of {e}")));
+                }
+                if row.iter().enumerate().any(|(i, x)| row[..i].contains(x)) {
+                    return Err(at(format!("token {token} lists an expert twice: {row:?}")));
+                }
+            }
+            if layer.selection_bias.as_ref().is_some_and(|b| b.len() != e) {
+                return Err(at(format!("selection_bias does not have {e} entries")));
+            }
+            if !layer.expert_timings_ms.is_empty() && layer.expert_timings_ms.len() != e {
+                return Err(at(format!("expert_timings_ms does not have {e} entries")));
+            }
+        }
+        if self.last_logits.iter().any(|v| !v.is_finite()) {
+            return Err("last_logits are not finite".into());
+        }
+        Ok(())
+    }
 }
+
+/// The largest JSON trace read (a million tokens of a DeepSeek-V3-sized model, ids only, is ~1 GB
+/// of JSON; beyond this the binary trace is the format).
+pub const MAX_JSON_BYTES: u64 = 4 << 30;
