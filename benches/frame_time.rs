@@ -104,6 +104,7 @@ fn main() {
     let ctx = egui::Context::default();
     let dialogs = FixedDialogs {
         checkpoint: None,
+        trace: None,
         save: None,
     };
     let mut app = MoescopeApp::with_settings(

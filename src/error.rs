@@ -79,6 +79,9 @@ pub enum Error {
     #[error("tokenizer: {problem} in {path}")]
     Tokenizer { path: PathBuf, problem: String },
 
+    #[error("the prompt is {bytes} bytes, more than the {limit} a prompt may have")]
+    PromptTooLong { bytes: usize, limit: usize },
+
     #[error("no tokens to run: give a non-empty prompt or token ids")]
     EmptyInput,
 

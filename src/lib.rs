@@ -10,6 +10,8 @@ pub mod atomic;
 pub mod engine;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod model;

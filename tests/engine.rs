@@ -261,3 +261,19 @@ fn per_expert_times_are_recorded_for_used_experts() {
         .unwrap()
         .contains("expert_timings_ms"));
 }
+
+#[test]
+fn prompts_over_the_byte_limit_are_refused_before_tokenizing() {
+    use moescope::model::checkpoint::{Checkpoint, MAX_PROMPT_BYTES};
+    let checkpoint = Checkpoint::open(&fixture("mixtral")).unwrap();
+    let text = "a ".repeat(MAX_PROMPT_BYTES / 2 + 1);
+    let err = checkpoint.encode(&text).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the prompt is {} bytes, more than the {MAX_PROMPT_BYTES} a prompt may have",
+            text.len()
+        )
+    );
+    assert!(checkpoint.encode("a short prompt").is_ok());
+}

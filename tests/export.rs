@@ -161,3 +161,47 @@ fn cli_export_from_a_model_equals_export_from_its_trace() {
         "{stderr}"
     );
 }
+
+/// The child half of `a_write_killed_midway_leaves_the_old_file`: starts an atomic write of
+/// `MOESCOPE_KILL_TARGET`, puts half the new bytes out, and waits to be killed.
+#[test]
+fn killed_writer_child() {
+    let Ok(target) = std::env::var("MOESCOPE_KILL_TARGET") else {
+        return;
+    };
+    let _ = moescope::atomic::write_with(std::path::Path::new(&target), |w| {
+        w.write_all(&[b'n'; 1 << 20])?;
+        w.flush()?;
+        println!("half written");
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        w.write_all(b"never")
+    });
+}
+
+/// A process killed (SIGKILL) in the middle of writing a file leaves the previous file whole.
+#[test]
+fn a_write_killed_midway_leaves_the_old_file() {
+    use std::io::BufRead;
+    let path = temp("killed-write.json");
+    std::fs::write(&path, "the old trace").unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "killed_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MOESCOPE_KILL_TARGET", &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let started = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("half written"));
+    assert!(started, "the child never started writing");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "the old trace");
+}

@@ -25,6 +25,7 @@ fn app(
     };
     let dialogs = FixedDialogs {
         checkpoint,
+        trace: None,
         save: None,
     };
     MoescopeApp::with_settings(ctx, settings, start, Box::new(dialogs))
@@ -171,4 +172,207 @@ fn view_snapshots() {
         harness.run_steps(3);
         harness.snapshot(name);
     }
+}
+
+/// A file dropped from a file manager: egui hands the app its path.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// Drops `path` on the window, as a file manager would.
+fn drop_file(harness: &mut Harness<'_, MoescopeApp>, path: &std::path::Path) {
+    harness
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(path.to_owned())));
+    harness.run_steps(1);
+}
+
+/// Hostile inputs a user can drop on the window: checkpoints broken in each way the loader
+/// refuses, files that are not checkpoints, and malformed traces. Each is `(path, what the
+/// banner must name)`.
+fn hostile_inputs(root: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let fixture = common::fixtures_dir().join("mixtral");
+    let checkpoint = |name: &str, edit: &dyn Fn(&std::path::Path)| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(fixture.join(file), dir.join(file)).unwrap();
+        }
+        edit(&dir);
+        dir
+    };
+    let edit_config = |dir: &std::path::Path, edit: &dyn Fn(&mut serde_json::Value)| {
+        let path = dir.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, config.to_string()).unwrap();
+    };
+    let mut inputs = Vec::new();
+    let mut add = |path: std::path::PathBuf, names: &str| inputs.push((path, names.to_owned()));
+    add(
+        checkpoint("not-json", &|d| {
+            std::fs::write(d.join("config.json"), "{ not json").unwrap()
+        }),
+        "config.json",
+    );
+    add(
+        checkpoint("unknown-architecture", &|d| {
+            edit_config(d, &|c| {
+                c["architectures"] = serde_json::json!(["NopeForCausalLM"]);
+                c["model_type"] = "nope".into();
+            })
+        }),
+        "NopeForCausalLM",
+    );
+    add(
+        checkpoint("top-k-99", &|d| {
+            edit_config(d, &|c| c["num_experts_per_tok"] = 99.into())
+        }),
+        "num_experts_per_tok",
+    );
+    add(
+        checkpoint("truncated", &|d| {
+            let path = d.join("model.safetensors");
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        "model.safetensors",
+    );
+    add(
+        checkpoint("garbage-header", &|d| {
+            std::fs::write(d.join("model.safetensors"), [0xffu8; 64]).unwrap()
+        }),
+        "model.safetensors",
+    );
+    add(
+        checkpoint("no-tensors", &|d| {
+            let mut bytes = 2u64.to_le_bytes().to_vec();
+            bytes.extend(b"{}");
+            std::fs::write(d.join("model.safetensors"), bytes).unwrap();
+        }),
+        "model.safetensors",
+    );
+    add(
+        checkpoint("escaping-index", &|d| {
+            std::fs::write(
+                d.join("model.safetensors.index.json"),
+                r#"{"weight_map": {"a": "../../etc/passwd"}}"#,
+            )
+            .unwrap()
+        }),
+        "model.safetensors.index.json",
+    );
+    add(
+        checkpoint("pickle", &|d| {
+            std::fs::remove_file(d.join("model.safetensors")).unwrap();
+            std::fs::write(d.join("pytorch_model.bin"), b"PK").unwrap();
+        }),
+        "pytorch_model.bin",
+    );
+    add(
+        checkpoint("bad-tokenizer", &|d| {
+            std::fs::write(d.join("tokenizer.json"), "[]").unwrap()
+        }),
+        "tokenizer.json",
+    );
+    let empty = root.join("empty-folder");
+    std::fs::create_dir_all(&empty).unwrap();
+    add(empty, "empty-folder");
+    add(root.join("does-not-exist"), "does-not-exist");
+    let gguf = root.join("model.gguf");
+    std::fs::write(&gguf, b"GGUF\x03\x00\x00\x00").unwrap();
+    add(gguf, "model.gguf");
+
+    let good = fixed_trace().to_json();
+    let trace = |name: &str, text: &str| {
+        let path = root.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    add(
+        trace("not-json-trace.json", "{\"format_version\": "),
+        "not-json-trace.json",
+    );
+    add(trace("empty-trace.json", ""), "empty-trace.json");
+    let mut value: serde_json::Value = serde_json::from_str(&good).unwrap();
+    value["moe_layers"][0]["topk_ids"][0][0] = 999.into();
+    add(
+        trace("expert-out-of-range.json", &value.to_string()),
+        "expert-out-of-range.json",
+    );
+    let mut value: serde_json::Value = serde_json::from_str(&good).unwrap();
+    value["format_version"] = 999.into();
+    add(
+        trace("future-version.json", &value.to_string()),
+        "future-version.json",
+    );
+    let mut value: serde_json::Value = serde_json::from_str(&good).unwrap();
+    value["moe_layers"][0]["topk_weights"][1][0] = serde_json::json!("NaN");
+    add(
+        trace("string-weight.json", &value.to_string()),
+        "string-weight.json",
+    );
+    let binary = root.join("binary.json");
+    std::fs::write(&binary, [0u8, 159, 146, 150, 255]).unwrap();
+    add(binary, "binary.json");
+    inputs
+}
+
+#[test]
+fn hostile_files_dropped_on_the_window_show_a_banner_and_keep_the_model_and_its_views() {
+    let root = std::env::temp_dir().join(format!("moescope-gui-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let fixture = common::fixtures_dir().join("mixtral");
+    let ctx = egui::Context::default();
+    let mut harness = harness(app(&ctx, None, StartWith::Welcome));
+    harness.run_steps(2);
+    drop_file(&mut harness, &fixture);
+    step_until(&mut harness, |app| app.data.is_some() && !app.is_busy());
+    let run_id = harness.state().data.as_ref().unwrap().run_id;
+
+    for (path, named) in hostile_inputs(&root) {
+        drop_file(&mut harness, &path);
+        step_until(&mut harness, |app| !app.errors.is_empty() && !app.is_busy());
+        let app = harness.state();
+        assert_eq!(app.errors.len(), 1, "{}: {:?}", path.display(), app.errors);
+        let message = &app.errors[0];
+        assert!(
+            message.contains(&named) && !message.contains('\n'),
+            "{}: the banner should name {named} on one line: {message}",
+            path.display()
+        );
+        assert_eq!(app.loaded_model(), Some(fixture.as_path()), "{message}");
+        assert_eq!(app.data.as_ref().unwrap().run_id, run_id, "{message}");
+        harness.get_by_label("Dismiss").click();
+        harness.run_steps(2);
+        assert!(
+            harness.state().errors.is_empty(),
+            "{:?}",
+            harness.state().errors
+        );
+    }
+
+    // A good trace opens in the same views, and the model stays loaded for the next prompt.
+    let good = root.join("good-trace.json");
+    fixed_trace().write_json(&good).unwrap();
+    drop_file(&mut harness, &good);
+    step_until(&mut harness, |app| app.trace_file.is_some());
+    let app = harness.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    let shown = &app.data.as_ref().unwrap().trace;
+    assert_eq!(shown.model.architecture, "DeepseekV3ForCausalLM");
+    assert_eq!(app.loaded_model(), Some(fixture.as_path()));
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -63,7 +63,7 @@ fn every_inconsistency_is_refused_by_name() {
             let first = v["moe_layers"][0]["topk_ids"][2][0].clone();
             v["moe_layers"][0]["topk_ids"][2][1] = first;
         },
-        "token 2 lists an expert twice",
+        "token 2 lists expert",
     );
     rejected(
         "rows",
@@ -142,5 +142,21 @@ fn non_finite_values_are_named() {
     assert_eq!(
         trace.validate(),
         Err("layer 0: topk_weights of token 1 is not finite".into())
+    );
+}
+
+/// A trace larger than the cap is refused from its size alone, before any of it is read.
+#[test]
+fn oversized_trace_files_are_refused_unread() {
+    use moescope::trace::{Trace, MAX_JSON_BYTES};
+    let path = std::env::temp_dir().join(format!("moescope-huge-{}.json", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(MAX_JSON_BYTES + 1).unwrap(); // sparse: no disk used
+    let err = Trace::read_json(&path).unwrap_err().to_string();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        err.contains(&path.display().to_string())
+            && err.contains("4294967297 bytes is more than the 4294967296 a JSON trace may have"),
+        "{err}"
     );
 }

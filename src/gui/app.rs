@@ -43,7 +43,13 @@ pub enum StartWith {
 
 enum ModelState {
     Empty,
-    Loading { path: PathBuf, fraction: f32 },
+    /// A load in flight; the model that was ready before it, restored if the load fails (the
+    /// worker keeps running it until a new one has loaded).
+    Loading {
+        path: PathBuf,
+        fraction: f32,
+        previous: Option<Box<ModelSummary>>,
+    },
     Ready(Box<ModelSummary>),
 }
 
@@ -56,6 +62,8 @@ enum InputMode {
 /// Answers from dialog and file-writing threads.
 enum Background {
     Picked(Option<PathBuf>),
+    /// A trace file read and analysed off the UI thread.
+    TraceRead(PathBuf, Result<Box<RunData>, String>),
     FigurePath(FigureKind, Option<PathBuf>),
     DataPath(Option<PathBuf>),
     Wrote(Result<PathBuf, String>),
@@ -95,6 +103,8 @@ pub struct MoescopeApp {
     /// Edit (or load) to views-updated latency of the last run.
     pub last_update_ms: Option<f64>,
     commands: Vec<Command>,
+    /// The trace file the views show, until the next run replaces it.
+    pub trace_file: Option<PathBuf>,
     focus_prompt: bool,
     theme_applied: Option<bool>,
     fonts_installed: bool,
@@ -171,6 +181,7 @@ impl MoescopeApp {
             timing_history: Vec::new(),
             last_update_ms: None,
             commands: Vec::new(),
+            trace_file: None,
             focus_prompt: true,
             theme_applied: None,
             fonts_installed: false,
@@ -184,6 +195,14 @@ impl MoescopeApp {
             app.commands.push(Command::Load(path));
         }
         app
+    }
+
+    /// The checkpoint whose model is loaded and ready.
+    pub fn loaded_model(&self) -> Option<&std::path::Path> {
+        match &self.model {
+            ModelState::Ready(summary) => Some(&summary.path),
+            _ => None,
+        }
     }
 
     pub fn is_loading(&self) -> bool {
@@ -290,6 +309,7 @@ impl MoescopeApp {
                 if let ModelState::Loading {
                     path: p,
                     fraction: f,
+                    ..
                 } = &mut self.model
                 {
                     if *p == path {
@@ -322,15 +342,9 @@ impl MoescopeApp {
             }
             Event::LoadFailed { path, message } => {
                 self.errors.push(message);
-                if matches!(&self.model, ModelState::Loading { path: p, .. } if *p == path) {
-                    self.model = ModelState::Empty;
-                }
+                self.end_load(&path);
             }
-            Event::LoadCancelled { path } => {
-                if matches!(&self.model, ModelState::Loading { path: p, .. } if *p == path) {
-                    self.model = ModelState::Empty;
-                }
-            }
+            Event::LoadCancelled { path } => self.end_load(&path),
             Event::RunFinished(data) => {
                 self.pass_progress = None;
                 let edited_at = match self.pending {
@@ -352,6 +366,21 @@ impl MoescopeApp {
             }
             Event::RunProgress { done, layers } => {
                 self.pass_progress = (done < layers).then_some((done, layers));
+            }
+        }
+    }
+
+    /// A load of `path` ended without a new model: the previous one, still loaded in the worker,
+    /// is shown again, and so are its views (they were never cleared).
+    fn end_load(&mut self, path: &std::path::Path) {
+        if matches!(&self.model, ModelState::Loading { path: p, .. } if p == path) {
+            let ModelState::Loading { previous, .. } =
+                std::mem::replace(&mut self.model, ModelState::Empty)
+            else {
+                unreachable!("matched above")
+            };
+            if let Some(summary) = previous {
+                self.model = ModelState::Ready(summary);
             }
         }
     }
@@ -395,12 +424,21 @@ impl MoescopeApp {
             .moe_layer
             .min(data.num_moe_layers().saturating_sub(1));
         self.notice = None;
+        self.trace_file = None;
         self.data = Some(data);
     }
 
     fn on_background(&mut self, answer: Background) {
         match answer {
             Background::Picked(Some(path)) => self.commands.push(Command::Load(path)),
+            Background::TraceRead(path, Ok(mut data)) => {
+                data.run_id = self.next_run_id;
+                self.next_run_id += 1;
+                self.accept(*data);
+                self.notice = Some(format!("showing {}", path.display()));
+                self.trace_file = Some(path);
+            }
+            Background::TraceRead(_, Err(message)) => self.errors.push(message),
             Background::FigurePath(kind, Some(path)) => {
                 self.commands.push(Command::WriteFigure(kind, path))
             }
@@ -437,14 +475,38 @@ impl MoescopeApp {
                         Background::Picked(dialogs.pick_checkpoint())
                     });
                 }
+                Command::Load(path) if is_trace_file(&path) => {
+                    self.commands.push(Command::OpenTrace(path));
+                    return self.apply_commands();
+                }
                 Command::Load(path) => {
                     let dtype =
                         parse_dtype(&self.settings.dtype).unwrap_or(candle_core::DType::F32);
+                    let previous = match std::mem::replace(&mut self.model, ModelState::Empty) {
+                        ModelState::Ready(summary) => Some(summary),
+                        ModelState::Loading { previous, .. } => previous,
+                        ModelState::Empty => None,
+                    };
                     self.model = ModelState::Loading {
                         path: path.clone(),
                         fraction: 0.0,
+                        previous,
                     };
                     self.worker.load(path, dtype, self.settings.device.clone());
+                }
+                Command::OpenTraceDialog => {
+                    let dialogs = self.dialogs.clone();
+                    self.background("open-dialog", move || {
+                        Background::Picked(dialogs.pick_trace())
+                    });
+                }
+                Command::OpenTrace(path) => {
+                    self.background("read-trace", move || {
+                        let data = Trace::read_json(&path)
+                            .map(|trace| Box::new(RunData::new(0, Arc::new(trace), 0.0)))
+                            .map_err(|e| e.to_string());
+                        Background::TraceRead(path, data)
+                    });
                 }
                 Command::CancelLoad => self.worker.cancel_load(),
                 Command::Select { token, moe_layer } => {
@@ -536,7 +598,7 @@ impl MoescopeApp {
             .show(ui, |ui| self.input_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| {
             self.errors_ui(ui);
-            if let ModelState::Loading { path, fraction } = &self.model {
+            if let ModelState::Loading { path, fraction, .. } = &self.model {
                 let (path, fraction) = (path.clone(), *fraction);
                 ui.horizontal(|ui| {
                     ui.spinner();
@@ -566,6 +628,9 @@ impl MoescopeApp {
             ui.menu_button("File", |ui| {
                 if ui.add(egui::Button::new("Open checkpoint…").shortcut_text(ui.ctx().format_shortcut(&SHORTCUT_OPEN))).clicked() {
                     self.commands.push(Command::OpenDialog);
+                }
+                if ui.button("Open trace…").on_hover_text("a trace JSON written by moescope trace or Export data").clicked() {
+                    self.commands.push(Command::OpenTraceDialog);
                 }
                 ui.menu_button("Open recent", |ui| {
                     if self.settings.recent.is_empty() {
@@ -762,12 +827,19 @@ impl MoescopeApp {
                 .inner_margin(6.0)
                 .corner_radius(4.0)
                 .show(ui, |ui| {
-                    ui.horizontal(|ui| {
-                        ui.label(RichText::new("⚠").color(Color32::WHITE));
-                        ui.label(RichText::new(message).color(Color32::WHITE));
+                    // Dismiss first, on the right, so a long message wraps beside it instead
+                    // of pushing it out of the window.
+                    ui.with_layout(egui::Layout::right_to_left(egui::Align::TOP), |ui| {
                         if ui.button("Dismiss").clicked() {
                             self.commands.push(Command::DismissError(i));
                         }
+                        ui.with_layout(egui::Layout::left_to_right(egui::Align::TOP), |ui| {
+                            ui.label(RichText::new("⚠").color(Color32::WHITE));
+                            ui.add(
+                                egui::Label::new(RichText::new(message).color(Color32::WHITE))
+                                    .wrap(),
+                            );
+                        });
                     });
                 });
         }
@@ -787,7 +859,7 @@ impl MoescopeApp {
             }
             ui.label(
                 RichText::new(
-                    "or drop a checkpoint folder, its config.json or a .safetensors file here",
+                    "or drop a checkpoint folder, its config.json, a .safetensors file or a trace .json here",
                 )
                 .weak(),
             );
@@ -899,6 +971,18 @@ impl eframe::App for MoescopeApp {
             }
         }
     }
+}
+
+/// A `.json` file other than a checkpoint's own (config, shard index) is read as a trace.
+fn is_trace_file(path: &std::path::Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    path.is_file()
+        && name.ends_with(".json")
+        && name != "config.json"
+        && !name.ends_with(".index.json")
 }
 
 fn push_bounded<T>(history: &mut Vec<T>, item: T) {

@@ -11,6 +11,10 @@ pub enum Command {
     /// Load this checkpoint (folder, config.json or .safetensors).
     Load(PathBuf),
     CancelLoad,
+    /// Show the open-trace dialog.
+    OpenTraceDialog,
+    /// Read a trace file and show it in the views (the loaded model stays loaded).
+    OpenTrace(PathBuf),
     /// Select a token (column) and MoE layer (index into the trace's `moe_layers`).
     Select {
         token: usize,

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub trait FileDialogs: Send + Sync {
     /// A checkpoint folder (or a config.json / .safetensors file inside one).
     fn pick_checkpoint(&self) -> Option<PathBuf>;
+    /// A trace JSON file.
+    fn pick_trace(&self) -> Option<PathBuf>;
     /// Where to save a file, proposing `default_name`, restricted to `extensions`.
     fn save_file(&self, default_name: &str, extensions: &[&str]) -> Option<PathBuf>;
 }
@@ -21,6 +23,13 @@ impl FileDialogs for NativeDialogs {
             .pick_folder()
     }
 
+    fn pick_trace(&self) -> Option<PathBuf> {
+        rfd::FileDialog::new()
+            .set_title("Open trace")
+            .add_filter("trace JSON", &["json"])
+            .pick_file()
+    }
+
     fn save_file(&self, default_name: &str, extensions: &[&str]) -> Option<PathBuf> {
         rfd::FileDialog::new()
             .set_title("Save")
@@ -33,12 +42,17 @@ impl FileDialogs for NativeDialogs {
 /// Dialogs that answer with fixed paths (tests, scripted runs).
 pub struct FixedDialogs {
     pub checkpoint: Option<PathBuf>,
+    pub trace: Option<PathBuf>,
     pub save: Option<PathBuf>,
 }
 
 impl FileDialogs for FixedDialogs {
     fn pick_checkpoint(&self) -> Option<PathBuf> {
         self.checkpoint.clone()
+    }
+
+    fn pick_trace(&self) -> Option<PathBuf> {
+        self.trace.clone()
     }
 
     fn save_file(&self, _default_name: &str, _extensions: &[&str]) -> Option<PathBuf> {

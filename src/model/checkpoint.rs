@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 
+/// Largest prompt text tokenized, in bytes: 1 MiB is ~250 k tokens of English, well past the
+/// engine's token cap, so no prompt that could run is refused.
+pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+
 /// Extensions of pickle-based checkpoints, which can run code when loaded: never opened.
 const PICKLE_EXTENSIONS: &[&str] = &["bin", "pt", "pth", "ckpt", "pkl"];
 
@@ -40,7 +44,7 @@ impl Checkpoint {
         let spec = (family.spec)(&config)?;
         // The spec is checked once here, so no kernel sees an index or size it cannot use.
         spec.validate().map_err(|problem| config.bad(problem))?;
-        let quantization = quantization(&config)?;
+        let quantization = quantization_of(&config)?;
         let weight_files = weight_files(&dir)?;
         let tokenizer_path = dir.join("tokenizer.json");
         let (tokenizer, tokenizer_path) = if tokenizer_path.is_file() {
@@ -71,7 +75,9 @@ impl Checkpoint {
         Weights::open(&self.weight_files, self.quantization.clone(), dtype, device)
     }
 
-    /// Turns text into the ids the model sees (special tokens such as BOS included).
+    /// Turns text into the ids the model sees (special tokens such as BOS included). Text over
+    /// [`MAX_PROMPT_BYTES`] is refused before tokenizing: it could not run anyway (the engine caps
+    /// tokens) and tokenizing it would stall the caller.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let (Some(tok), Some(path)) = (&self.tokenizer, &self.tokenizer_path) else {
             return Err(Error::Tokenizer {
@@ -80,6 +86,12 @@ impl Checkpoint {
                     .into(),
             });
         };
+        if text.len() > MAX_PROMPT_BYTES {
+            return Err(Error::PromptTooLong {
+                bytes: text.len(),
+                limit: MAX_PROMPT_BYTES,
+            });
+        }
         let encoding = tok.encode(text, true).map_err(|e| Error::Tokenizer {
             path: path.clone(),
             problem: e.to_string(),
@@ -107,6 +119,15 @@ impl Checkpoint {
             })
             .collect()
     }
+}
+
+/// A name without directory parts, safe to join onto the checkpoint folder.
+fn is_plain_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    ) && !name.contains('\\')
 }
 
 /// GPT-2 byte-level BPE maps each byte to a printable character; undo that and show the bytes.
@@ -143,7 +164,7 @@ fn byte_level_display(piece: &str) -> String {
 
 /// config.json's `quantization_config`: FP8 (e4m3, block-scaled) and MXFP4 open; any other
 /// method is refused by name rather than computed wrong.
-fn quantization(cfg: &ModelConfig) -> Result<Quantization> {
+pub fn quantization_of(cfg: &ModelConfig) -> Result<Quantization> {
     let Some(q) = cfg.sub("quantization_config")? else {
         return Ok(Quantization::None);
     };
@@ -224,7 +245,7 @@ fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
 
 /// Safetensors files of the checkpoint in `dir`: the index's shards, `model.safetensors`, or every
 /// `*.safetensors`. Pickle-only folders are refused by name.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|source| Error::Io {
@@ -249,6 +270,17 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 path: index.clone(),
                 problem: "'weight_map' values must be file names".into(),
             })?;
+            // Shards live beside the index: a name with a directory part (`../x`, `/etc/x`)
+            // would read a file the user never chose.
+            if !is_plain_file_name(name) {
+                return Err(Error::CorruptWeights {
+                    path: index.clone(),
+                    problem: format!(
+                        "shard name '{}' is not a file name in this folder",
+                        name.escape_debug()
+                    ),
+                });
+            }
             let file = dir.join(name);
             if !files.contains(&file) {
                 files.push(file);

@@ -209,6 +209,21 @@ impl ModelConfig {
         Ok(v)
     }
 
+    /// The layer count under the first of `names` present: positive and at most [`MAX_LAYERS`],
+    /// checked before a family builds its per-layer specs (a count of 10¹² would abort on the
+    /// allocation rather than fail).
+    pub fn layer_count(&self, names: &[&str]) -> Result<usize> {
+        let n = self.positive_any(names)?;
+        if n > MAX_LAYERS {
+            let name = names.iter().find(|n| self.contains(n)).unwrap_or(&names[0]);
+            return Err(self.bad(format!(
+                "'{}' is {n}, more layers than any model has (at most {MAX_LAYERS})",
+                self.field(name)
+            )));
+        }
+        Ok(n)
+    }
+
     pub fn opt_usize(&self, name: &str) -> Result<Option<usize>> {
         match self.value(name) {
             None => Ok(None),
@@ -466,6 +481,9 @@ impl ModelConfig {
 }
 
 /// The fields of a Llama-style decoder config most families share, read under their usual names.
+/// Most transformer blocks a config may declare: ten times the deepest released MoE.
+pub const MAX_LAYERS: usize = 1024;
+
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
     pub vocab_size: usize,
@@ -510,7 +528,7 @@ impl CoreConfig {
             vocab_size: cfg.positive_any(&["vocab_size"])?,
             hidden_size,
             intermediate_size: cfg.opt_usize("intermediate_size")?.unwrap_or(0),
-            num_hidden_layers: cfg.positive_any(&["num_hidden_layers"])?,
+            num_hidden_layers: cfg.layer_count(&["num_hidden_layers"])?,
             num_attention_heads,
             num_key_value_heads,
             head_dim,

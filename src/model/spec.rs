@@ -58,6 +58,9 @@ impl ModelSpec {
         if self.hidden_size == 0 || self.vocab_size == 0 || self.num_layers == 0 {
             return Err("hidden size, vocabulary and layer count must be positive".into());
         }
+        if let Some(problem) = self.implausible_size() {
+            return Err(problem);
+        }
         if self.norm.eps.is_nan() || self.norm.eps < 0.0 {
             return Err(format!(
                 "norm epsilon {} must be non-negative",
@@ -114,6 +117,58 @@ impl ModelSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// Upper bounds on a spec's sizes, each far beyond released models (hidden 7168, vocabulary 262 k,
+/// 512 experts, 10 M positions): sizes past them are corrupt configs, and refusing them keeps every
+/// byte count the loader and the memory notes compute well inside `usize`.
+const MAX_SIZES: &[(&str, usize)] = &[
+    ("hidden size", 1 << 20),
+    ("vocabulary", 1 << 24),
+    ("expert count", 1 << 16),
+    ("intermediate size (or LoRA rank)", 1 << 22),
+    ("head count", 1 << 14),
+    ("head_dim", 1 << 14),
+    ("max_position_embeddings", 1 << 30),
+];
+
+impl ModelSpec {
+    /// The first size past its bound in [`MAX_SIZES`], in words.
+    fn implausible_size(&self) -> Option<String> {
+        let (heads, head_dim) = match &self.attention {
+            AttentionSpec::Gqa(a) => (a.num_heads.max(a.num_kv_heads), a.head_dim),
+            AttentionSpec::Mla(m) => (
+                m.num_heads,
+                m.qk_nope_head_dim
+                    .saturating_add(m.qk_rope_head_dim)
+                    .max(m.v_head_dim),
+            ),
+        };
+        let sizes = [
+            self.hidden_size,
+            self.vocab_size,
+            self.moe.router.num_experts,
+            self.moe
+                .experts
+                .intermediate_size
+                .max(self.dense.intermediate_size)
+                .max(self.moe.shared.as_ref().map_or(0, |s| s.intermediate_size))
+                .max(match &self.attention {
+                    AttentionSpec::Mla(m) => m.kv_lora_rank.max(m.q_lora_rank.unwrap_or(0)),
+                    AttentionSpec::Gqa(_) => 0,
+                }),
+            heads,
+            head_dim,
+            self.max_position_embeddings,
+        ];
+        MAX_SIZES
+            .iter()
+            .zip(sizes)
+            .find(|((_, max), size)| size > max)
+            .map(|((what, max), size)| {
+                format!("{what} {size} is beyond any real model (at most {max})")
+            })
     }
 }
 

@@ -247,8 +247,12 @@ impl Trace {
                 if let Some(&bad) = row.iter().find(|&&x| x as usize >= e) {
                     return Err(at(format!("token {token} uses expert {bad} of {e}")));
                 }
-                if row.iter().enumerate().any(|(i, x)| row[..i].contains(x)) {
-                    return Err(at(format!("token {token} lists an expert twice: {row:?}")));
+                if let Some(twice) = row
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, x)| row[..i].contains(x).then_some(x))
+                {
+                    return Err(at(format!("token {token} lists expert {twice} twice")));
                 }
             }
             if layer.selection_bias.as_ref().is_some_and(|b| b.len() != e) {

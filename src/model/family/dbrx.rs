@@ -34,7 +34,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
     }
     let hidden = cfg.positive_any(&["d_model", "hidden_size"])?;
     let heads = cfg.positive_any(&["n_heads", "num_attention_heads"])?;
-    let num_layers = cfg.positive_any(&["n_layers", "num_hidden_layers"])?;
+    let num_layers = cfg.layer_count(&["n_layers", "num_hidden_layers"])?;
     let kv_heads = attn.opt_usize("kv_n_heads")?.unwrap_or(1);
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || !hidden.is_multiple_of(heads) {
         return Err(cfg.bad(format!(
