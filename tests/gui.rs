@@ -374,5 +374,10 @@ fn hostile_files_dropped_on_the_window_show_a_banner_and_keep_the_model_and_its_
     let shown = &app.data.as_ref().unwrap().trace;
     assert_eq!(shown.model.architecture, "DeepseekV3ForCausalLM");
     assert_eq!(app.loaded_model(), Some(fixture.as_path()));
+    let tokens = shown.tokens.len();
+    harness.run_steps(2);
+    harness.get_by_label("good-trace.json");
+    harness.get_by_label_contains(&format!("DeepseekV3ForCausalLM · {tokens} tokens"));
+    harness.get_by_label("Editing the prompt runs the loaded model and replaces these views.");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -722,7 +722,42 @@ impl MoescopeApp {
         });
     }
 
+    /// What the views show when they come from a trace file rather than a run: its model, and
+    /// that the prompt below is not what produced it.
+    fn trace_file_ui(&mut self, ui: &mut Ui) {
+        let (Some(path), Some(data)) = (&self.trace_file, &self.data) else {
+            return;
+        };
+        let model = &data.trace.model;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        ui.heading("Trace file");
+        ui.label(RichText::new(name).strong())
+            .on_hover_text(path.display().to_string());
+        ui.label(format!(
+            "{} · {} tokens · {} MoE layers of {}",
+            model.architecture,
+            data.num_tokens(),
+            data.num_moe_layers(),
+            model.num_layers
+        ));
+        ui.label(format!(
+            "{} experts, top-{} · captured on {} in {}",
+            model.num_experts, model.top_k, model.device, model.dtype
+        ));
+        let next = if self.loaded_model().is_some() {
+            "Editing the prompt runs the loaded model and replaces these views."
+        } else {
+            "Open a checkpoint to run prompts of your own."
+        };
+        ui.label(RichText::new(next).weak());
+        ui.separator();
+    }
+
     fn input_ui(&mut self, ui: &mut Ui) {
+        self.trace_file_ui(ui);
         ui.heading("Input");
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.input_mode, InputMode::Prompt, "Prompt");
@@ -806,7 +841,7 @@ impl MoescopeApp {
                 ui.label("weights");
                 ui.label(format!(
                     "{}, {}",
-                    crate::engine::memory::human_bytes(s.weight_bytes),
+                    crate::units::human_bytes(s.weight_bytes),
                     s.weight_format
                 ));
                 ui.end_row();
