@@ -182,6 +182,9 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn info(model: &std::path::Path, json: bool) -> Result<()> {
+    if is_gguf(model) {
+        return gguf_info(model, json);
+    }
     let ckpt = Checkpoint::open(model)?;
     let spec = &ckpt.spec;
     let size_bytes: u64 = ckpt
@@ -245,6 +248,85 @@ fn info(model: &std::path::Path, json: bool) -> Result<()> {
                 .display()
                 .to_string())
     );
+    Ok(())
+}
+
+fn is_gguf(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// `info` for a GGUF file (or split set): what its header says, checked.
+fn gguf_info(path: &std::path::Path, json: bool) -> Result<()> {
+    use moescope::model::gguf::{GgufModel, MetaValue};
+    let model = GgufModel::open(path)?;
+    let first = model.metadata();
+    let size_bytes = model.size_bytes();
+    if json {
+        let metadata: serde_json::Map<String, serde_json::Value> = first
+            .metadata
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    MetaValue::Uint(v) => serde_json::json!(v),
+                    MetaValue::Int(v) => serde_json::json!(v),
+                    MetaValue::Float(v) => serde_json::json!(v),
+                    // The decimal the file's writer meant, not the f32's f64 widening.
+                    MetaValue::Float32(v) => {
+                        serde_json::json!(v.to_string().parse::<f64>().unwrap_or(f64::NAN))
+                    }
+                    MetaValue::Bool(v) => serde_json::json!(v),
+                    MetaValue::Str(v) => serde_json::json!(v),
+                    MetaValue::Array(a) => {
+                        serde_json::json!({"array_of": a.element_name(), "len": a.len})
+                    }
+                };
+                (key.clone(), value)
+            })
+            .collect();
+        let tensors: Vec<serde_json::Value> = model
+            .tensors()
+            .map(|t| {
+                serde_json::json!({"name": t.name, "type": t.ggml_type.to_string(), "dims": t.dims, "bytes": t.size_bytes})
+            })
+            .collect();
+        let value = serde_json::json!({
+            "path": path.display().to_string(),
+            "format": "gguf",
+            "version": first.version,
+            "parts": model.parts.iter().map(|p| p.path.display().to_string()).collect::<Vec<_>>(),
+            "architecture": first.architecture(),
+            "size_bytes": size_bytes,
+            "metadata": metadata,
+            "tensors": tensors,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let mut lines = vec![("path".to_owned(), path.display().to_string())];
+    lines.extend(model.describe());
+    lines.push((
+        "memory".into(),
+        format!(
+            "on the CPU {}",
+            moescope::engine::memory::cpu_residency_note(size_bytes)
+        ),
+    ));
+    lines.push((
+        "tracing".into(),
+        "not yet: moescope reads GGUF headers but does not run GGUF models".into(),
+    ));
+    // Architecture keys are long (`attention.layer_norm_rms_epsilon`): one column for all.
+    let width = lines
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    for (label, text) in lines {
+        println!("{label:<width$}{text}");
+    }
     Ok(())
 }
 

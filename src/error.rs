@@ -46,6 +46,13 @@ pub enum Error {
     )]
     NoWeights { path: PathBuf },
 
+    #[error("bad GGUF file: {problem} in {path}")]
+    Gguf { path: PathBuf, problem: String },
+
+    /// A well-formed GGUF file, which this build describes but does not run.
+    #[error("{path} is a {architecture} GGUF file: `moescope info` describes it, but tracing GGUF models is not built yet; open the model's safetensors folder")]
+    GgufNotRunnable { path: PathBuf, architecture: String },
+
     #[error("corrupt safetensors file: {problem} in {path}")]
     CorruptWeights { path: PathBuf, problem: String },
 

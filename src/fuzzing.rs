@@ -124,6 +124,30 @@ pub fn safetensors_index(data: &[u8]) {
     let _ = crate::model::checkpoint::weight_files(&dir);
 }
 
+/// A .gguf file: header, metadata and tensor directory, then what `info` derives from them,
+/// every metadata array decoded, and each tensor's bytes touched at both ends.
+pub fn gguf_file(data: &[u8]) {
+    use crate::model::gguf::{GgufModel, MetaValue};
+    let path = scratch_dir("gguf_file").join("model.gguf");
+    std::fs::write(&path, data).expect("scratch file for fuzzing");
+    let Ok(model) = GgufModel::open(&path) else {
+        return;
+    };
+    let _ = model.describe();
+    let file = model.metadata();
+    for (_, value) in &file.metadata {
+        if let MetaValue::Array(array) = value {
+            let _ = file.array_strings(array);
+            let _ = file.array_numbers(array);
+        }
+    }
+    for tensor in &file.tensors {
+        let bytes = file.tensor_bytes(tensor);
+        assert_eq!(bytes.len() as u64, tensor.size_bytes);
+        std::hint::black_box((bytes.first(), bytes.last()));
+    }
+}
+
 /// Trace JSON as `stats`, `export` and the app read it: parse and validate, then analyse it and
 /// build every figure, which must hold for any trace that validates.
 pub fn trace_json(data: &[u8]) {

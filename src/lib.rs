@@ -17,5 +17,6 @@ pub mod gui;
 pub mod model;
 pub mod routing;
 pub mod trace;
+pub mod units;
 
 pub use error::{Error, Result};

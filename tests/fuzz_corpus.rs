@@ -50,6 +50,11 @@ fn safetensors_index_corpus() {
 }
 
 #[test]
+fn gguf_file_corpus() {
+    replay("gguf_file", fuzzing::gguf_file);
+}
+
+#[test]
 fn trace_json_corpus() {
     replay("trace_json", fuzzing::trace_json);
 }

@@ -37,30 +37,18 @@ pub fn cpu_residency_note(weight_bytes: u64) -> String {
     match total_ram_bytes() {
         Some(ram) if weight_bytes > ram => format!(
             "mapped from the file: {} of weights is more than this machine's {} of RAM — it runs, but every pass reads what does not fit from disk (slow)",
-            human_bytes(weight_bytes),
-            human_bytes(ram)
+            crate::units::human_bytes(weight_bytes),
+            crate::units::human_bytes(ram)
         ),
         Some(ram) => format!(
             "mapped from the file: resident grows to about {} after a pass ({:.1} % of {} RAM)",
-            human_bytes(weight_bytes),
+            crate::units::human_bytes(weight_bytes),
             100.0 * weight_bytes as f64 / ram as f64,
-            human_bytes(ram)
+            crate::units::human_bytes(ram)
         ),
         None => format!(
             "mapped from the file: resident grows to about {} after a pass",
-            human_bytes(weight_bytes)
+            crate::units::human_bytes(weight_bytes)
         ),
-    }
-}
-
-/// `1.03 MB`, `2.09 GB` (decimal units, as file sizes are shown).
-pub fn human_bytes(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.2} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.0} kB", b / 1e3)
     }
 }

@@ -221,12 +221,16 @@ fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
         });
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext == "gguf" {
-        return Err(Error::BadConfig {
+    if ext.eq_ignore_ascii_case("gguf") {
+        // Read the header anyway: a broken file is named with its problem.
+        let model = super::gguf::GgufModel::open(path)?;
+        return Err(Error::GgufNotRunnable {
             path: path.to_owned(),
-            problem:
-                "GGUF checkpoints are not supported yet; open a Hugging Face safetensors folder"
-                    .into(),
+            architecture: model
+                .metadata()
+                .architecture()
+                .unwrap_or("unnamed")
+                .to_owned(),
         });
     }
     match (path.file_name().and_then(|n| n.to_str()), ext) {

@@ -9,6 +9,7 @@ pub mod cpu_experts;
 pub mod describe;
 pub mod expert_gemm;
 pub mod family;
+pub mod gguf;
 pub mod host;
 pub mod layers;
 pub mod moe;

@@ -1,0 +1,367 @@
+//! GGUF headers: moescope's reader against gguf-py's (the library llama.cpp's converter writes
+//! with) on the fixtures `tests/fixtures/make_gguf.py` wrote, split sets, and one refusal per rule
+//! on files built byte by byte.
+
+mod common;
+
+use common::moescope;
+use moescope::model::gguf::{GgufFile, GgufModel, MetaValue};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn gguf_dir() -> PathBuf {
+    common::fixtures_dir().join("gguf")
+}
+
+#[test]
+fn header_equals_what_gguf_py_reads() {
+    let path = gguf_dir().join("tiny-qwen3moe.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(gguf_dir().join("tiny-qwen3moe.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let want = expected["metadata"].as_object().unwrap();
+    assert_eq!(file.metadata.len(), want.len());
+    for (key, value) in &file.metadata {
+        let w = &want[key];
+        match value {
+            MetaValue::Uint(v) => assert_eq!(w.as_u64(), Some(*v), "{key}"),
+            MetaValue::Int(v) => assert_eq!(w.as_i64(), Some(*v), "{key}"),
+            MetaValue::Float(v) => assert_eq!(w.as_f64(), Some(*v), "{key}"),
+            MetaValue::Float32(v) => assert_eq!(w.as_f64(), Some(f64::from(*v)), "{key}"),
+            MetaValue::Bool(v) => assert_eq!(w.as_bool(), Some(*v), "{key}"),
+            MetaValue::Str(v) => assert_eq!(w.as_str(), Some(v.as_str()), "{key}"),
+            MetaValue::Array(a) => {
+                assert_eq!(w["array_of"], a.element_name(), "{key}");
+                assert_eq!(w["len"], a.len, "{key}");
+                if let Some(values) = w.get("values") {
+                    let strings = file.array_strings(a).unwrap();
+                    let values: Vec<&str> = values
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap())
+                        .collect();
+                    assert_eq!(strings, values, "{key}");
+                } else {
+                    assert_eq!(file.array_numbers(a).unwrap().len() as u64, a.len, "{key}");
+                }
+            }
+        }
+    }
+    let tensors = expected["tensors"].as_array().unwrap();
+    assert_eq!(file.tensors.len(), tensors.len());
+    for (got, want) in file.tensors.iter().zip(tensors) {
+        assert_eq!(want["name"], got.name.as_str());
+        assert_eq!(
+            want["type"],
+            got.ggml_type.to_string().as_str(),
+            "{}",
+            got.name
+        );
+        assert_eq!(want["dims"], serde_json::json!(got.dims), "{}", got.name);
+        assert_eq!(want["offset"], got.file_offset, "{}", got.name);
+        assert_eq!(want["bytes"], got.size_bytes, "{}", got.name);
+        assert_eq!(file.tensor_bytes(got).len() as u64, got.size_bytes);
+    }
+    let scores = match file.get("tokenizer.ggml.scores") {
+        Some(MetaValue::Array(a)) => file.array_numbers(a).unwrap(),
+        other => panic!("scores: {other:?}"),
+    };
+    assert_eq!(scores, [0.0, -1.5, -2.0, -3.25, -4.0, 0.5]);
+    assert_eq!(file.architecture(), Some("qwen3moe"));
+}
+
+#[test]
+fn a_split_set_opens_from_any_part_and_holds_every_tensor() {
+    let single = GgufModel::open(&gguf_dir().join("tiny-qwen3moe.gguf")).unwrap();
+    let mut want: Vec<(String, Vec<u64>)> = single
+        .tensors()
+        .map(|t| (t.name.clone(), t.dims.clone()))
+        .collect();
+    want.sort();
+    for part in ["split-00001-of-00002.gguf", "split-00002-of-00002.gguf"] {
+        let model = GgufModel::open(&gguf_dir().join(part)).unwrap();
+        assert_eq!(model.parts.len(), 2);
+        assert_eq!(model.metadata().architecture(), Some("qwen3moe"));
+        let mut got: Vec<(String, Vec<u64>)> = model
+            .tensors()
+            .map(|t| (t.name.clone(), t.dims.clone()))
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{part}");
+    }
+    let dir = scratch("split-missing");
+    std::fs::copy(
+        gguf_dir().join("split-00001-of-00002.gguf"),
+        dir.join("split-00001-of-00002.gguf"),
+    )
+    .unwrap();
+    let err = GgufModel::open(&dir.join("split-00001-of-00002.gguf"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("split-00002-of-00002.gguf is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn info_describes_a_gguf_and_trace_says_it_cannot_run_it() {
+    let path = gguf_dir().join("tiny-qwen3moe.gguf");
+    let (ok, stdout, stderr) = moescope(&["info", path.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    for needle in [
+        "GGUF v3, 1 file, 7 tensors",
+        "qwen3moe (tiny-qwen3moe)",
+        "Q4_K_M",
+        "Q4_K 1",
+        "Q6_K 1",
+        "F32 2",
+        "expert_count                     8\n",
+        "expert_used_count                2\n",
+        "attention.layer_norm_rms_epsilon 1e-6\n",
+        "gpt2, 6 tokens",
+    ] {
+        assert!(stdout.contains(needle), "{needle} not in:\n{stdout}");
+    }
+    let (ok, stdout, stderr) = moescope(&["info", path.to_str().unwrap(), "--json"]);
+    assert!(ok, "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["metadata"]["qwen3moe.expert_count"], 8);
+    assert_eq!(json["tensors"][3]["type"], "Q4_K");
+    let out = scratch("gguf-trace").join("out.json");
+    let (ok, _, stderr) = moescope(&[
+        "trace",
+        path.to_str().unwrap(),
+        "--token-ids",
+        "1,2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is a qwen3moe GGUF file") && stderr.contains("tiny-qwen3moe.gguf"),
+        "{stderr}"
+    );
+}
+
+fn scratch(case: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moescope-gguf-{}-{case}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A GGUF file written byte by byte, so each test breaks exactly one field.
+struct Builder {
+    version: u32,
+    kvs: Vec<Vec<u8>>,
+    kv_count: Option<u64>,
+    tensors: Vec<(String, Vec<u64>, u32, u64)>,
+    tensor_count: Option<u64>,
+    data_bytes: usize,
+}
+
+fn string(s: &str) -> Vec<u8> {
+    let mut out = (s.len() as u64).to_le_bytes().to_vec();
+    out.extend(s.as_bytes());
+    out
+}
+
+impl Builder {
+    /// Two F32 tensors of 32 values, the first at offset 0, the second at 128.
+    fn good() -> Self {
+        let mut arch = string("general.architecture");
+        arch.extend(8u32.to_le_bytes());
+        arch.extend(string("qwen3moe"));
+        Self {
+            version: 3,
+            kvs: vec![arch],
+            kv_count: None,
+            tensors: vec![
+                ("a.weight".into(), vec![32], 0, 0),
+                ("b.weight".into(), vec![32], 0, 128),
+            ],
+            tensor_count: None,
+            data_bytes: 256,
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(self.version.to_le_bytes());
+        out.extend(
+            self.tensor_count
+                .unwrap_or(self.tensors.len() as u64)
+                .to_le_bytes(),
+        );
+        out.extend(self.kv_count.unwrap_or(self.kvs.len() as u64).to_le_bytes());
+        for kv in &self.kvs {
+            out.extend(kv);
+        }
+        for (name, dims, ggml_type, offset) in &self.tensors {
+            out.extend(string(name));
+            out.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend(d.to_le_bytes());
+            }
+            out.extend(ggml_type.to_le_bytes());
+            out.extend(offset.to_le_bytes());
+        }
+        out.resize(out.len().div_ceil(32) * 32 + self.data_bytes, 0);
+        out
+    }
+}
+
+fn refused(case: &str, bytes: &[u8], needle: &str) {
+    let path = scratch(case).join("model.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let err = match GgufFile::open(&path) {
+        Ok(_) => panic!("{case}: the file opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(needle), "{case}: {err}");
+    assert!(err.contains("model.gguf"), "{case}: {err}");
+    let (ok, _, stderr) = moescope(&["info", path.to_str().unwrap()]);
+    assert!(!ok, "{case}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{case}: {stderr}");
+    assert!(stderr.contains(needle), "{case}: {stderr}");
+}
+
+#[test]
+fn every_broken_header_field_is_refused_by_name() {
+    let good = Builder::good();
+    let path = scratch("good").join("model.gguf");
+    std::fs::write(&path, good.bytes()).unwrap();
+    assert_eq!(GgufFile::open(&path).unwrap().tensors.len(), 2);
+
+    refused("magic", b"GGML\x03\0\0\0", "does not start with \"GGUF\"");
+    let with = |edit: &dyn Fn(&mut Builder)| {
+        let mut b = Builder::good();
+        edit(&mut b);
+        b.bytes()
+    };
+    refused("v1", &with(&|b| b.version = 1), "GGUF version 1");
+    refused(
+        "big-endian",
+        &with(&|b| b.version = 3u32.swap_bytes()),
+        "big-endian",
+    );
+    refused(
+        "kv-count",
+        &with(&|b| b.kv_count = Some(u64::MAX)),
+        "metadata entries, more than",
+    );
+    refused(
+        "tensor-count",
+        &with(&|b| b.tensor_count = Some(1 << 40)),
+        "tensors, more than",
+    );
+    refused(
+        "string-length",
+        &with(&|b| b.kvs[0][..8].copy_from_slice(&u64::MAX.to_le_bytes())),
+        "metadata entry 0",
+    );
+    refused(
+        "value-type",
+        &with(&|b| b.kvs[0][28..32].copy_from_slice(&77u32.to_le_bytes())),
+        "value type 77",
+    );
+    refused(
+        "array-length",
+        &with(&|b| {
+            let mut kv = string("x.pattern");
+            kv.extend(9u32.to_le_bytes());
+            kv.extend(0u32.to_le_bytes());
+            kv.extend((1u64 << 50).to_le_bytes());
+            b.kvs.push(kv);
+        }),
+        "does not fit",
+    );
+    refused(
+        "bool",
+        &with(&|b| {
+            let mut kv = string("x.flag");
+            kv.extend(7u32.to_le_bytes());
+            kv.push(2);
+            b.kvs.push(kv);
+        }),
+        "boolean byte 2",
+    );
+    refused(
+        "duplicate-key",
+        &with(&|b| b.kvs.push(b.kvs[0].clone())),
+        "appears twice",
+    );
+    refused(
+        "alignment",
+        &with(&|b| {
+            let mut kv = string("general.alignment");
+            kv.extend(4u32.to_le_bytes());
+            kv.extend(24u32.to_le_bytes());
+            b.kvs.push(kv);
+        }),
+        "general.alignment 24 is not a power of two",
+    );
+    refused(
+        "dims",
+        &with(&|b| b.tensors[0].1 = vec![32, 1, 1, 1, 1]),
+        "5 dimensions",
+    );
+    refused(
+        "overflow",
+        &with(&|b| b.tensors[0].1 = vec![1 << 32, 1 << 32, 1 << 32]),
+        "too many elements",
+    );
+    refused(
+        "bytes-overflow",
+        &with(&|b| b.tensors[0].1 = vec![1 << 31, 1 << 31]),
+        "is too large for any file",
+    );
+    refused(
+        "unknown-type",
+        &with(&|b| b.tensors[0].2 = 31),
+        "'a.weight': type 31, which this build does not know",
+    );
+    refused(
+        "block",
+        &with(&|b| {
+            b.tensors[0].1 = vec![16];
+            b.tensors[0].2 = 8;
+        }),
+        "first dimension 16 is not a multiple of Q8_0's block of 32",
+    );
+    refused(
+        "past-end",
+        &with(&|b| b.tensors[1].3 = 1 << 20),
+        "end past the file's",
+    );
+    refused(
+        "misaligned",
+        &with(&|b| b.tensors[1].3 = 100),
+        "not a multiple of the alignment 32",
+    );
+    refused("overlap", &with(&|b| b.tensors[1].3 = 64), "overlap");
+    refused(
+        "duplicate-tensor",
+        &with(&|b| b.tensors[1].0 = "a.weight".into()),
+        "'a.weight' appears twice",
+    );
+}
+
+/// Every prefix of a real file is refused with an error, never a panic: truncation anywhere.
+#[test]
+fn every_truncation_of_a_real_header_is_an_error() {
+    let bytes = std::fs::read(gguf_dir().join("tiny-qwen3moe.gguf")).unwrap();
+    let file = GgufFile::open(&gguf_dir().join("tiny-qwen3moe.gguf")).unwrap();
+    let header = file.data_offset as usize;
+    let path = scratch("truncated").join("model.gguf");
+    for len in (0..header).chain([header + 1, bytes.len() - 1]) {
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        assert!(GgufFile::open(&path).is_err(), "{len} bytes opened");
+    }
+}
