@@ -215,34 +215,8 @@ impl Trace {
             if t > 0 && (k == 0 || k > e) {
                 return Err(at(format!("top-k {k} is not within 1..={e}")));
             }
-            let w = &layer.topk_weights;
-            if !w.is_empty() && (w.rows() != t || w.cols() != k) {
-                return Err(at(format!(
-                    "topk_weights is {}×{}, topk_ids {t}×{k}",
-                    w.rows(),
-                    w.cols()
-                )));
-            }
-            if let Some(i) = w.as_slice().iter().position(|v| !v.is_finite()) {
-                return Err(at(format!(
-                    "topk_weights of token {} is not finite",
-                    i / k.max(1)
-                )));
-            }
-            let logits = &layer.router_logits;
-            if !logits.is_empty() && (logits.rows() != t || logits.cols() != e) {
-                return Err(at(format!(
-                    "router_logits is {}×{}, expected {t}×{e}",
-                    logits.rows(),
-                    logits.cols()
-                )));
-            }
-            if let Some(i) = logits.as_slice().iter().position(|v| !v.is_finite()) {
-                return Err(at(format!(
-                    "router_logits of token {} is not finite",
-                    i / e.max(1)
-                )));
-            }
+            check_values("topk_weights", &layer.topk_weights, t, k).map_err(at)?;
+            check_values("router_logits", &layer.router_logits, t, e).map_err(at)?;
             for (token, row) in ids.iter_rows().enumerate() {
                 if let Some(&bad) = row.iter().find(|&&x| x as usize >= e) {
                     return Err(at(format!("token {token} uses expert {bad} of {e}")));
@@ -266,6 +240,30 @@ impl Trace {
             return Err("last_logits are not finite".into());
         }
         Ok(())
+    }
+}
+
+/// An optional `[rows, cols]` matrix of values (empty when not captured): its shape, and finite
+/// values only.
+fn check_values(
+    name: &str,
+    m: &Matrix<f32>,
+    rows: usize,
+    cols: usize,
+) -> std::result::Result<(), String> {
+    if m.is_empty() {
+        return Ok(());
+    }
+    if m.rows() != rows || m.cols() != cols {
+        return Err(format!(
+            "{name} is {}×{}, expected {rows}×{cols}",
+            m.rows(),
+            m.cols()
+        ));
+    }
+    match m.as_slice().iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(format!("{name} of token {} is not finite", i / cols.max(1))),
+        None => Ok(()),
     }
 }
 
