@@ -466,114 +466,119 @@ impl MoescopeApp {
         }
     }
 
+    /// Applies every queued command in order; commands that others queue (Reload → Load, a
+    /// trace path → OpenTrace) run after the rest of the queue, in the same call.
     fn apply_commands(&mut self) {
-        for command in std::mem::take(&mut self.commands) {
-            match command {
-                Command::OpenDialog => {
-                    let dialogs = self.dialogs.clone();
-                    self.background("open-dialog", move || {
-                        Background::Picked(dialogs.pick_checkpoint())
-                    });
-                }
-                Command::Load(path) if is_trace_file(&path) => {
-                    self.commands.push(Command::OpenTrace(path));
-                    return self.apply_commands();
-                }
-                Command::Load(path) => {
-                    let dtype =
-                        parse_dtype(&self.settings.dtype).unwrap_or(candle_core::DType::F32);
-                    let previous = match std::mem::replace(&mut self.model, ModelState::Empty) {
-                        ModelState::Ready(summary) => Some(summary),
-                        ModelState::Loading { previous, .. } => previous,
-                        ModelState::Empty => None,
-                    };
-                    self.model = ModelState::Loading {
-                        path: path.clone(),
-                        fraction: 0.0,
-                        previous,
-                    };
-                    self.worker.load(path, dtype, self.settings.device.clone());
-                }
-                Command::OpenTraceDialog => {
-                    let dialogs = self.dialogs.clone();
-                    self.background("open-dialog", move || {
-                        Background::Picked(dialogs.pick_trace())
-                    });
-                }
-                Command::OpenTrace(path) => {
-                    self.background("read-trace", move || {
-                        let data = Trace::read_json(&path)
-                            .map(|trace| Box::new(RunData::new(0, Arc::new(trace), 0.0)))
-                            .map_err(|e| e.to_string());
-                        Background::TraceRead(path, data)
-                    });
-                }
-                Command::CancelLoad => self.worker.cancel_load(),
-                Command::Select { token, moe_layer } => {
-                    self.selection = Selection {
-                        token: Some(token),
-                        moe_layer,
-                    }
-                }
-                Command::SelectLayer(moe_layer) => self.selection.moe_layer = moe_layer,
-                Command::DismissError(i) => {
-                    if i < self.errors.len() {
-                        self.errors.remove(i);
-                    }
-                }
-                Command::ExportFigure(kind) => {
-                    let kind = match kind {
-                        FigureKind::LayerHeatmap { .. } => FigureKind::LayerHeatmap {
-                            moe_layer: self.selection.moe_layer,
-                            probabilities: self.settings.heatmap_probabilities,
-                        },
-                        other => other,
-                    };
-                    let name = export::default_file_name(&kind, &self.model_name());
-                    let dialogs = self.dialogs.clone();
-                    self.background("save-dialog", move || {
-                        let path = dialogs.save_file(&name, &["png", "svg"]);
-                        Background::FigurePath(kind, path)
-                    });
-                }
-                Command::ExportData => {
-                    let name = format!("{}-trace.json", self.model_name());
-                    let dialogs = self.dialogs.clone();
-                    self.background("save-dialog", move || {
-                        Background::DataPath(dialogs.save_file(&name, &["json", "csv"]))
-                    });
-                }
-                Command::WriteFigure(kind, path) => {
-                    let Some(data) = &self.data else { continue };
-                    let trace = data.trace.clone();
-                    self.background("export", move || {
-                        Background::Wrote(
-                            crate::export::write_figure(&trace, &kind, &path)
-                                .map(|()| path)
-                                .map_err(|e| e.to_string()),
-                        )
-                    });
-                }
-                Command::WriteData(path) => {
-                    let Some(data) = &self.data else { continue };
-                    let trace = data.trace.clone();
-                    self.background("export", move || {
-                        Background::Wrote(
-                            crate::export::write_data(&trace, &path)
-                                .map(|()| path)
-                                .map_err(|e| e.to_string()),
-                        )
-                    });
-                }
-                Command::Rerun => self.run_now = true,
-                Command::Reload => {
-                    if let ModelState::Ready(summary) = &self.model {
-                        self.commands.push(Command::Load(summary.path.clone()));
-                        return self.apply_commands();
-                    }
-                }
-                Command::FocusPrompt => self.focus_prompt = true,
+        while !self.commands.is_empty() {
+            for command in std::mem::take(&mut self.commands) {
+                self.apply_command(command);
             }
+        }
+    }
+
+    fn apply_command(&mut self, command: Command) {
+        match command {
+            Command::OpenDialog => {
+                let dialogs = self.dialogs.clone();
+                self.background("open-dialog", move || {
+                    Background::Picked(dialogs.pick_checkpoint())
+                });
+            }
+            Command::Load(path) if is_trace_file(&path) => {
+                self.commands.push(Command::OpenTrace(path));
+            }
+            Command::Load(path) => {
+                let dtype = parse_dtype(&self.settings.dtype).unwrap_or(candle_core::DType::F32);
+                let previous = match std::mem::replace(&mut self.model, ModelState::Empty) {
+                    ModelState::Ready(summary) => Some(summary),
+                    ModelState::Loading { previous, .. } => previous,
+                    ModelState::Empty => None,
+                };
+                self.model = ModelState::Loading {
+                    path: path.clone(),
+                    fraction: 0.0,
+                    previous,
+                };
+                self.worker.load(path, dtype, self.settings.device.clone());
+            }
+            Command::OpenTraceDialog => {
+                let dialogs = self.dialogs.clone();
+                self.background("open-dialog", move || {
+                    Background::Picked(dialogs.pick_trace())
+                });
+            }
+            Command::OpenTrace(path) => {
+                self.background("read-trace", move || {
+                    let data = Trace::read_json(&path)
+                        .map(|trace| Box::new(RunData::new(0, Arc::new(trace), 0.0)))
+                        .map_err(|e| e.to_string());
+                    Background::TraceRead(path, data)
+                });
+            }
+            Command::CancelLoad => self.worker.cancel_load(),
+            Command::Select { token, moe_layer } => {
+                self.selection = Selection {
+                    token: Some(token),
+                    moe_layer,
+                }
+            }
+            Command::SelectLayer(moe_layer) => self.selection.moe_layer = moe_layer,
+            Command::DismissError(i) => {
+                if i < self.errors.len() {
+                    self.errors.remove(i);
+                }
+            }
+            Command::ExportFigure(kind) => {
+                let kind = match kind {
+                    FigureKind::LayerHeatmap { .. } => FigureKind::LayerHeatmap {
+                        moe_layer: self.selection.moe_layer,
+                        probabilities: self.settings.heatmap_probabilities,
+                    },
+                    other => other,
+                };
+                let name = export::default_file_name(&kind, &self.model_name());
+                let dialogs = self.dialogs.clone();
+                self.background("save-dialog", move || {
+                    let path = dialogs.save_file(&name, &["png", "svg"]);
+                    Background::FigurePath(kind, path)
+                });
+            }
+            Command::ExportData => {
+                let name = format!("{}-trace.json", self.model_name());
+                let dialogs = self.dialogs.clone();
+                self.background("save-dialog", move || {
+                    Background::DataPath(dialogs.save_file(&name, &["json", "csv"]))
+                });
+            }
+            Command::WriteFigure(kind, path) => {
+                let Some(data) = &self.data else { return };
+                let trace = data.trace.clone();
+                self.background("export", move || {
+                    Background::Wrote(
+                        crate::export::write_figure(&trace, &kind, &path)
+                            .map(|()| path)
+                            .map_err(|e| e.to_string()),
+                    )
+                });
+            }
+            Command::WriteData(path) => {
+                let Some(data) = &self.data else { return };
+                let trace = data.trace.clone();
+                self.background("export", move || {
+                    Background::Wrote(
+                        crate::export::write_data(&trace, &path)
+                            .map(|()| path)
+                            .map_err(|e| e.to_string()),
+                    )
+                });
+            }
+            Command::Rerun => self.run_now = true,
+            Command::Reload => {
+                if let ModelState::Ready(summary) = &self.model {
+                    self.commands.push(Command::Load(summary.path.clone()));
+                }
+            }
+            Command::FocusPrompt => self.focus_prompt = true,
         }
     }
 
@@ -1055,4 +1060,41 @@ fn install_fonts(ctx: &egui::Context) {
         }
     }
     ctx.set_fonts(fonts);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gui::dialogs::FixedDialogs;
+
+    /// A command that queues another (a trace path given to Load becomes OpenTrace) must not
+    /// drop the commands queued after it.
+    #[test]
+    fn commands_queued_while_applying_keep_the_rest_of_the_queue() {
+        let dir = std::env::temp_dir().join(format!("moescope-queue-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let trace = dir.join("run.json");
+        std::fs::write(&trace, "{}").unwrap();
+        let dialogs = FixedDialogs {
+            checkpoint: None,
+            trace: None,
+            save: None,
+        };
+        let ctx = egui::Context::default();
+        let mut app = MoescopeApp::with_settings(
+            &ctx,
+            Settings::default(),
+            StartWith::Welcome,
+            Box::new(dialogs),
+        );
+        app.focus_prompt = false;
+        app.commands = vec![Command::Load(trace), Command::FocusPrompt];
+        app.apply_commands();
+        assert!(
+            app.focus_prompt,
+            "FocusPrompt after a trace Load was dropped"
+        );
+        assert!(app.commands.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
