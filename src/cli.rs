@@ -182,7 +182,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn info(model: &std::path::Path, json: bool) -> Result<()> {
-    if is_gguf(model) {
+    if moescope::model::gguf::is_gguf_path(model) {
         return gguf_info(model, json);
     }
     let ckpt = Checkpoint::open(model)?;
@@ -249,12 +249,6 @@ fn info(model: &std::path::Path, json: bool) -> Result<()> {
                 .to_string())
     );
     Ok(())
-}
-
-fn is_gguf(path: &std::path::Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// `info` for a GGUF file (or split set): what its header says, checked.

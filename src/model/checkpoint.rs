@@ -221,7 +221,7 @@ fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
         });
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext.eq_ignore_ascii_case("gguf") {
+    if super::gguf::is_gguf_path(path) {
         // Read the header anyway: a broken file is named with its problem.
         let model = super::gguf::GgufModel::open(path)?;
         return Err(Error::GgufNotRunnable {

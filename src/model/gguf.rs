@@ -626,6 +626,13 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Whether `path` names a GGUF file (by its extension, as llama.cpp's tools do).
+pub fn is_gguf_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
 /// The files of a GGUF model: one file, or every part of a split set named like
 /// `NAME-00001-of-00003.gguf` (llama.cpp's `gguf-split`), in order. Any part may be given.
 pub fn split_parts(path: &Path) -> Result<Vec<PathBuf>> {
