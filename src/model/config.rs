@@ -480,10 +480,10 @@ impl ModelConfig {
     }
 }
 
-/// The fields of a Llama-style decoder config most families share, read under their usual names.
 /// Most transformer blocks a config may declare: ten times the deepest released MoE.
 pub const MAX_LAYERS: usize = 1024;
 
+/// The fields of a Llama-style decoder config most families share, read under their usual names.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
     pub vocab_size: usize,
