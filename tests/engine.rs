@@ -244,7 +244,10 @@ fn per_expert_times_are_recorded_for_used_experts() {
                     "{kernel:?} expert {expert}: {ms} ms"
                 );
             }
-            assert!(times.iter().sum::<f64>() <= layer.timings_ms.experts + 1e-9);
+            // Experts with few rows run side by side, so only each one (not their sum) is bounded
+            // by the layer's wall time for the routed experts.
+            let longest = times.iter().copied().fold(0.0, f64::max);
+            assert!(longest <= layer.timings_ms.experts + 1e-9, "{kernel:?}");
         }
     }
     let options = EngineOptions {

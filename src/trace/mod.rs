@@ -93,6 +93,8 @@ pub struct MoeLayerTrace {
     pub timings_ms: LayerTimings,
     /// Compute time of each routed expert in ms, summed over the forward calls of this trace
     /// (`[experts]`; absent when not recorded, e.g. the fused GPU kernel runs all experts at once).
+    /// Wall time of each expert's own work: experts with few rows run side by side on the CPU, so
+    /// the entries can add up to more than `timings_ms.experts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expert_timings_ms: Vec<f64>,
 }
