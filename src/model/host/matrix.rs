@@ -1,9 +1,10 @@
-//! A weight matrix on the host in its stored format — f32, bf16, f16, block-scaled FP8 or MXFP4 —
-//! as bytes that are usually a range of the checkpoint's memory map: nothing is copied or widened
-//! at load, resident memory is the pages the kernels touch, and a model larger than RAM still runs
-//! (clean file-backed pages are evicted and read back). Kernels decode row segments to f32 as
-//! they go ([`HostMatrix::decode_row`]).
+//! A weight matrix on the host in its stored format — f32, bf16, f16, block-scaled FP8, MXFP4 or
+//! a ggml block type — as bytes that are usually a range of the checkpoint's memory map: nothing
+//! is copied or widened at load, resident memory is the pages the kernels touch, and a model
+//! larger than RAM still runs (clean file-backed pages are evicted and read back). Kernels decode
+//! row segments to f32 as they go ([`HostMatrix::decode_row`]).
 
+use super::ggml_quant::BlockQuant;
 use memmap2::Mmap;
 use std::sync::Arc;
 
@@ -85,6 +86,8 @@ pub enum Format {
     Mxfp4 {
         scales: Bytes,
     },
+    /// A ggml block type (GGUF files): each row a whole number of self-scaled blocks.
+    Block(BlockQuant),
 }
 
 impl Format {
@@ -95,6 +98,7 @@ impl Format {
             Format::Bf16 | Format::F16 => 16.0,
             Format::Fp8E4m3 { block, .. } => 8.0 + 32.0 / (block[0] * block[1]) as f64,
             Format::Mxfp4 { .. } => 4.0 + 8.0 / 32.0,
+            Format::Block(q) => (q.block_bytes() * 8) as f64 / q.block_elements() as f64,
         }
     }
 
@@ -105,6 +109,7 @@ impl Format {
             Format::F16 => "f16",
             Format::Fp8E4m3 { .. } => "fp8-e4m3",
             Format::Mxfp4 { .. } => "mxfp4",
+            Format::Block(q) => q.label(),
         }
     }
 }
@@ -160,6 +165,7 @@ impl HostMatrix {
             Format::Bf16 | Format::F16 => self.cols * 2,
             Format::Fp8E4m3 { .. } => self.cols,
             Format::Mxfp4 { .. } => self.cols / 2,
+            Format::Block(q) => self.cols / q.block_elements() * q.block_bytes(),
         }
     }
 
@@ -251,6 +257,7 @@ impl HostMatrix {
                     *o = FP4_E2M1[nibble as usize] * exp2_e8m0(exps[c / 32]);
                 }
             }
+            Format::Block(q) => q.decode_range(row, c0, out),
         }
     }
 
