@@ -257,6 +257,8 @@ fn gguf_info(path: &std::path::Path, json: bool) -> Result<()> {
     let model = GgufModel::open(path)?;
     let first = model.metadata();
     let size_bytes = model.size_bytes();
+    // How moescope runs it: the spec its metadata becomes, or why it does not run.
+    let runs = moescope::model::gguf_spec::spec_of(&model);
     if json {
         let metadata: serde_json::Map<String, serde_json::Value> = first
             .metadata
@@ -294,6 +296,9 @@ fn gguf_info(path: &std::path::Path, json: bool) -> Result<()> {
             "size_bytes": size_bytes,
             "metadata": metadata,
             "tensors": tensors,
+            "family": runs.as_ref().ok().map(|(family, _, _)| family.name),
+            "spec": runs.as_ref().ok().map(|(_, _, spec)| spec),
+            "not_runnable": runs.as_ref().err().map(|e| e.to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -307,10 +312,17 @@ fn gguf_info(path: &std::path::Path, json: bool) -> Result<()> {
             moescope::engine::memory::cpu_residency_note(size_bytes)
         ),
     ));
-    lines.push((
-        "tracing".into(),
-        "not yet: moescope reads GGUF headers but does not run GGUF models".into(),
-    ));
+    match &runs {
+        Ok((family, _, spec)) => {
+            lines.push(("runs as".into(), family.name.to_owned()));
+            lines.extend(
+                moescope::model::describe::describe(spec)
+                    .into_iter()
+                    .map(|(label, text)| (label.to_owned(), text)),
+            );
+        }
+        Err(e) => lines.push(("runs as".into(), format!("does not run: {e}"))),
+    }
     // Architecture keys are long (`attention.layer_norm_rms_epsilon`): one column for all.
     let width = lines
         .iter()

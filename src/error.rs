@@ -49,9 +49,13 @@ pub enum Error {
     #[error("bad GGUF file: {problem} in {path}")]
     Gguf { path: PathBuf, problem: String },
 
-    /// A well-formed GGUF file, which this build describes but does not run.
-    #[error("{path} is a {architecture} GGUF file: `moescope info` describes it, but tracing GGUF models is not built yet; open the model's safetensors folder")]
-    GgufNotRunnable { path: PathBuf, architecture: String },
+    /// A well-formed GGUF file of an architecture this build describes but does not run.
+    #[error("{path} is a '{architecture}' GGUF file: `moescope info` describes it, but only {supported} GGUF models run; open the model's safetensors folder")]
+    GgufNotRunnable {
+        path: PathBuf,
+        architecture: String,
+        supported: String,
+    },
 
     #[error("corrupt safetensors file: {problem} in {path}")]
     CorruptWeights { path: PathBuf, problem: String },

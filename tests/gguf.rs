@@ -109,7 +109,7 @@ fn a_split_set_opens_from_any_part_and_holds_every_tensor() {
 }
 
 #[test]
-fn info_describes_a_gguf_and_trace_says_it_cannot_run_it() {
+fn info_describes_a_gguf_and_a_broken_one_fails_to_trace_by_name() {
     let path = gguf_dir().join("tiny-qwen3moe.gguf");
     let (ok, stdout, stderr) = moescope(&["info", path.to_str().unwrap()]);
     assert!(ok, "{stderr}");
@@ -124,6 +124,7 @@ fn info_describes_a_gguf_and_trace_says_it_cannot_run_it() {
         "expert_used_count                2\n",
         "attention.layer_norm_rms_epsilon 1e-6\n",
         "gpt2, 6 tokens",
+        "runs as                          Qwen3-MoE\n",
     ] {
         assert!(stdout.contains(needle), "{needle} not in:\n{stdout}");
     }
@@ -132,6 +133,8 @@ fn info_describes_a_gguf_and_trace_says_it_cannot_run_it() {
     let json: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["metadata"]["qwen3moe.expert_count"], 8);
     assert_eq!(json["tensors"][3]["type"], "Q4_K");
+    assert_eq!(json["family"], "Qwen3-MoE");
+    // Its tensors are random bytes in shapes no model has: tracing names the file and a tensor.
     let out = scratch("gguf-trace").join("out.json");
     let (ok, _, stderr) = moescope(&[
         "trace",
@@ -144,8 +147,60 @@ fn info_describes_a_gguf_and_trace_says_it_cannot_run_it() {
     assert!(!ok);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("is a qwen3moe GGUF file") && stderr.contains("tiny-qwen3moe.gguf"),
+        stderr.contains("tiny-qwen3moe.gguf") && stderr.contains("tensor"),
         "{stderr}"
+    );
+}
+
+/// Every ggml block type decodes to what gguf-py's reference dequantizer gives for the same
+/// bytes (random blocks with finite scales; quant-types.gguf holds both).
+#[test]
+fn block_types_decode_like_gguf_py() {
+    use moescope::model::host::{BlockQuant, Bytes, Format, HostMatrix};
+    let model = GgufModel::open(&gguf_dir().join("quant-types.gguf")).unwrap();
+    let file = model.metadata();
+    let mut checked = Vec::new();
+    for t in file.tensors.iter().filter(|t| t.name.starts_with("q.")) {
+        let q = BlockQuant::from_ggml_id(t.ggml_type.0).expect("a block type moescope decodes");
+        let name = &t.name[2..];
+        assert_eq!(q.label(), name);
+        let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+        let m = HostMatrix {
+            bytes: Bytes::Owned(file.tensor_bytes(t).to_vec().into()),
+            format: Format::Block(q),
+            rows,
+            cols,
+        };
+        let expected = file
+            .tensors
+            .iter()
+            .find(|e| e.name == format!("expected.{name}"))
+            .unwrap();
+        let want: Vec<f32> = file
+            .tensor_bytes(expected)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let got = m.to_f32();
+        let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-6 * scale,
+            "{name}: differs by {worst} (scale {scale})"
+        );
+        // A middle row on its own, from an offset inside a block, reads the same values.
+        let mut part = vec![0f32; 100];
+        m.decode_row(1, 37, &mut part);
+        assert_eq!(part, got[cols + 37..cols + 137], "{name}: partial row");
+        checked.push(name.to_owned());
+    }
+    assert_eq!(
+        checked,
+        ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
     );
 }
 

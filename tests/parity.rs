@@ -1,7 +1,8 @@
 //! Router parity with Hugging Face transformers on tiny random-weight checkpoints of every family,
 //! in both config layouts, per-expert and packed weights, f32 and sharded bf16
-//! (tests/fixtures, written by tests/fixtures/make_fixtures.py). Chosen experts must be identical;
-//! logits and weights within 1e-4.
+//! (tests/fixtures, written by tests/fixtures/make_fixtures.py), and on llama.cpp's GGUF
+//! conversions of them (tests/fixtures/gguf/models, make_gguf_models.py). Chosen experts must be
+//! identical; logits and weights within 1e-4.
 
 mod common;
 
@@ -49,6 +50,64 @@ fn check_layers(name: &str, trace: &Trace, expected: &[RefLayer], last_logits: &
         d <= TOLERANCE * scale,
         "{name}: last logits differ by {d} (scale {scale})"
     );
+}
+
+/// What a GGUF file's routing is checked against: the original fixture's reference for f32
+/// files, transformers on the file's dequantized weights for f16 and quantized ones.
+#[derive(serde::Deserialize)]
+struct GgufReference {
+    input_ids: Vec<u32>,
+    moe_layers: Vec<RefLayer>,
+    last_logits: Vec<f32>,
+}
+
+fn gguf_reference(file: &std::path::Path) -> GgufReference {
+    let own = file.with_extension("reference.json");
+    let path = if own.is_file() {
+        own
+    } else {
+        let stem = file.file_stem().unwrap().to_str().unwrap();
+        let fixture = stem
+            .strip_suffix("-f32")
+            .expect("an f32 file or its own reference");
+        common::fixtures_dir().join(fixture).join("reference.json")
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// llama.cpp's converter's files (stacked experts, permuted llama q/k, Q8_0 blocks) route like
+/// transformers, on both expert paths.
+#[test]
+fn every_gguf_conversion_matches_transformers() {
+    let dir = common::fixtures_dir().join("gguf/models");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 9,
+        "expected the GGUF conversions, found {}",
+        files.len()
+    );
+    for file in files {
+        let r = gguf_reference(&file);
+        for kernel in [ExpertKernel::Fused, ExpertKernel::Grouped] {
+            let options = EngineOptions {
+                expert_kernel: kernel,
+                ..EngineOptions::default()
+            };
+            let name = format!("{} ({} experts)", file.display(), kernel.label());
+            let mut engine = Engine::load(&file, options).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let trace = engine
+                .run(&r.input_ids)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            check_layers(&name, trace, &r.moe_layers, &r.last_logits);
+        }
+    }
 }
 
 #[test]

@@ -1,14 +1,17 @@
 //! Opening a checkpoint: a Hugging Face folder (or its config.json, or one of its .safetensors
-//! files) → config, family, weight files and optional tokenizer. Weights are not read here; the
-//! engine maps them in the dtype and on the device it runs with.
+//! files), or a GGUF file → config, family, weight files and optional tokenizer. Weights are not
+//! read here; the engine maps them in the dtype and on the device it runs with.
 
 use super::config::ModelConfig;
+use super::gguf::{is_gguf_path, GgufModel};
+use super::gguf_spec;
 use super::registry::{self, Family};
 use super::spec::ModelSpec;
 use super::weights::{Quantization, Weights};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Largest prompt text tokenized, in bytes: 1 MiB is ~250 k tokens of English, well past the
 /// engine's token cap, so no prompt that could run is refused.
@@ -27,10 +30,16 @@ pub struct Checkpoint {
     pub quantization: Quantization,
     pub tokenizer: Option<tokenizers::Tokenizer>,
     pub tokenizer_path: Option<PathBuf>,
+    /// The GGUF model when the checkpoint is a .gguf file (or split set); `weight_files` are then
+    /// its parts.
+    pub gguf: Option<Arc<GgufModel>>,
 }
 
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Self> {
+        if is_gguf_path(path) && path.is_file() {
+            return Self::open_gguf(path);
+        }
         let dir = checkpoint_dir(path)?;
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
@@ -46,18 +55,7 @@ impl Checkpoint {
         spec.validate().map_err(|problem| config.bad(problem))?;
         let quantization = quantization_of(&config)?;
         let weight_files = weight_files(&dir)?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        let (tokenizer, tokenizer_path) = if tokenizer_path.is_file() {
-            let t = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-                Error::Tokenizer {
-                    path: tokenizer_path.clone(),
-                    problem: e.to_string(),
-                }
-            })?;
-            (Some(t), Some(tokenizer_path))
-        } else {
-            (None, None)
-        };
+        let (tokenizer, tokenizer_path) = tokenizer_in(&dir)?;
         Ok(Self {
             dir,
             config,
@@ -67,12 +65,40 @@ impl Checkpoint {
             quantization,
             tokenizer,
             tokenizer_path,
+            gguf: None,
+        })
+    }
+
+    /// A .gguf file (the first part of a split set, or any part): its metadata becomes the
+    /// config and spec ([`super::gguf_spec`]); a tokenizer.json beside the file is used when
+    /// present.
+    fn open_gguf(path: &Path) -> Result<Self> {
+        let model = GgufModel::open(path)?;
+        let (family, config, spec) = gguf_spec::spec_of(&model)?;
+        let dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let (tokenizer, tokenizer_path) = tokenizer_in(&dir)?;
+        Ok(Self {
+            weight_files: model.parts.iter().map(|p| p.path.clone()).collect(),
+            dir,
+            config,
+            family,
+            spec,
+            quantization: Quantization::None,
+            tokenizer,
+            tokenizer_path,
+            gguf: Some(Arc::new(model)),
         })
     }
 
     /// Maps the weights for compute in `dtype` on `device`.
     pub fn weights(&self, dtype: DType, device: &Device) -> Result<Weights> {
-        Weights::open(&self.weight_files, self.quantization.clone(), dtype, device)
+        match &self.gguf {
+            Some(model) => Weights::open_gguf(model, &self.spec, dtype, device),
+            None => Weights::open(&self.weight_files, self.quantization.clone(), dtype, device),
+        }
     }
 
     /// Turns text into the ids the model sees (special tokens such as BOS included). Text over
@@ -80,10 +106,16 @@ impl Checkpoint {
     /// tokens) and tokenizing it would stall the caller.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let (Some(tok), Some(path)) = (&self.tokenizer, &self.tokenizer_path) else {
+            let problem = if self.gguf.is_some() {
+                // tokenizer.ggml.* is not read yet (its pre-tokenizer profiles are per family).
+                "GGUF vocabularies are not read yet: put the model's tokenizer.json beside the \
+                 .gguf file, or give token ids instead of a prompt"
+            } else {
+                "no tokenizer.json in this checkpoint: give token ids instead of a prompt"
+            };
             return Err(Error::Tokenizer {
                 path: self.dir.join("tokenizer.json"),
-                problem: "no tokenizer.json in this checkpoint: give token ids instead of a prompt"
-                    .into(),
+                problem: problem.into(),
             });
         };
         if text.len() > MAX_PROMPT_BYTES {
@@ -119,6 +151,19 @@ impl Checkpoint {
             })
             .collect()
     }
+}
+
+/// `dir/tokenizer.json`, when there is one.
+fn tokenizer_in(dir: &Path) -> Result<(Option<tokenizers::Tokenizer>, Option<PathBuf>)> {
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        return Ok((None, None));
+    }
+    let tokenizer = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+        path: path.clone(),
+        problem: e.to_string(),
+    })?;
+    Ok((Some(tokenizer), Some(path)))
 }
 
 /// A name without directory parts, safe to join onto the checkpoint folder.
@@ -221,18 +266,6 @@ fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
         });
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if super::gguf::is_gguf_path(path) {
-        // Read the header anyway: a broken file is named with its problem.
-        let model = super::gguf::GgufModel::open(path)?;
-        return Err(Error::GgufNotRunnable {
-            path: path.to_owned(),
-            architecture: model
-                .metadata()
-                .architecture()
-                .unwrap_or("unnamed")
-                .to_owned(),
-        });
-    }
     match (path.file_name().and_then(|n| n.to_str()), ext) {
         (Some("config.json"), _)
         | (_, "safetensors")

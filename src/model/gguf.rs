@@ -298,6 +298,11 @@ impl GgufFile {
         })
     }
 
+    /// The file's mapping, shared by the weights that borrow its tensors.
+    pub fn map(&self) -> &Arc<Mmap> {
+        &self.map
+    }
+
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }

@@ -10,6 +10,7 @@ pub mod describe;
 pub mod expert_gemm;
 pub mod family;
 pub mod gguf;
+pub mod gguf_spec;
 pub mod host;
 pub mod layers;
 pub mod moe;

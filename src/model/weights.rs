@@ -1,4 +1,4 @@
-//! Safetensors weights, memory-mapped.
+//! Safetensors and GGUF weights, memory-mapped.
 //!
 //! Each file is mapped once and its header validated once (a truncated or corrupt file fails here,
 //! naming the file, rather than later with an out-of-bounds read). Two ways out:
@@ -8,7 +8,10 @@
 //! - [`Weights::get`] and friends: a candle tensor in a given dtype on the compute device, copied
 //!   out of the mapping in chunks whose pages are dropped as they go (GPU weights, norms, biases).
 
-use super::host::{Bytes, Format, HostMatrix, Layout, Projection};
+use super::gguf::GgufModel;
+use super::gguf_spec;
+use super::host::{BlockQuant, Bytes, Format, HostMatrix, Layout, Projection};
+use super::spec::ModelSpec;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
@@ -41,7 +44,9 @@ impl Quantization {
 
 struct Entry {
     file: usize,
+    /// The element type; a ggml block type (GGUF) is stored as `U8` bytes with `block` set.
     dtype: safetensors::Dtype,
+    block: Option<BlockQuant>,
     shape: Vec<usize>,
     start: usize,
     end: usize,
@@ -94,6 +99,7 @@ impl Weights {
                     Entry {
                         file: file_idx,
                         dtype: view.dtype(),
+                        block: None,
                         shape: view.shape().to_vec(),
                         start,
                         end: start + data.len(),
@@ -106,6 +112,71 @@ impl Weights {
             files,
             entries,
             quantization,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// Indexes a GGUF model's tensors under the names `spec` asks for ([`gguf_spec::renamed`]):
+    /// the same mapping-backed entries as a safetensors checkpoint's, with ggml block types kept
+    /// as stored. A tensor the spec uses in a type moescope cannot decode fails here, by name.
+    pub fn open_gguf(
+        model: &GgufModel,
+        spec: &ModelSpec,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut files = Vec::with_capacity(model.parts.len());
+        let mut entries = HashMap::new();
+        for (file_idx, part) in model.parts.iter().enumerate() {
+            for tensor in &part.tensors {
+                let renamed = gguf_spec::renamed(spec, tensor, &part.path)?;
+                if renamed.is_empty() {
+                    continue;
+                }
+                let (dtype, block) = match tensor.ggml_type.0 {
+                    0 => (safetensors::Dtype::F32, None),
+                    1 => (safetensors::Dtype::F16, None),
+                    30 => (safetensors::Dtype::BF16, None),
+                    id => match BlockQuant::from_ggml_id(id) {
+                        Some(q) => (safetensors::Dtype::U8, Some(q)),
+                        None => {
+                            return Err(Error::UnsupportedDtype {
+                                name: tensor.name.clone(),
+                                dtype: tensor.ggml_type.to_string(),
+                                path: part.path.clone(),
+                            })
+                        }
+                    },
+                };
+                let start = tensor.file_offset as usize;
+                let bytes = tensor.size_bytes as usize;
+                let stacked = renamed.iter().filter(|r| r.expert.is_some()).count().max(1);
+                let per_expert = bytes / stacked;
+                for r in renamed {
+                    let (start, end) = match r.expert {
+                        Some(e) => (start + e * per_expert, start + (e + 1) * per_expert),
+                        None => (start, start + bytes),
+                    };
+                    entries.insert(
+                        r.name,
+                        Entry {
+                            file: file_idx,
+                            dtype,
+                            block,
+                            shape: r.shape,
+                            start,
+                            end,
+                        },
+                    );
+                }
+            }
+            files.push((part.path.clone(), part.map().clone()));
+        }
+        Ok(Self {
+            files,
+            entries,
+            quantization: Quantization::None,
             dtype,
             device: device.clone(),
         })
@@ -146,6 +217,9 @@ impl Weights {
             .iter()
             .map(|(name, e)| {
                 let bytes = e.end - e.start;
+                if let Some(q) = e.block {
+                    return bytes / q.block_bytes() * q.block_elements() * compute;
+                }
                 match e.dtype {
                     safetensors::Dtype::F8_E4M3 => bytes * compute,
                     // Two FP4 values per byte.
@@ -204,12 +278,25 @@ impl Weights {
         let entry = self.entry_of_shape(name, shape)?;
         let cols = shape.last().copied().unwrap_or(1);
         let rows = shape.iter().product::<usize>() / cols.max(1);
-        let format = match entry.dtype {
-            safetensors::Dtype::F32 => Format::F32,
-            safetensors::Dtype::BF16 => Format::Bf16,
-            safetensors::Dtype::F16 => Format::F16,
-            safetensors::Dtype::F8_E4M3 => self.fp8_format(name, entry, rows, cols)?,
-            other => {
+        let format = match (entry.block, entry.dtype) {
+            // A row that is not whole blocks cannot be sliced or decoded row by row.
+            (Some(q), _) if !cols.is_multiple_of(q.block_elements()) => {
+                return Err(self.bad_tensor(
+                    name,
+                    entry,
+                    format!(
+                        "{} rows of {cols} are not whole blocks of {}",
+                        q.label(),
+                        q.block_elements()
+                    ),
+                ))
+            }
+            (Some(q), _) => Format::Block(q),
+            (None, safetensors::Dtype::F32) => Format::F32,
+            (None, safetensors::Dtype::BF16) => Format::Bf16,
+            (None, safetensors::Dtype::F16) => Format::F16,
+            (None, safetensors::Dtype::F8_E4M3) => self.fp8_format(name, entry, rows, cols)?,
+            (None, other) => {
                 return Err(Error::UnsupportedDtype {
                     name: name.to_owned(),
                     dtype: format!("{other:?}"),

@@ -1,0 +1,334 @@
+//! A GGUF model as a [`ModelSpec`]: llama.cpp's metadata keys become the config.json fields the
+//! family file already reads, so a .gguf and its safetensors original go through the same family
+//! code and get the same spec; and llama.cpp's tensor names (`blk.3.ffn_gate_exps.weight`) are
+//! given the names that spec asks for (`model.layers.3.mlp.experts.{n}.gate_proj.weight`, one
+//! expert's rows of the stacked tensor each).
+//!
+//! Where llama.cpp hard-codes a family rule instead of storing a key (qwen3moe always renormalizes
+//! the top-k weights, qwen2moe and olmoe never do), the rule llama.cpp applies is the one used: it
+//! is what the file means to every program that runs it. llama.cpp's converter permutes the rows
+//! of q and k for `llama`-architecture files so that ggml's rotary can pair neighbouring
+//! dimensions; such files are run with interleaved rotary pairs, which gives the same attention
+//! scores as the original's halves without touching the weights.
+
+use super::config::ModelConfig;
+use super::gguf::{GgufModel, GgufTensor, MetaValue};
+use super::registry::{self, Family};
+use super::spec::{AttentionSpec, ExpertLayout, ModelSpec, RopePairing};
+use crate::error::{Error, Result};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// What moescope knows about one llama.cpp architecture.
+struct Arch {
+    /// `general.architecture`.
+    name: &'static str,
+    /// The transformers `model_type` whose family file builds the spec.
+    model_type: &'static str,
+    /// The converter permuted q/k rows (llama.cpp's `LlamaModel.permute`).
+    permuted_qk: bool,
+    /// Top-k renormalization llama.cpp applies when the file has no `expert_weights_norm` key.
+    norm_topk: bool,
+}
+
+const ARCHES: &[Arch] = &[
+    Arch {
+        name: "llama",
+        model_type: "mixtral",
+        permuted_qk: true,
+        norm_topk: true,
+    },
+    Arch {
+        name: "qwen2moe",
+        model_type: "qwen2_moe",
+        permuted_qk: false,
+        norm_topk: false,
+    },
+    Arch {
+        name: "qwen3moe",
+        model_type: "qwen3_moe",
+        permuted_qk: false,
+        norm_topk: true,
+    },
+    Arch {
+        name: "olmoe",
+        model_type: "olmoe",
+        permuted_qk: false,
+        norm_topk: false,
+    },
+];
+
+/// The llama.cpp architectures moescope runs, for messages and the README.
+pub fn supported_architectures() -> Vec<&'static str> {
+    ARCHES.iter().map(|a| a.name).collect()
+}
+
+/// `{arch}.<suffix>` metadata keys and the config.json field each becomes.
+const KEYS: &[(&str, &str)] = &[
+    ("block_count", "num_hidden_layers"),
+    ("context_length", "max_position_embeddings"),
+    ("embedding_length", "hidden_size"),
+    ("feed_forward_length", "intermediate_size"),
+    ("attention.head_count", "num_attention_heads"),
+    ("attention.head_count_kv", "num_key_value_heads"),
+    ("attention.key_length", "head_dim"),
+    ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+    ("attention.clamp_kqv", "clip_qkv"),
+    ("expert_count", "num_experts"),
+    ("expert_used_count", "num_experts_per_tok"),
+    ("expert_feed_forward_length", "moe_intermediate_size"),
+    (
+        "expert_shared_feed_forward_length",
+        "shared_expert_intermediate_size",
+    ),
+    ("vocab_size", "vocab_size"),
+];
+
+/// A GGUF model's family, the config its metadata stands for, and its spec.
+pub fn spec_of(model: &GgufModel) -> Result<(&'static Family, ModelConfig, ModelSpec)> {
+    let meta = model.metadata();
+    let path = &meta.path;
+    let bad = |problem: String| Error::Gguf {
+        path: path.clone(),
+        problem,
+    };
+    let arch_name = meta
+        .architecture()
+        .ok_or_else(|| bad("no general.architecture key".into()))?;
+    let Some(arch) = ARCHES.iter().find(|a| a.name == arch_name) else {
+        return Err(Error::GgufNotRunnable {
+            path: path.clone(),
+            architecture: arch_name.to_owned(),
+            supported: supported_architectures().join(", "),
+        });
+    };
+    let config = config_of(model, arch)?;
+    let cfg = ModelConfig::from_json_str(&config.to_string(), path)?;
+    let family = registry::lookup(&cfg)?;
+    let mut spec = (family.spec)(&cfg)?;
+    if arch.permuted_qk {
+        if let AttentionSpec::Gqa(gqa) = &mut spec.attention {
+            gqa.rope_pairing = RopePairing::Interleaved;
+        }
+    }
+    spec.notes.push(format!(
+        "GGUF ({} architecture): top-k weights {} as llama.cpp does for it",
+        arch.name,
+        if norm_topk(model, arch) {
+            "renormalized"
+        } else {
+            "not renormalized"
+        }
+    ));
+    spec.validate().map_err(bad)?;
+    Ok((family, cfg, spec))
+}
+
+fn norm_topk(model: &GgufModel, arch: &Arch) -> bool {
+    match model
+        .metadata()
+        .get(&format!("{}.expert_weights_norm", arch.name))
+    {
+        Some(MetaValue::Bool(b)) => *b,
+        _ => arch.norm_topk,
+    }
+}
+
+/// The config.json the metadata stands for.
+fn config_of(model: &GgufModel, arch: &Arch) -> Result<Value> {
+    let meta = model.metadata();
+    let mut cfg = Map::new();
+    cfg.insert("model_type".into(), json!(arch.model_type));
+    cfg.insert("hidden_act".into(), json!("silu"));
+    for (suffix, field) in KEYS {
+        let key = format!("{}.{suffix}", arch.name);
+        let value = match meta.get(&key) {
+            Some(MetaValue::Uint(v)) => json!(v),
+            Some(MetaValue::Int(v)) => json!(v),
+            // The f32 as written (1e-5), not its f64 widening (9.99999974e-6).
+            Some(MetaValue::Float32(v)) => json!(v.to_string().parse::<f64>().unwrap_or(0.0)),
+            Some(MetaValue::Float(v)) => json!(v),
+            Some(other) => {
+                return Err(Error::Gguf {
+                    path: meta.path.clone(),
+                    problem: format!("'{key}' should be a number, found {other}"),
+                })
+            }
+            None => continue,
+        };
+        cfg.insert((*field).into(), value);
+    }
+    if !cfg.contains_key("vocab_size") {
+        if let Some(embed) = find(model, "token_embd.weight") {
+            cfg.insert("vocab_size".into(), json!(embed.dims.get(1).copied()));
+        }
+    }
+    let theta = meta
+        .get(&format!("{}.rope.freq_base", arch.name))
+        .and_then(MetaValue::as_f64)
+        .unwrap_or(10_000.0);
+    let mut rope = json!({"rope_type": "default", "rope_theta": theta});
+    if let Some(kind) = meta
+        .get(&format!("{}.rope.scaling.type", arch.name))
+        .and_then(MetaValue::as_str)
+    {
+        let factor = meta
+            .get(&format!("{}.rope.scaling.factor", arch.name))
+            .and_then(MetaValue::as_f64);
+        match kind {
+            "none" => {}
+            "linear" | "yarn" => {
+                rope["rope_type"] = json!(kind);
+                rope["factor"] = json!(factor.unwrap_or(1.0));
+                if let Some(original) = meta
+                    .get(&format!(
+                        "{}.rope.scaling.original_context_length",
+                        arch.name
+                    ))
+                    .and_then(MetaValue::as_u64)
+                {
+                    rope["original_max_position_embeddings"] = json!(original);
+                }
+            }
+            other => {
+                return Err(Error::Gguf {
+                    path: meta.path.clone(),
+                    problem: format!("rope scaling '{other}' is not supported"),
+                })
+            }
+        }
+    }
+    cfg.insert("rope_parameters".into(), rope);
+    cfg.insert(
+        "tie_word_embeddings".into(),
+        json!(find(model, "output.weight").is_none()),
+    );
+    let biased = find(model, "blk.0.attn_q.bias").is_some();
+    cfg.insert("qkv_bias".into(), json!(biased));
+    cfg.insert("attention_bias".into(), json!(biased));
+    cfg.insert("norm_topk_prob".into(), json!(norm_topk(model, arch)));
+    // llama.cpp's MoE architectures here route in every block.
+    cfg.insert("mlp_only_layers".into(), json!([]));
+    cfg.insert("decoder_sparse_step".into(), json!(1));
+    Ok(Value::Object(cfg))
+}
+
+fn find<'a>(model: &'a GgufModel, name: &str) -> Option<&'a GgufTensor> {
+    model.tensors().find(|t| t.name == name)
+}
+
+/// A GGUF tensor under the name the spec's loader asks for, with the HF shape (ggml lists
+/// dimensions innermost first). A stacked `*_exps` tensor becomes one name per expert, each a
+/// run of whole rows of the stack.
+pub struct Renamed {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// For one expert of a stack: the expert's index (its rows are `shape[0]` long runs).
+    pub expert: Option<usize>,
+}
+
+/// The names `tensor` answers to under `spec`; empty for tensors the spec does not use
+/// (`rope_freqs`, say), which are then simply not loaded.
+pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec<Renamed>> {
+    let shape: Vec<usize> = tensor.dims.iter().rev().map(|&d| d as usize).collect();
+    let one = |name: String| {
+        Ok(vec![Renamed {
+            name,
+            shape: shape.clone(),
+            expert: None,
+        }])
+    };
+    let names = &spec.names;
+    let (base, kind) = tensor
+        .name
+        .rsplit_once('.')
+        .unwrap_or((tensor.name.as_str(), ""));
+    match base {
+        "token_embd" => return one(format!("{}.{kind}", names.embed)),
+        "output_norm" => return one(format!("{}.{kind}", names.final_norm)),
+        "output" => return one(format!("{}.{kind}", names.lm_head)),
+        _ => {}
+    }
+    let Some(rest) = base.strip_prefix("blk.") else {
+        return Ok(Vec::new());
+    };
+    let Some((layer, leaf)) = rest.split_once('.') else {
+        return Ok(Vec::new());
+    };
+    let Ok(layer) = layer.parse::<usize>() else {
+        return Ok(Vec::new());
+    };
+    if layer >= spec.num_layers {
+        return Err(Error::Gguf {
+            path: path.to_owned(),
+            problem: format!(
+                "tensor '{}' is for block {layer} of {}",
+                tensor.name, spec.num_layers
+            ),
+        });
+    }
+    let block = format!("{}.{layer}", names.layers);
+    let moe = format!("{block}.{}", names.moe[0]);
+    let attention = format!("{block}.{}", names.attention);
+    let module = match leaf {
+        "attn_norm" => format!("{block}.{}", names.input_norm),
+        "ffn_norm" => format!("{block}.{}", names.post_attention_norm),
+        "attn_q" => format!("{attention}.q_proj"),
+        "attn_k" => format!("{attention}.k_proj"),
+        "attn_v" => format!("{attention}.v_proj"),
+        "attn_output" => format!("{attention}.o_proj"),
+        "attn_q_norm" => format!("{attention}.q_norm"),
+        "attn_k_norm" => format!("{attention}.k_norm"),
+        "ffn_gate_inp" => format!("{moe}.{}", spec.moe.gate.module),
+        "ffn_gate" | "ffn_up" | "ffn_down" => {
+            format!("{block}.{}.{}_proj", names.dense_mlp, &leaf[4..])
+        }
+        "ffn_gate_shexp" | "ffn_up_shexp" | "ffn_down_shexp" => {
+            let Some(shared) = &spec.moe.shared else {
+                return Ok(Vec::new());
+            };
+            let projection = leaf.trim_start_matches("ffn_").trim_end_matches("_shexp");
+            format!("{moe}.{}.{projection}_proj", shared.module)
+        }
+        "ffn_gate_inp_shexp" => match spec.moe.shared.as_ref().and_then(|s| s.sigmoid_gate) {
+            Some(gate) => format!("{moe}.{gate}"),
+            None => return Ok(Vec::new()),
+        },
+        "ffn_gate_exps" | "ffn_up_exps" | "ffn_down_exps" => {
+            let ExpertLayout::PerExpert { gate, up, down } = spec.moe.experts.layout else {
+                return Err(Error::Gguf {
+                    path: path.to_owned(),
+                    problem: format!(
+                        "stacked experts in '{}' need a per-expert layout",
+                        tensor.name
+                    ),
+                });
+            };
+            let projection = match leaf {
+                "ffn_gate_exps" => gate,
+                "ffn_up_exps" => up,
+                _ => down,
+            };
+            let [experts, rows, cols] = shape[..] else {
+                return Err(Error::Gguf {
+                    path: path.to_owned(),
+                    problem: format!(
+                        "expert tensor '{}' has {} dimensions, not 3",
+                        tensor.name,
+                        shape.len()
+                    ),
+                });
+            };
+            let experts_module = spec.moe.experts.module;
+            return Ok((0..experts)
+                .map(|e| Renamed {
+                    name: format!("{moe}.{experts_module}.{e}.{projection}.{kind}"),
+                    shape: vec![rows, cols],
+                    expert: Some(e),
+                })
+                .collect());
+        }
+        _ => return Ok(Vec::new()),
+    };
+    one(format!("{module}.{kind}"))
+}
