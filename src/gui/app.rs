@@ -484,6 +484,12 @@ impl MoescopeApp {
                     Background::Picked(dialogs.pick_checkpoint())
                 });
             }
+            Command::OpenGgufDialog => {
+                let dialogs = self.dialogs.clone();
+                self.background("open-dialog", move || {
+                    Background::Picked(dialogs.pick_gguf())
+                });
+            }
             Command::Load(path) if is_trace_file(&path) => {
                 self.commands.push(Command::OpenTrace(path));
             }
@@ -633,6 +639,9 @@ impl MoescopeApp {
             ui.menu_button("File", |ui| {
                 if ui.add(egui::Button::new("Open checkpoint…").shortcut_text(ui.ctx().format_shortcut(&SHORTCUT_OPEN))).clicked() {
                     self.commands.push(Command::OpenDialog);
+                }
+                if ui.button("Open GGUF file…").on_hover_text("a llama.cpp model file (any part of a split set)").clicked() {
+                    self.commands.push(Command::OpenGgufDialog);
                 }
                 if ui.button("Open trace…").on_hover_text("a trace JSON written by moescope trace or Export data").clicked() {
                     self.commands.push(Command::OpenTraceDialog);
@@ -897,9 +906,15 @@ impl MoescopeApp {
             {
                 self.commands.push(Command::OpenDialog);
             }
+            if ui
+                .button(RichText::new("Open GGUF file…").size(16.0))
+                .clicked()
+            {
+                self.commands.push(Command::OpenGgufDialog);
+            }
             ui.label(
                 RichText::new(
-                    "or drop a checkpoint folder, its config.json, a .safetensors file or a trace .json here",
+                    "or drop a checkpoint folder, its config.json, a .safetensors or .gguf file or a trace .json here",
                 )
                 .weak(),
             );

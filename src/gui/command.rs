@@ -8,7 +8,9 @@ use std::path::PathBuf;
 pub enum Command {
     /// Show the open-checkpoint dialog.
     OpenDialog,
-    /// Load this checkpoint (folder, config.json or .safetensors).
+    /// Show the open-GGUF dialog.
+    OpenGgufDialog,
+    /// Load this checkpoint (folder, config.json, .safetensors or .gguf).
     Load(PathBuf),
     CancelLoad,
     /// Show the open-trace dialog.

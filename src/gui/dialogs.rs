@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub trait FileDialogs: Send + Sync {
     /// A checkpoint folder (or a config.json / .safetensors file inside one).
     fn pick_checkpoint(&self) -> Option<PathBuf>;
+    /// A GGUF model file (any part of a split set).
+    fn pick_gguf(&self) -> Option<PathBuf>;
     /// A trace JSON file.
     fn pick_trace(&self) -> Option<PathBuf>;
     /// Where to save a file, proposing `default_name`, restricted to `extensions`.
@@ -21,6 +23,13 @@ impl FileDialogs for NativeDialogs {
         rfd::FileDialog::new()
             .set_title("Open checkpoint folder")
             .pick_folder()
+    }
+
+    fn pick_gguf(&self) -> Option<PathBuf> {
+        rfd::FileDialog::new()
+            .set_title("Open GGUF model")
+            .add_filter("GGUF", &["gguf"])
+            .pick_file()
     }
 
     fn pick_trace(&self) -> Option<PathBuf> {
@@ -48,6 +57,10 @@ pub struct FixedDialogs {
 
 impl FileDialogs for FixedDialogs {
     fn pick_checkpoint(&self) -> Option<PathBuf> {
+        self.checkpoint.clone()
+    }
+
+    fn pick_gguf(&self) -> Option<PathBuf> {
         self.checkpoint.clone()
     }
 

@@ -327,6 +327,15 @@ impl WorkerState {
 /// How a checkpoint's weights are stored, for the model panel.
 fn weight_format(checkpoint: &crate::model::checkpoint::Checkpoint) -> String {
     use crate::model::weights::Quantization;
+    if let Some(gguf) = &checkpoint.gguf {
+        // Most bytes first: a "Q4_K_M" file is mostly Q4_K with some Q6_K and F32.
+        let types: Vec<String> = gguf
+            .type_summary()
+            .iter()
+            .map(|(t, _, _)| t.to_string())
+            .collect();
+        return format!("GGUF {}", types.join(", "));
+    }
     let declared = checkpoint.config.dtype.map_or("float", |d| d.label());
     match &checkpoint.quantization {
         Quantization::None => declared.to_owned(),
