@@ -57,6 +57,13 @@ pub enum Error {
         supported: String,
     },
 
+    #[error("tensor '{name}' is {ggml_type}, a GGUF type moescope does not run (it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K) in {path}")]
+    GgufType {
+        name: String,
+        ggml_type: String,
+        path: PathBuf,
+    },
+
     #[error("corrupt safetensors file: {problem} in {path}")]
     CorruptWeights { path: PathBuf, problem: String },
 

@@ -125,7 +125,9 @@ pub fn safetensors_index(data: &[u8]) {
 }
 
 /// A .gguf file: header, metadata and tensor directory, then what `info` derives from them,
-/// every metadata array decoded, and each tensor's bytes touched at both ends.
+/// every metadata array decoded, each tensor's bytes touched at both ends; and, where the
+/// metadata makes a spec, the weights indexed under the spec's names and each matrix's first and
+/// last rows decoded.
 pub fn gguf_file(data: &[u8]) {
     use crate::model::gguf::{GgufModel, MetaValue};
     let path = scratch_dir("gguf_file").join("model.gguf");
@@ -145,6 +147,24 @@ pub fn gguf_file(data: &[u8]) {
         let bytes = file.tensor_bytes(tensor);
         assert_eq!(bytes.len() as u64, tensor.size_bytes);
         std::hint::black_box((bytes.first(), bytes.last()));
+    }
+    let Ok((_, _, spec)) = crate::model::gguf_spec::spec_of(&model) else {
+        return;
+    };
+    let Ok(weights) = Weights::open_gguf(&model, &spec, DType::F32, &Device::Cpu) else {
+        return;
+    };
+    let names: Vec<String> = weights.names().map(str::to_owned).collect();
+    for name in names {
+        let shape = weights.shape_of(&name).expect("listed").to_vec();
+        if let Ok(m) = weights.host(&name, &shape) {
+            let mut row = vec![0f32; m.cols];
+            for r in [0, m.rows.saturating_sub(1)] {
+                if r < m.rows {
+                    m.decode_row(r, 0, &mut row);
+                }
+            }
+        }
     }
 }
 

@@ -204,6 +204,74 @@ fn block_types_decode_like_gguf_py() {
     );
 }
 
+/// `bytes` with the first `from` replaced by `to` (same length), written to a scratch file.
+fn patched(case: &str, source: &str, from: &[u8], to: &[u8]) -> PathBuf {
+    let mut bytes = std::fs::read(gguf_dir().join("models").join(source)).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern in the file");
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let path = scratch(case).join(source);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn trace_error(path: &std::path::Path) -> String {
+    let out = path.with_extension("trace.json");
+    let (ok, _, stderr) = moescope(&[
+        "trace",
+        path.to_str().unwrap(),
+        "--token-ids",
+        "1,2,3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{} traced", path.display());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!out.exists());
+    stderr
+}
+
+/// A model whose tensor is in a type moescope cannot decode is refused naming the tensor and the
+/// type; an architecture it does not run is refused naming it and listing those it does; `info`
+/// still describes both.
+#[test]
+fn undecodable_types_and_unknown_architectures_are_refused_by_name() {
+    // olmoe-q8_0 keeps its down experts in F16 (rows of 16 are not Q8_0 blocks): make them I16
+    // (same bytes per element), a type no weight uses.
+    let mut from = b"blk.0.ffn_down_exps.weight".to_vec();
+    from.extend(3u32.to_le_bytes());
+    for d in [16u64, 32, 16] {
+        from.extend(d.to_le_bytes());
+    }
+    let mut to = from.clone();
+    from.extend(1u32.to_le_bytes()); // F16
+    to.extend(25u32.to_le_bytes()); // I16
+    let path = patched("i16", "olmoe-q8_0.gguf", &from, &to);
+    let err = trace_error(&path);
+    assert!(
+        err.contains("blk.0.ffn_down_exps.weight") && err.contains("I16"),
+        "{err}"
+    );
+    let (ok, stdout, stderr) = moescope(&["info", path.to_str().unwrap()]);
+    assert!(ok && stdout.contains("I16 1"), "{stdout}{stderr}");
+
+    let path = patched(
+        "arch",
+        "olmoe-f32.gguf",
+        b"\x05\0\0\0\0\0\0\0olmoe",
+        b"\x05\0\0\0\0\0\0\0olmo2",
+    );
+    let err = trace_error(&path);
+    assert!(
+        err.contains("'olmo2' GGUF file") && err.contains("qwen3moe"),
+        "{err}"
+    );
+    let (ok, stdout, stderr) = moescope(&["info", path.to_str().unwrap()]);
+    assert!(ok && stdout.contains("does not run"), "{stdout}{stderr}");
+}
+
 fn scratch(case: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("moescope-gguf-{}-{case}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -141,9 +141,9 @@ impl Weights {
                     id => match BlockQuant::from_ggml_id(id) {
                         Some(q) => (safetensors::Dtype::U8, Some(q)),
                         None => {
-                            return Err(Error::UnsupportedDtype {
+                            return Err(Error::GgufType {
                                 name: tensor.name.clone(),
-                                dtype: tensor.ggml_type.to_string(),
+                                ggml_type: tensor.ggml_type.to_string(),
                                 path: part.path.clone(),
                             })
                         }
