@@ -83,62 +83,30 @@ impl BlockQuant {
     /// Decodes one block (`block_bytes` bytes) into `out` (`block_elements` values).
     pub fn decode_block(self, b: &[u8], out: &mut [f32]) {
         debug_assert!(b.len() == self.block_bytes() && out.len() == self.block_elements());
-        match self {
-            Self::Q4_0 => {
-                let d = half_at(b, 0);
-                for j in 0..16 {
-                    let q = b[2 + j];
-                    out[j] = ((q & 0xf) as i32 - 8) as f32 * d;
-                    out[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
-                }
-            }
-            Self::Q4_1 => {
-                let (d, m) = (half_at(b, 0), half_at(b, 2));
-                for j in 0..16 {
-                    let q = b[4 + j];
-                    out[j] = (q & 0xf) as f32 * d + m;
-                    out[j + 16] = (q >> 4) as f32 * d + m;
-                }
-            }
-            Self::Q5_0 => {
-                let d = half_at(b, 0);
-                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                for j in 0..16 {
-                    let q = b[6 + j];
-                    let h0 = ((qh >> j) << 4) & 0x10;
-                    let h1 = (qh >> (j + 12)) & 0x10;
-                    out[j] = (((q & 0xf) as u32 | h0) as i32 - 16) as f32 * d;
-                    out[j + 16] = (((q >> 4) as u32 | h1) as i32 - 16) as f32 * d;
-                }
-            }
-            Self::Q5_1 => {
-                let (d, m) = (half_at(b, 0), half_at(b, 2));
-                let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-                for j in 0..16 {
-                    let q = b[8 + j];
-                    let h0 = ((qh >> j) << 4) & 0x10;
-                    let h1 = (qh >> (j + 12)) & 0x10;
-                    out[j] = ((q & 0xf) as u32 | h0) as f32 * d + m;
-                    out[j + 16] = ((q >> 4) as u32 | h1) as f32 * d + m;
-                }
-            }
-            Self::Q8_0 => {
-                let d = half_at(b, 0);
-                for (o, &q) in out.iter_mut().zip(&b[2..34]) {
-                    *o = q as i8 as f32 * d;
-                }
-            }
-            Self::Q2K => decode_q2_k(b, out),
-            Self::Q3K => decode_q3_k(b, out),
-            Self::Q4K => decode_q4_k(b, out),
-            Self::Q5K => decode_q5_k(b, out),
-            Self::Q6K => decode_q6_k(b, out),
+        self.decode_blocks(b, out);
+    }
+
+    /// Decodes whole blocks: `bytes` is n blocks, `out` their n × `block_elements` values. The
+    /// per-type loops are compiled for AVX-512, AVX2 and the baseline (chosen at run time), so
+    /// they vectorize where the CPU allows without `target-cpu=native`.
+    pub fn decode_blocks(self, bytes: &[u8], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        match decode_isa() {
+            // SAFETY: the features were detected on this CPU.
+            DecodeIsa::Avx512 => return unsafe { decode_blocks_avx512(self, bytes, out) },
+            DecodeIsa::Avx2 => return unsafe { decode_blocks_avx2(self, bytes, out) },
+            DecodeIsa::Baseline => {}
         }
+        decode_blocks_with(self, bytes, out)
     }
 
     /// Elements `c0 .. c0 + out.len()` of a row stored as consecutive blocks.
     pub fn decode_range(self, row: &[u8], c0: usize, out: &mut [f32]) {
         let (be, bb) = (self.block_elements(), self.block_bytes());
+        if c0.is_multiple_of(be) && out.len().is_multiple_of(be) {
+            let first = c0 / be * bb;
+            return self.decode_blocks(&row[first..first + out.len() / be * bb], out);
+        }
         let mut scratch = [0f32; 256];
         let mut c = c0;
         let mut filled = 0;
@@ -147,15 +115,135 @@ impl BlockQuant {
             let within = c % be;
             let take = (be - within).min(out.len() - filled);
             let bytes = &row[block * bb..(block + 1) * bb];
-            if within == 0 && take == be {
-                self.decode_block(bytes, &mut out[filled..filled + be]);
-            } else {
-                self.decode_block(bytes, &mut scratch[..be]);
-                out[filled..filled + take].copy_from_slice(&scratch[within..within + take]);
-            }
+            self.decode_blocks(bytes, &mut scratch[..be]);
+            out[filled..filled + take].copy_from_slice(&scratch[within..within + take]);
             filled += take;
             c += take;
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum DecodeIsa {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn decode_isa() -> DecodeIsa {
+    use std::arch::is_x86_feature_detected as has;
+    static DETECTED: std::sync::OnceLock<DecodeIsa> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("f16c") {
+            DecodeIsa::Avx512
+        } else if has!("avx2") && has!("fma") && has!("f16c") {
+            DecodeIsa::Avx2
+        } else {
+            DecodeIsa::Baseline
+        }
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn decode_blocks_avx512(q: BlockQuant, bytes: &[u8], out: &mut [f32]) {
+    decode_blocks_with(q, bytes, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_blocks_avx2(q: BlockQuant, bytes: &[u8], out: &mut [f32]) {
+    decode_blocks_with(q, bytes, out)
+}
+
+/// The per-type loop over blocks, the type matched once per call.
+#[inline(always)]
+fn decode_blocks_with(q: BlockQuant, bytes: &[u8], out: &mut [f32]) {
+    #[inline(always)]
+    fn each<const BB: usize, const BE: usize>(
+        bytes: &[u8],
+        out: &mut [f32],
+        decode: impl Fn(&[u8; BB], &mut [f32; BE]),
+    ) {
+        for (b, o) in bytes.chunks_exact(BB).zip(out.chunks_exact_mut(BE)) {
+            decode(
+                b.try_into().expect("whole block"),
+                o.try_into().expect("whole block"),
+            );
+        }
+    }
+    match q {
+        BlockQuant::Q4_0 => each::<18, 32>(bytes, out, decode_q4_0),
+        BlockQuant::Q4_1 => each::<20, 32>(bytes, out, decode_q4_1),
+        BlockQuant::Q5_0 => each::<22, 32>(bytes, out, decode_q5_0),
+        BlockQuant::Q5_1 => each::<24, 32>(bytes, out, decode_q5_1),
+        BlockQuant::Q8_0 => each::<34, 32>(bytes, out, decode_q8_0),
+        BlockQuant::Q2K => each::<84, 256>(bytes, out, decode_q2_k),
+        BlockQuant::Q3K => each::<110, 256>(bytes, out, decode_q3_k),
+        BlockQuant::Q4K => each::<144, 256>(bytes, out, decode_q4_k),
+        BlockQuant::Q5K => each::<176, 256>(bytes, out, decode_q5_k),
+        BlockQuant::Q6K => each::<210, 256>(bytes, out, decode_q6_k),
+    }
+}
+
+/// Q4_0: d, 16 bytes of nibbles (low nibbles elements 0..16, high 16..32), offset 8.
+#[inline(always)]
+fn decode_q4_0(b: &[u8; 18], out: &mut [f32; 32]) {
+    let d = half_at(b, 0);
+    for j in 0..16 {
+        let q = b[2 + j];
+        out[j] = ((q & 0xf) as i32 - 8) as f32 * d;
+        out[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+    }
+}
+
+/// Q4_1: d, m, 16 bytes of nibbles; value · d + m.
+#[inline(always)]
+fn decode_q4_1(b: &[u8; 20], out: &mut [f32; 32]) {
+    let (d, m) = (half_at(b, 0), half_at(b, 2));
+    for j in 0..16 {
+        let q = b[4 + j];
+        out[j] = (q & 0xf) as f32 * d + m;
+        out[j + 16] = (q >> 4) as f32 * d + m;
+    }
+}
+
+/// Q5_0: d, 32 fifth bits, 16 bytes of nibbles, offset 16.
+#[inline(always)]
+fn decode_q5_0(b: &[u8; 22], out: &mut [f32; 32]) {
+    let d = half_at(b, 0);
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    for j in 0..16 {
+        let q = b[6 + j];
+        let h0 = ((qh >> j) << 4) & 0x10;
+        let h1 = (qh >> (j + 12)) & 0x10;
+        out[j] = (((q & 0xf) as u32 | h0) as i32 - 16) as f32 * d;
+        out[j + 16] = (((q >> 4) as u32 | h1) as i32 - 16) as f32 * d;
+    }
+}
+
+/// Q5_1: d, m, 32 fifth bits, 16 bytes of nibbles; value · d + m.
+#[inline(always)]
+fn decode_q5_1(b: &[u8; 24], out: &mut [f32; 32]) {
+    let (d, m) = (half_at(b, 0), half_at(b, 2));
+    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    for j in 0..16 {
+        let q = b[8 + j];
+        let h0 = ((qh >> j) << 4) & 0x10;
+        let h1 = (qh >> (j + 12)) & 0x10;
+        out[j] = ((q & 0xf) as u32 | h0) as f32 * d + m;
+        out[j + 16] = ((q >> 4) as u32 | h1) as f32 * d + m;
+    }
+}
+
+/// Q8_0: d, 32 signed bytes.
+#[inline(always)]
+fn decode_q8_0(b: &[u8; 34], out: &mut [f32; 32]) {
+    let d = half_at(b, 0);
+    for (o, &q) in out.iter_mut().zip(&b[2..34]) {
+        *o = q as i8 as f32 * d;
     }
 }
 
@@ -165,7 +253,8 @@ fn half_at(b: &[u8], at: usize) -> f32 {
 
 /// Q2_K: 16 sub-blocks of 16, each with a 4-bit scale and a 4-bit min (×d, ×dmin); 2-bit values.
 /// Layout: scales[16], qs[64], d, dmin.
-fn decode_q2_k(b: &[u8], out: &mut [f32]) {
+#[inline(always)]
+fn decode_q2_k(b: &[u8; 84], out: &mut [f32; 256]) {
     let (scales, qs) = (&b[0..16], &b[16..80]);
     let (d, dmin) = (half_at(b, 80), half_at(b, 82));
     let mut y = 0;
@@ -188,7 +277,8 @@ fn decode_q2_k(b: &[u8], out: &mut [f32]) {
 
 /// Q3_K: 16 sub-blocks of 16 with 6-bit signed scales (packed in 12 bytes), 2 low bits in qs and
 /// the third bit in hmask (a clear bit subtracts 4). Layout: hmask[32], qs[64], scales[12], d.
-fn decode_q3_k(b: &[u8], out: &mut [f32]) {
+#[inline(always)]
+fn decode_q3_k(b: &[u8; 110], out: &mut [f32; 256]) {
     let (hmask, qs, packed) = (&b[0..32], &b[32..96], &b[96..108]);
     let d = half_at(b, 108);
     let scales = unpack_q3_k_scales(packed);
@@ -239,7 +329,8 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// Q4_K: 8 sub-blocks of 32 with 6-bit scales and mins; 4-bit values, 64 per 32 bytes (low
 /// nibbles first). Layout: d, dmin, scales[12], qs[128].
-fn decode_q4_k(b: &[u8], out: &mut [f32]) {
+#[inline(always)]
+fn decode_q4_k(b: &[u8; 144], out: &mut [f32; 256]) {
     let (d, dmin) = (half_at(b, 0), half_at(b, 2));
     let (packed, qs) = (&b[4..16], &b[16..144]);
     for chunk in 0..4 {
@@ -257,7 +348,8 @@ fn decode_q4_k(b: &[u8], out: &mut [f32]) {
 }
 
 /// Q5_K: Q4_K plus a fifth bit per value in qh. Layout: d, dmin, scales[12], qh[32], qs[128].
-fn decode_q5_k(b: &[u8], out: &mut [f32]) {
+#[inline(always)]
+fn decode_q5_k(b: &[u8; 176], out: &mut [f32; 256]) {
     let (d, dmin) = (half_at(b, 0), half_at(b, 2));
     let (packed, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
     for chunk in 0..4 {
@@ -279,7 +371,8 @@ fn decode_q5_k(b: &[u8], out: &mut [f32]) {
 
 /// Q6_K: 16 sub-blocks of 16 with signed 8-bit scales; 4 low bits in ql, 2 high bits in qh,
 /// offset 32. Layout: ql[128], qh[64], scales[16], d.
-fn decode_q6_k(b: &[u8], out: &mut [f32]) {
+#[inline(always)]
+fn decode_q6_k(b: &[u8; 210], out: &mut [f32; 256]) {
     let d = half_at(b, 208);
     for half in 0..2 {
         let ql = &b[half * 64..half * 64 + 64];
