@@ -25,7 +25,7 @@ use std::path::Path;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Checkpoint to open in the desktop app (a Hugging Face folder, its config.json or a .safetensors file).
+    /// Checkpoint to open in the desktop app (a Hugging Face folder, its config.json, a .safetensors file or a .gguf file).
     pub model: Option<PathBuf>,
 }
 
@@ -368,7 +368,7 @@ fn trace(args: TraceArgs) -> Result<()> {
 #[command(mut_group("InputArgs", |g| g.required(false)))]
 pub struct StatsArgs {
     /// Trace files (.json; several are pooled as one batch), or one checkpoint to run (a folder,
-    /// its config.json or a .safetensors file).
+    /// its config.json, a .safetensors file or a .gguf file).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]

@@ -204,6 +204,28 @@ fn block_types_decode_like_gguf_py() {
     );
 }
 
+/// Quantization's effect on routing: a Q8_0 conversion against its safetensors original, per
+/// layer, through the same `stats --compare-model` as any two checkpoints.
+#[test]
+fn a_quantized_gguf_is_compared_with_its_original() {
+    let q8 = gguf_dir().join("models/olmoe-q8_0.gguf");
+    let original = common::fixtures_dir().join("olmoe");
+    let (ok, stdout, stderr) = moescope(&[
+        "stats",
+        q8.to_str().unwrap(),
+        "--compare-model",
+        original.to_str().unwrap(),
+        "--token-ids",
+        "106,116,115,39,108,10,112,28,49,103,7,20",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("routing flips, ") && stdout.contains("of 12 tokens change experts"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("KL(reference ‖ run)"), "{stdout}");
+}
+
 /// `bytes` with the first `from` replaced by `to` (same length), written to a scratch file.
 fn patched(case: &str, source: &str, from: &[u8], to: &[u8]) -> PathBuf {
     let mut bytes = std::fs::read(gguf_dir().join("models").join(source)).unwrap();
