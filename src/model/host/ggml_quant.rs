@@ -161,30 +161,29 @@ unsafe fn decode_blocks_avx2(q: BlockQuant, bytes: &[u8], out: &mut [f32]) {
 /// The per-type loop over blocks, the type matched once per call.
 #[inline(always)]
 fn decode_blocks_with(q: BlockQuant, bytes: &[u8], out: &mut [f32]) {
-    #[inline(always)]
-    fn each<const BB: usize, const BE: usize>(
-        bytes: &[u8],
-        out: &mut [f32],
-        decode: impl Fn(&[u8; BB], &mut [f32; BE]),
-    ) {
-        for (b, o) in bytes.chunks_exact(BB).zip(out.chunks_exact_mut(BE)) {
-            decode(
-                b.try_into().expect("whole block"),
-                o.try_into().expect("whole block"),
-            );
-        }
+    // A macro, not a generic over `impl Fn`: passed as values the decoders were not inlined, so
+    // they ran outside the caller's target features (16 % of a Q4_K_M prefill in `Fn::call`).
+    macro_rules! each {
+        ($bb:literal, $be:literal, $decode:ident) => {
+            for (b, o) in bytes.chunks_exact($bb).zip(out.chunks_exact_mut($be)) {
+                $decode(
+                    b.try_into().expect("whole block"),
+                    o.try_into().expect("whole block"),
+                );
+            }
+        };
     }
     match q {
-        BlockQuant::Q4_0 => each::<18, 32>(bytes, out, decode_q4_0),
-        BlockQuant::Q4_1 => each::<20, 32>(bytes, out, decode_q4_1),
-        BlockQuant::Q5_0 => each::<22, 32>(bytes, out, decode_q5_0),
-        BlockQuant::Q5_1 => each::<24, 32>(bytes, out, decode_q5_1),
-        BlockQuant::Q8_0 => each::<34, 32>(bytes, out, decode_q8_0),
-        BlockQuant::Q2K => each::<84, 256>(bytes, out, decode_q2_k),
-        BlockQuant::Q3K => each::<110, 256>(bytes, out, decode_q3_k),
-        BlockQuant::Q4K => each::<144, 256>(bytes, out, decode_q4_k),
-        BlockQuant::Q5K => each::<176, 256>(bytes, out, decode_q5_k),
-        BlockQuant::Q6K => each::<210, 256>(bytes, out, decode_q6_k),
+        BlockQuant::Q4_0 => each!(18, 32, decode_q4_0),
+        BlockQuant::Q4_1 => each!(20, 32, decode_q4_1),
+        BlockQuant::Q5_0 => each!(22, 32, decode_q5_0),
+        BlockQuant::Q5_1 => each!(24, 32, decode_q5_1),
+        BlockQuant::Q8_0 => each!(34, 32, decode_q8_0),
+        BlockQuant::Q2K => each!(84, 256, decode_q2_k),
+        BlockQuant::Q3K => each!(110, 256, decode_q3_k),
+        BlockQuant::Q4K => each!(144, 256, decode_q4_k),
+        BlockQuant::Q5K => each!(176, 256, decode_q5_k),
+        BlockQuant::Q6K => each!(210, 256, decode_q6_k),
     }
 }
 
@@ -247,6 +246,7 @@ fn decode_q8_0(b: &[u8; 34], out: &mut [f32; 32]) {
     }
 }
 
+#[inline(always)]
 fn half_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
@@ -305,6 +305,7 @@ fn decode_q3_k(b: &[u8; 110], out: &mut [f32; 256]) {
 
 /// The 16 6-bit scales of a Q3_K block: low 4 bits from bytes 0–7 (two per byte), high 2 bits
 /// from bytes 8–11 (four per byte).
+#[inline(always)]
 fn unpack_q3_k_scales(p: &[u8]) -> [u8; 16] {
     let mut s = [0u8; 16];
     for (i, v) in s.iter_mut().enumerate() {
@@ -316,6 +317,7 @@ fn unpack_q3_k_scales(p: &[u8]) -> [u8; 16] {
 }
 
 /// Scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block's 12 packed bytes (6 bits each).
+#[inline(always)]
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
