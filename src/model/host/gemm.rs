@@ -1148,6 +1148,13 @@ mod tests {
                     matrix: matrix(&transpose(&w, n, k), k, n, format),
                     layout: Layout::InOut,
                 };
+                #[cfg(target_arch = "x86_64")]
+                if matches!(isa(), Isa::Avx2 | Isa::Avx512) {
+                    // The AVX2 few-row path, whichever path `matmul` picks on this CPU.
+                    let mut y = vec![f32::NAN; m * n];
+                    avx2::dot_rows_decoded(&x, m, k, &out_in.matrix, n, &mut y, n);
+                    check(&y, "OutIn AVX2 dot rows");
+                }
                 for p in [&out_in, &in_out] {
                     let mut y = vec![f32::NAN; m * n];
                     matmul(&x, m, p, &mut y, n);
