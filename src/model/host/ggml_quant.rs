@@ -329,6 +329,16 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// The (scale, min) multipliers of the two 32-value sub-blocks of 64-value chunk `chunk` of a
+/// Q4_K/Q5_K block: the 6-bit packed values times the block's d and dmin.
+#[inline(always)]
+fn chunk_scales(chunk: usize, packed: &[u8], d: f32, dmin: f32) -> [(f32, f32); 2] {
+    [2 * chunk, 2 * chunk + 1].map(|j| {
+        let (s, m) = scale_min_k4(j, packed);
+        (d * s as f32, dmin * m as f32)
+    })
+}
+
 /// Q4_K: 8 sub-blocks of 32 with 6-bit scales and mins; 4-bit values, 64 per 32 bytes (low
 /// nibbles first). Layout: d, dmin, scales[12], qs[128].
 #[inline(always)]
@@ -337,10 +347,7 @@ fn decode_q4_k(b: &[u8; 144], out: &mut [f32; 256]) {
     let (packed, qs) = (&b[4..16], &b[16..144]);
     for chunk in 0..4 {
         let q = &qs[chunk * 32..chunk * 32 + 32];
-        let (s1, m1) = scale_min_k4(2 * chunk, packed);
-        let (s2, m2) = scale_min_k4(2 * chunk + 1, packed);
-        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
+        let [(d1, m1), (d2, m2)] = chunk_scales(chunk, packed, d, dmin);
         let y = &mut out[chunk * 64..chunk * 64 + 64];
         for l in 0..32 {
             y[l] = d1 * (q[l] & 0xf) as f32 - m1;
@@ -357,10 +364,7 @@ fn decode_q5_k(b: &[u8; 176], out: &mut [f32; 256]) {
     for chunk in 0..4 {
         let q = &qs[chunk * 32..chunk * 32 + 32];
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
-        let (s1, m1) = scale_min_k4(2 * chunk, packed);
-        let (s2, m2) = scale_min_k4(2 * chunk + 1, packed);
-        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
+        let [(d1, m1), (d2, m2)] = chunk_scales(chunk, packed, d, dmin);
         let y = &mut out[chunk * 64..chunk * 64 + 64];
         for l in 0..32 {
             let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
