@@ -202,6 +202,7 @@ fn info(model: &std::path::Path, json: bool) -> Result<()> {
             "weight_files": ckpt.weight_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "size_bytes": size_bytes,
             "tokenizer": ckpt.tokenizer_path.as_ref().map(|p| p.display().to_string()),
+            "tokenizer_note": ckpt.tokenizer_note,
             "declared_dtype": ckpt.config.dtype.map(|d| d.label()),
             "quantization": ckpt.quantization.label(),
             "ram_bytes": moescope::engine::memory::total_ram_bytes(),
@@ -244,9 +245,7 @@ fn info(model: &std::path::Path, json: bool) -> Result<()> {
         "tokenizer      {}",
         ckpt.tokenizer_path
             .as_ref()
-            .map_or("none (give --token-ids)".into(), |p| p
-                .display()
-                .to_string())
+            .map_or(ckpt.tokenizer_note.clone(), |p| p.display().to_string())
     );
     Ok(())
 }
@@ -259,6 +258,13 @@ fn gguf_info(path: &std::path::Path, json: bool) -> Result<()> {
     let size_bytes = model.size_bytes();
     // How moescope runs it: the spec its metadata becomes, or why it does not run.
     let runs = moescope::model::gguf_spec::spec_of(&model);
+    // Text input: what a prompt is tokenized with (the rebuilt vocabulary or a tokenizer.json).
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let (tokenizer_path, tokenizer_note) =
+        match moescope::model::checkpoint::gguf_tokenizer_of(&model, dir) {
+            Ok((_, path, note)) => (path, note),
+            Err(e) => (None, e.to_string()),
+        };
     if json {
         let metadata: serde_json::Map<String, serde_json::Value> = first
             .metadata
@@ -299,6 +305,8 @@ fn gguf_info(path: &std::path::Path, json: bool) -> Result<()> {
             "family": runs.as_ref().ok().map(|(family, _, _)| family.name),
             "spec": runs.as_ref().ok().map(|(_, _, spec)| spec),
             "not_runnable": runs.as_ref().err().map(|e| e.to_string()),
+            "tokenizer": tokenizer_path.map(|p| p.display().to_string()),
+            "tokenizer_note": tokenizer_note,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -323,6 +331,7 @@ fn gguf_info(path: &std::path::Path, json: bool) -> Result<()> {
         }
         Err(e) => lines.push(("runs as".into(), format!("does not run: {e}"))),
     }
+    lines.push(("prompts".into(), tokenizer_note));
     // Architecture keys are long (`attention.layer_norm_rms_epsilon`): one column for all.
     let width = lines
         .iter()

@@ -125,7 +125,8 @@ pub fn safetensors_index(data: &[u8]) {
 }
 
 /// A .gguf file: header, metadata and tensor directory, then what `info` derives from them,
-/// every metadata array decoded, each tensor's bytes touched at both ends; and, where the
+/// every metadata array decoded, each tensor's bytes touched at both ends, the vocabulary rebuilt
+/// as a tokenizer and a short text through it; and, where the
 /// metadata makes a spec, the weights indexed under the spec's names and each matrix's first and
 /// last rows decoded.
 pub fn gguf_file(data: &[u8]) {
@@ -147,6 +148,11 @@ pub fn gguf_file(data: &[u8]) {
         let bytes = file.tensor_bytes(tensor);
         assert_eq!(bytes.len() as u64, tensor.size_bytes);
         std::hint::black_box((bytes.first(), bytes.last()));
+    }
+    if let Ok(Some(rebuilt)) = crate::model::gguf_tokenizer::tokenizer_of(file) {
+        if let Ok(encoding) = rebuilt.tokenizer.encode("Hello, 世界 1234!", true) {
+            let _ = rebuilt.tokenizer.decode(encoding.get_ids(), false);
+        }
     }
     let Ok((_, _, spec)) = crate::model::gguf_spec::spec_of(&model) else {
         return;

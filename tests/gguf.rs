@@ -510,3 +510,165 @@ fn every_truncation_of_a_real_header_is_an_error() {
         assert!(GgufFile::open(&path).is_err(), "{len} bytes opened");
     }
 }
+
+// Tokenizers rebuilt from GGUF vocabularies give the ids of the model's own tokenizer.
+//
+// `fixtures/gguf/vocab/` holds vocabulary-only GGUF files from llama.cpp's repository
+// (`models/ggml-vocab-*.gguf`, written by its converter from each model's tokenizer) with their
+// test texts (`.inp`, separated by `__ggml_vocab_test__` lines) and the ids transformers'
+// tokenizer of the original model gives for each (`.out`, `encode(text, add_special_tokens=False)`):
+// English, whitespace runs, digits, emoji, Cyrillic, Khmer, Chinese and code.
+
+fn vocab(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gguf/vocab")
+        .join(format!("ggml-vocab-{name}.gguf"))
+}
+
+/// (text, reference ids) pairs of a vocabulary's test files.
+fn cases(name: &str) -> Vec<(String, Vec<u32>)> {
+    let path = vocab(name);
+    let inputs = std::fs::read_to_string(path.with_extension("gguf.inp")).unwrap();
+    let outputs = std::fs::read_to_string(path.with_extension("gguf.out")).unwrap();
+    let texts: Vec<&str> = inputs.split("\n__ggml_vocab_test__\n").collect();
+    let ids: Vec<Vec<u32>> = outputs
+        .lines()
+        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
+        .collect();
+    // The file ends with a separator, so the last split is empty.
+    assert_eq!(texts.last(), Some(&""));
+    assert_eq!(
+        texts.len() - 1,
+        ids.len(),
+        "{name}: texts and ids do not pair up"
+    );
+    texts.into_iter().map(str::to_owned).zip(ids).collect()
+}
+
+/// Every test text of `name` encodes (without BOS/EOS, as the reference) to the reference ids.
+fn check(name: &str, kind: &str) {
+    let file = GgufFile::open(&vocab(name)).unwrap();
+    let rebuilt = moescope::model::gguf_tokenizer::tokenizer_of(&file)
+        .unwrap()
+        .expect("the file has a vocabulary");
+    assert!(
+        rebuilt.description.starts_with(kind),
+        "{}",
+        rebuilt.description
+    );
+    let mut wrong = Vec::new();
+    let cases = cases(name);
+    for (text, expected) in &cases {
+        let got = rebuilt.tokenizer.encode(text.as_str(), false).unwrap();
+        if got.get_ids() != expected.as_slice() {
+            wrong.push(format!(
+                "{text:?}\n  expected {expected:?}\n  got      {:?}",
+                got.get_ids()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{name}: {} of {} texts differ:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn sentencepiece_vocabulary_gives_the_llama_tokenizers_ids() {
+    // Llama-2's vocabulary, which Mixtral uses.
+    check("llama-spm", "llama SentencePiece BPE");
+}
+
+#[test]
+fn byte_level_vocabulary_gives_gpt2s_ids() {
+    check("gpt-2", "gpt2 byte-level BPE, pre-tokenizer gpt-2");
+}
+
+#[test]
+fn qwen2_vocabulary_gives_qwens_ids() {
+    // Qwen2-MoE's and Qwen3-MoE's vocabulary: digits split one by one, Chinese, code.
+    check("qwen2", "gpt2 byte-level BPE, pre-tokenizer qwen2");
+}
+
+#[test]
+fn bos_is_added_where_the_model_adds_it_and_pieces_decode() {
+    let file = GgufFile::open(&vocab("llama-spm")).unwrap();
+    let tokenizer = moescope::model::gguf_tokenizer::tokenizer_of(&file)
+        .unwrap()
+        .unwrap()
+        .tokenizer;
+    // Llama adds BOS (id 1); the reference ids of "Hello world" are 15043 3186.
+    let ids = tokenizer.encode("Hello world", true).unwrap();
+    assert_eq!(ids.get_ids(), [1, 15043, 3186]);
+    assert_eq!(
+        tokenizer.decode(&[15043, 3186], true).unwrap(),
+        "Hello world"
+    );
+    // Control pieces in the text are matched as themselves, not spelled out.
+    let ids = tokenizer.encode("</s>", false).unwrap();
+    assert_eq!(ids.get_ids(), [2]);
+
+    let file = GgufFile::open(&vocab("qwen2")).unwrap();
+    let tokenizer = moescope::model::gguf_tokenizer::tokenizer_of(&file)
+        .unwrap()
+        .unwrap()
+        .tokenizer;
+    // Qwen adds nothing.
+    let ids = tokenizer.encode("Hello world", true).unwrap();
+    assert_eq!(ids.get_ids(), [9707, 1879]);
+    assert_eq!(
+        tokenizer.decode(&[9707, 1879], true).unwrap(),
+        "Hello world"
+    );
+    let ids = tokenizer.encode("<|im_start|>user", false).unwrap();
+    assert_eq!(ids.get_ids()[0], 151644);
+}
+
+#[test]
+fn a_gguf_with_a_vocabulary_takes_a_text_prompt() {
+    // The mixtral conversions carry make_gguf_models.py's 128-piece SentencePiece vocabulary
+    // (`▁Hello` is piece 40, `▁world` 45); no tokenizer.json lies beside them.
+    let path = gguf_dir().join("models/mixtral-q8_0.gguf");
+    let checkpoint = moescope::model::checkpoint::Checkpoint::open(&path).unwrap();
+    assert_eq!(
+        checkpoint.tokenizer_note,
+        "from the file's vocabulary: llama SentencePiece BPE, 128 pieces"
+    );
+    assert_eq!(checkpoint.tokenizer_path.as_deref(), Some(path.as_path()));
+    let ids = checkpoint.encode("Hello world").unwrap();
+    assert_eq!(ids, [1, 40, 45]);
+    assert_eq!(checkpoint.token_texts(&ids)[1..], ["Hello", "world"]);
+    let out =
+        std::env::temp_dir().join(format!("moescope-gguf-prompt-{}.json", std::process::id()));
+    let (ok, _, stderr) = moescope(&[
+        "trace",
+        path.to_str().unwrap(),
+        "--prompt",
+        "Hello world",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let tokens: Vec<u64> = trace["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tokens, [1, 40, 45]);
+
+    // A vocabulary moescope cannot rebuild (no merges) leaves the file runnable by token ids and
+    // says why a prompt is refused.
+    let path = gguf_dir().join("tiny-qwen3moe.gguf");
+    let (ok, stdout, stderr) = moescope(&["info", path.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("tokenizer.ggml.merges is missing"),
+        "{stdout}"
+    );
+}

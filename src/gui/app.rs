@@ -284,8 +284,9 @@ impl MoescopeApp {
             }
             InputMode::Prompt => {
                 self.errors.push(format!(
-                    "{} has no tokenizer.json: switch to token ids",
-                    summary.path.display()
+                    "{}: {}",
+                    summary.path.display(),
+                    summary.tokenizer_note
                 ));
                 return;
             }
@@ -861,6 +862,9 @@ impl MoescopeApp {
                 ui.end_row();
                 ui.label("memory");
                 ui.label(&s.memory_note);
+                ui.end_row();
+                ui.label("tokenizer");
+                ui.add(egui::Label::new(&s.tokenizer_note).wrap());
                 ui.end_row();
                 ui.label("load time");
                 ui.label(format!("{:.0} ms", s.load_ms));

@@ -44,6 +44,8 @@ pub struct ModelSummary {
     pub num_experts: usize,
     pub top_k: usize,
     pub has_tokenizer: bool,
+    /// What the tokenizer is, or why there is none.
+    pub tokenizer_note: String,
     pub device: String,
     pub dtype: String,
     /// Why the model runs elsewhere than asked (CUDA asked, none usable: CPU), for the user.
@@ -249,6 +251,7 @@ impl WorkerState {
                     num_experts: spec.moe.router.num_experts,
                     top_k: spec.moe.router.top_k,
                     has_tokenizer: engine.checkpoint.tokenizer.is_some(),
+                    tokenizer_note: engine.checkpoint.tokenizer_note.clone(),
                     device: engine.trace().model.device.clone(),
                     dtype: engine.trace().model.dtype.clone(),
                     device_note,

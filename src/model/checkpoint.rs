@@ -5,6 +5,7 @@
 use super::config::ModelConfig;
 use super::gguf::{is_gguf_path, GgufModel};
 use super::gguf_spec;
+use super::gguf_tokenizer;
 use super::registry::{self, Family};
 use super::spec::ModelSpec;
 use super::weights::{Quantization, Weights};
@@ -29,7 +30,11 @@ pub struct Checkpoint {
     /// config.json's `quantization_config`, checked when the checkpoint opens.
     pub quantization: Quantization,
     pub tokenizer: Option<tokenizers::Tokenizer>,
+    /// The tokenizer.json, or the .gguf whose vocabulary became the tokenizer.
     pub tokenizer_path: Option<PathBuf>,
+    /// What the tokenizer is ("tokenizer.json", "gpt2 byte-level BPE, …") or, without one, why
+    /// not: `info` prints it and a prompt without a tokenizer is refused with it.
+    pub tokenizer_note: String,
     /// The GGUF model when the checkpoint is a .gguf file (or split set); `weight_files` are then
     /// its parts.
     pub gguf: Option<Arc<GgufModel>>,
@@ -56,6 +61,12 @@ impl Checkpoint {
         let quantization = quantization_of(&config)?;
         let weight_files = weight_files(&dir)?;
         let (tokenizer, tokenizer_path) = tokenizer_in(&dir)?;
+        let tokenizer_note = match tokenizer {
+            Some(_) => "tokenizer.json".into(),
+            None => {
+                "no tokenizer.json in this checkpoint: give token ids instead of a prompt".into()
+            }
+        };
         Ok(Self {
             dir,
             config,
@@ -65,13 +76,14 @@ impl Checkpoint {
             quantization,
             tokenizer,
             tokenizer_path,
+            tokenizer_note,
             gguf: None,
         })
     }
 
     /// A .gguf file (the first part of a split set, or any part): its metadata becomes the
-    /// config and spec ([`super::gguf_spec`]); a tokenizer.json beside the file is used when
-    /// present.
+    /// config and spec ([`super::gguf_spec`]); a tokenizer.json beside the file wins over the
+    /// vocabulary the file carries ([`super::gguf_tokenizer`]).
     fn open_gguf(path: &Path) -> Result<Self> {
         let model = GgufModel::open(path)?;
         let (family, config, spec) = gguf_spec::spec_of(&model)?;
@@ -79,7 +91,7 @@ impl Checkpoint {
             .parent()
             .map(Path::to_owned)
             .unwrap_or_else(|| PathBuf::from("."));
-        let (tokenizer, tokenizer_path) = tokenizer_in(&dir)?;
+        let (tokenizer, tokenizer_path, tokenizer_note) = gguf_tokenizer_of(&model, &dir)?;
         Ok(Self {
             weight_files: model.parts.iter().map(|p| p.path.clone()).collect(),
             dir,
@@ -89,6 +101,7 @@ impl Checkpoint {
             quantization: Quantization::None,
             tokenizer,
             tokenizer_path,
+            tokenizer_note,
             gguf: Some(Arc::new(model)),
         })
     }
@@ -106,16 +119,13 @@ impl Checkpoint {
     /// tokens) and tokenizing it would stall the caller.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let (Some(tok), Some(path)) = (&self.tokenizer, &self.tokenizer_path) else {
-            let problem = if self.gguf.is_some() {
-                // tokenizer.ggml.* is not read yet (its pre-tokenizer profiles are per family).
-                "GGUF vocabularies are not read yet: put the model's tokenizer.json beside the \
-                 .gguf file, or give token ids instead of a prompt"
-            } else {
-                "no tokenizer.json in this checkpoint: give token ids instead of a prompt"
+            let path = match &self.gguf {
+                Some(model) => model.metadata().path.clone(),
+                None => self.dir.join("tokenizer.json"),
             };
             return Err(Error::Tokenizer {
-                path: self.dir.join("tokenizer.json"),
-                problem: problem.into(),
+                path,
+                problem: self.tokenizer_note.clone(),
             });
         };
         if text.len() > MAX_PROMPT_BYTES {
@@ -151,6 +161,33 @@ impl Checkpoint {
             })
             .collect()
     }
+}
+
+/// A GGUF model's tokenizer: a tokenizer.json in `dir` wins over the vocabulary the file carries;
+/// the note says which one it is, or why there is none (an unreadable tokenizer.json is an
+/// error; a vocabulary that cannot be rebuilt is not, as token ids still run).
+pub fn gguf_tokenizer_of(
+    model: &GgufModel,
+    dir: &Path,
+) -> Result<(Option<tokenizers::Tokenizer>, Option<PathBuf>, String)> {
+    let (mut tokenizer, mut tokenizer_path) = tokenizer_in(dir)?;
+    let tokenizer_note = if tokenizer.is_some() {
+        "tokenizer.json beside the file (it wins over the file's vocabulary)".to_owned()
+    } else {
+        let first = model.metadata();
+        match gguf_tokenizer::tokenizer_of(first) {
+            Ok(Some(rebuilt)) => {
+                tokenizer = Some(rebuilt.tokenizer);
+                tokenizer_path = Some(first.path.clone());
+                format!("from the file's vocabulary: {}", rebuilt.description)
+            }
+            Ok(None) => "the file carries no vocabulary and no tokenizer.json is beside it: \
+                         give token ids instead of a prompt"
+                .to_owned(),
+            Err(problem) => format!("the vocabulary cannot be rebuilt: {problem}"),
+        }
+    };
+    Ok((tokenizer, tokenizer_path, tokenizer_note))
 }
 
 /// `dir/tokenizer.json`, when there is one.

@@ -11,6 +11,7 @@ pub mod expert_gemm;
 pub mod family;
 pub mod gguf;
 pub mod gguf_spec;
+pub mod gguf_tokenizer;
 pub mod host;
 pub mod layers;
 pub mod moe;
