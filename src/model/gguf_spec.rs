@@ -27,8 +27,12 @@ struct Arch {
     model_type: &'static str,
     /// The converter permuted q/k rows (llama.cpp's `LlamaModel.permute`).
     permuted_qk: bool,
-    /// Top-k renormalization llama.cpp applies when the file has no `expert_weights_norm` key.
-    norm_topk: bool,
+    /// Top-k renormalization llama.cpp applies when the file has no `expert_weights_norm` key;
+    /// `None` where the routing rule fixes the weights (GPT-OSS: softmax over the k).
+    norm_topk: Option<bool>,
+    /// YaRN's `truncate` for the family (llama.cpp always truncates the correction range; GPT-OSS
+    /// as released does not, and transformers follows the config).
+    yarn_truncate: bool,
 }
 
 const ARCHES: &[Arch] = &[
@@ -36,25 +40,39 @@ const ARCHES: &[Arch] = &[
         name: "llama",
         model_type: "mixtral",
         permuted_qk: true,
-        norm_topk: true,
+        norm_topk: Some(true),
+        yarn_truncate: true,
     },
     Arch {
         name: "qwen2moe",
         model_type: "qwen2_moe",
         permuted_qk: false,
-        norm_topk: false,
+        norm_topk: Some(false),
+        yarn_truncate: true,
     },
     Arch {
         name: "qwen3moe",
         model_type: "qwen3_moe",
         permuted_qk: false,
-        norm_topk: true,
+        norm_topk: Some(true),
+        yarn_truncate: true,
     },
     Arch {
         name: "olmoe",
         model_type: "olmoe",
         permuted_qk: false,
-        norm_topk: false,
+        norm_topk: Some(false),
+        yarn_truncate: true,
+    },
+    // GPT-OSS: the family file's defaults stand for what llama.cpp hard-codes (even layers
+    // sliding, SwiGLU alpha 1.702 and limit 7.0); experts come as separate gate/up/down stacks
+    // (the converter de-interleaves gate_up_proj), MXFP4 as ggml blocks.
+    Arch {
+        name: "gpt-oss",
+        model_type: "gpt_oss",
+        permuted_qk: false,
+        norm_topk: None,
+        yarn_truncate: false,
     },
 ];
 
@@ -74,6 +92,7 @@ const KEYS: &[(&str, &str)] = &[
     ("attention.key_length", "head_dim"),
     ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
     ("attention.clamp_kqv", "clip_qkv"),
+    ("attention.sliding_window", "sliding_window"),
     ("expert_count", "num_experts"),
     ("expert_used_count", "num_experts_per_tok"),
     ("expert_feed_forward_length", "moe_intermediate_size"),
@@ -111,25 +130,40 @@ pub fn spec_of(model: &GgufModel) -> Result<(&'static Family, ModelConfig, Model
             gqa.rope_pairing = RopePairing::Interleaved;
         }
     }
-    spec.notes.push(format!(
-        "GGUF ({} architecture): top-k weights {} as llama.cpp does for it",
-        arch.name,
-        if norm_topk(model, arch) {
-            "renormalized"
-        } else {
-            "not renormalized"
-        }
-    ));
+    // llama.cpp's converter stores every family's experts as gate, up and down stacks
+    // (`[E, I, H]`, `[E, I, H]`, `[E, H, I]`): one expert of each is a run of rows.
+    if let ExpertLayout::Stacked { .. } = spec.moe.experts.layout {
+        spec.moe.experts.layout = ExpertLayout::PerExpert {
+            gate: "gate_proj",
+            up: "up_proj",
+            down: "down_proj",
+        };
+    }
+    match norm_topk(model, arch) {
+        Some(norm) => spec.notes.push(format!(
+            "GGUF ({} architecture): top-k weights {} as llama.cpp does for it",
+            arch.name,
+            if norm {
+                "renormalized"
+            } else {
+                "not renormalized"
+            }
+        )),
+        None => spec.notes.push(format!(
+            "GGUF ({} architecture): the family's own rules where llama.cpp stores no key",
+            arch.name
+        )),
+    }
     spec.validate().map_err(bad)?;
     Ok((family, cfg, spec))
 }
 
-fn norm_topk(model: &GgufModel, arch: &Arch) -> bool {
+fn norm_topk(model: &GgufModel, arch: &Arch) -> Option<bool> {
     match model
         .metadata()
         .get(&format!("{}.expert_weights_norm", arch.name))
     {
-        Some(MetaValue::Bool(b)) => *b,
+        Some(MetaValue::Bool(b)) => Some(*b),
         _ => arch.norm_topk,
     }
 }
@@ -189,6 +223,18 @@ fn config_of(model: &GgufModel, arch: &Arch) -> Result<Value> {
                 {
                     rope["original_max_position_embeddings"] = json!(original);
                 }
+                if kind == "yarn" {
+                    for (key, field) in [
+                        ("yarn_beta_fast", "beta_fast"),
+                        ("yarn_beta_slow", "beta_slow"),
+                    ] {
+                        let key = format!("{}.rope.scaling.{key}", arch.name);
+                        if let Some(v) = meta.get(&key).and_then(MetaValue::as_f64) {
+                            rope[field] = json!(v);
+                        }
+                    }
+                    rope["truncate"] = json!(arch.yarn_truncate);
+                }
             }
             other => {
                 return Err(Error::Gguf {
@@ -206,7 +252,9 @@ fn config_of(model: &GgufModel, arch: &Arch) -> Result<Value> {
     let biased = find(model, "blk.0.attn_q.bias").is_some();
     cfg.insert("qkv_bias".into(), json!(biased));
     cfg.insert("attention_bias".into(), json!(biased));
-    cfg.insert("norm_topk_prob".into(), json!(norm_topk(model, arch)));
+    if let Some(norm) = norm_topk(model, arch) {
+        cfg.insert("norm_topk_prob".into(), json!(norm));
+    }
     // llama.cpp's MoE architectures here route in every block.
     cfg.insert("mlp_only_layers".into(), json!([]));
     cfg.insert("decoder_sparse_step".into(), json!(1));
@@ -272,7 +320,9 @@ pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec
     let attention = format!("{block}.{}", names.attention);
     let module = match leaf {
         "attn_norm" => format!("{block}.{}", names.input_norm),
-        "ffn_norm" => format!("{block}.{}", names.post_attention_norm),
+        "ffn_norm" | "post_attention_norm" => format!("{block}.{}", names.post_attention_norm),
+        // GPT-OSS's sink logits are a bare parameter, `self_attn.sinks`.
+        "attn_sinks" => return one(format!("{attention}.sinks")),
         "attn_q" => format!("{attention}.q_proj"),
         "attn_k" => format!("{attention}.k_proj"),
         "attn_v" => format!("{attention}.v_proj"),
@@ -294,6 +344,12 @@ pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec
             Some(gate) => format!("{moe}.{gate}"),
             None => return Ok(Vec::new()),
         },
+        "ffn_gate_exps" | "ffn_up_exps" | "ffn_down_exps" if kind == "bias" => {
+            // `[E, I]` / `[E, H]`, read whole: `experts.gate_proj_bias` and so on.
+            let projection = &leaf[4..leaf.len() - 5];
+            let experts_module = spec.moe.experts.module;
+            return one(format!("{moe}.{experts_module}.{projection}_proj_bias"));
+        }
         "ffn_gate_exps" | "ffn_up_exps" | "ffn_down_exps" => {
             let ExpertLayout::PerExpert { gate, up, down } = spec.moe.experts.layout else {
                 return Err(Error::Gguf {

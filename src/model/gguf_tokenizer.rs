@@ -222,10 +222,12 @@ pub fn tokenizer_of(file: &GgufFile) -> Result<Option<GgufTokenizer>, String> {
                 format!("gpt2 byte-level BPE, pre-tokenizer {pre}"),
             )
         }
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "its tokenizer model `{other}` is not rebuilt (llama and gpt2 are); put the model's \
                  tokenizer.json beside the file"
-        )),
+        ))
+        }
     };
     add_special_pieces(&mut tokenizer, &vocabulary)?;
     let default_bos = match model {

@@ -340,9 +340,9 @@ fn load_host_experts(
         }
     };
     let biases = if spec.bias {
-        let (gate_up, down) = bias_names(spec);
+        let (_, down) = bias_names(spec);
         Some((
-            ew.get_as(&format!("{gate_up}_bias"), &[e, 2 * i], DType::F32)?
+            gate_up_bias(ew, spec, e, DType::F32)?
                 .flatten_all()?
                 .to_vec1()?,
             ew.get_as(&format!("{down}_bias"), &[e, hidden], DType::F32)?
@@ -353,6 +353,21 @@ fn load_host_experts(
         None
     };
     Ok(HostExperts { experts, biases })
+}
+
+/// The experts' gate/up biases `[E, 2I]` in the stored order: one `gate_up_proj_bias` tensor, or
+/// (GGUF, whose converter splits them) `gate_proj_bias` and `up_proj_bias` `[E, I]` joined as
+/// halves, the order of the split gate/up weights they go with.
+fn gate_up_bias(ew: &Prefixed, spec: &ExpertSpec, e: usize, dtype: DType) -> Result<Tensor> {
+    let i = spec.intermediate_size;
+    let (gate_up, _) = bias_names(spec);
+    let fused = format!("{gate_up}_bias");
+    if matches!(spec.layout, ExpertLayout::PerExpert { .. }) && !ew.contains(&fused) {
+        let gate = ew.get_as("gate_proj_bias", &[e, i], dtype)?;
+        let up = ew.get_as("up_proj_bias", &[e, i], dtype)?;
+        return Ok(Tensor::cat(&[&gate, &up], 1)?);
+    }
+    ew.get_as(&fused, &[e, 2 * i], dtype)
 }
 
 /// Names of the stacked projections whose `_bias` tensors hold the expert biases.
@@ -437,7 +452,7 @@ fn load_expert_biases(
         return Ok(None);
     }
     let i = spec.intermediate_size;
-    let (gate_up, down) = bias_names(spec);
+    let (_, down) = bias_names(spec);
     let interleaved = matches!(
         spec.layout,
         ExpertLayout::Stacked {
@@ -445,7 +460,7 @@ fn load_expert_biases(
             ..
         }
     );
-    let gu = ew.get(&format!("{gate_up}_bias"), &[e, 2 * i])?;
+    let gu = gate_up_bias(ew, spec, e, ew.weights.dtype)?;
     let gu = if interleaved {
         gu.reshape((e, i, 2))?
             .transpose(1, 2)?

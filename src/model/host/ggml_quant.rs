@@ -22,6 +22,9 @@ pub enum BlockQuant {
     Q4K,
     Q5K,
     Q6K,
+    /// MXFP4 as ggml stores it (GPT-OSS experts): per 32 elements an E8M0 exponent byte, then 16
+    /// bytes whose low nibbles are elements 0..16 and high nibbles 16..32.
+    Mxfp4,
 }
 
 impl BlockQuant {
@@ -38,6 +41,7 @@ impl BlockQuant {
             12 => Self::Q4K,
             13 => Self::Q5K,
             14 => Self::Q6K,
+            39 => Self::Mxfp4,
             _ => return None,
         })
     }
@@ -54,13 +58,14 @@ impl BlockQuant {
             Self::Q4K => "Q4_K",
             Self::Q5K => "Q5_K",
             Self::Q6K => "Q6_K",
+            Self::Mxfp4 => "MXFP4",
         }
     }
 
     /// Elements per block: 32 for the legacy types, 256 for the K-quants' super-blocks.
     pub fn block_elements(self) -> usize {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::Mxfp4 => 32,
             _ => 256,
         }
     }
@@ -77,6 +82,7 @@ impl BlockQuant {
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
+            Self::Mxfp4 => 17,
         }
     }
 
@@ -184,6 +190,19 @@ fn decode_blocks_with(q: BlockQuant, bytes: &[u8], out: &mut [f32]) {
         BlockQuant::Q4K => each!(144, 256, decode_q4_k),
         BlockQuant::Q5K => each!(176, 256, decode_q5_k),
         BlockQuant::Q6K => each!(210, 256, decode_q6_k),
+        BlockQuant::Mxfp4 => each!(17, 32, decode_mxfp4),
+    }
+}
+
+/// MXFP4: E8M0 exponent e, then 16 bytes of E2M1 nibbles (low: elements 0..16, high: 16..32);
+/// value · 2^(e−127). ggml writes it as doubled integers × 2^(e−128), the same numbers.
+#[inline(always)]
+fn decode_mxfp4(b: &[u8; 17], out: &mut [f32; 32]) {
+    let d = super::matrix::exp2_e8m0(b[0]);
+    for j in 0..16 {
+        let q = b[1 + j];
+        out[j] = super::matrix::FP4_E2M1[(q & 0xf) as usize] * d;
+        out[j + 16] = super::matrix::FP4_E2M1[(q >> 4) as usize] * d;
     }
 }
 
