@@ -67,6 +67,25 @@ const ARCHES: &[Arch] = &[
     // GPT-OSS: the family file's defaults stand for what llama.cpp hard-codes (even layers
     // sliding, SwiGLU alpha 1.702 and limit 7.0); experts come as separate gate/up/down stacks
     // (the converter de-interleaves gate_up_proj), MXFP4 as ggml blocks.
+    // GLM-4.5/4.6 (and -Air): sigmoid + selection bias, groups, routed scaling, one shared expert,
+    // leading dense blocks, partial rotary; the file's trailing `nextn_predict_layers` blocks
+    // (multi-token prediction) take no part in the forward pass and are skipped.
+    Arch {
+        name: "glm4moe",
+        model_type: "glm4_moe",
+        permuted_qk: false,
+        norm_topk: Some(false),
+        yarn_truncate: true,
+    },
+    // Granite-MoE: top-k of the logits, softmax over the k; Granite's four multipliers; q/k rows
+    // permuted like Llama's (the converter's Granite classes derive from its Llama one).
+    Arch {
+        name: "granitemoe",
+        model_type: "granitemoe",
+        permuted_qk: true,
+        norm_topk: None,
+        yarn_truncate: true,
+    },
     Arch {
         name: "gpt-oss",
         model_type: "gpt_oss",
@@ -101,7 +120,26 @@ const KEYS: &[(&str, &str)] = &[
         "shared_expert_intermediate_size",
     ),
     ("vocab_size", "vocab_size"),
+    ("expert_shared_count", "n_shared_experts"),
+    ("expert_group_count", "n_group"),
+    ("expert_group_used_count", "topk_group"),
+    ("expert_weights_scale", "routed_scaling_factor"),
+    ("leading_dense_block_count", "first_k_dense_replace"),
+    ("attention.scale", "attention_multiplier"),
+    ("embedding_scale", "embedding_multiplier"),
+    ("residual_scale", "residual_multiplier"),
+    ("logit_scale", "logits_scaling"),
 ];
+
+/// Blocks at the end of the file that are not transformer blocks of the forward pass (GLM's and
+/// DeepSeek's multi-token-prediction layers, `{arch}.nextn_predict_layers`).
+pub fn trailing_blocks(model: &GgufModel) -> usize {
+    let meta = model.metadata();
+    meta.architecture()
+        .and_then(|arch| meta.get(&format!("{arch}.nextn_predict_layers")))
+        .and_then(MetaValue::as_u64)
+        .map_or(0, |n| n as usize)
+}
 
 /// A GGUF model's family, the config its metadata stands for, and its spec.
 pub fn spec_of(model: &GgufModel) -> Result<(&'static Family, ModelConfig, ModelSpec)> {
@@ -192,6 +230,23 @@ fn config_of(model: &GgufModel, arch: &Arch) -> Result<Value> {
         };
         cfg.insert((*field).into(), value);
     }
+    let trailing = trailing_blocks(model) as u64;
+    if trailing > 0 {
+        let blocks = cfg
+            .get("num_hidden_layers")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if trailing >= blocks {
+            return Err(Error::Gguf {
+                path: meta.path.clone(),
+                problem: format!(
+                    "{}.nextn_predict_layers = {trailing} leaves none of the {blocks} blocks",
+                    arch.name
+                ),
+            });
+        }
+        cfg.insert("num_hidden_layers".into(), json!(blocks - trailing));
+    }
     if !cfg.contains_key("vocab_size") {
         if let Some(embed) = find(model, "token_embd.weight") {
             cfg.insert("vocab_size".into(), json!(embed.dims.get(1).copied()));
@@ -202,6 +257,21 @@ fn config_of(model: &GgufModel, arch: &Arch) -> Result<Value> {
         .and_then(MetaValue::as_f64)
         .unwrap_or(10_000.0);
     let mut rope = json!({"rope_type": "default", "rope_theta": theta});
+    // Partial rotary (GLM): the rotated dimensions of a head, as the fraction transformers keeps.
+    let head_dim = cfg.get("head_dim").and_then(Value::as_u64).or_else(|| {
+        let hidden = cfg.get("hidden_size")?.as_u64()?;
+        let heads = cfg.get("num_attention_heads")?.as_u64()?;
+        (heads > 0).then(|| hidden / heads)
+    });
+    if let (Some(rotated), Some(head_dim)) = (
+        meta.get(&format!("{}.rope.dimension_count", arch.name))
+            .and_then(MetaValue::as_u64),
+        head_dim,
+    ) {
+        if head_dim > 0 && rotated <= head_dim {
+            rope["partial_rotary_factor"] = json!(rotated as f64 / head_dim as f64);
+        }
+    }
     if let Some(kind) = meta
         .get(&format!("{}.rope.scaling.type", arch.name))
         .and_then(MetaValue::as_str)
@@ -249,13 +319,37 @@ fn config_of(model: &GgufModel, arch: &Arch) -> Result<Value> {
         "tie_word_embeddings".into(),
         json!(find(model, "output.weight").is_none()),
     );
+    if let Some(gating) = meta
+        .get(&format!("{}.expert_gating_func", arch.name))
+        .and_then(MetaValue::as_u64)
+    {
+        // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE: 1 softmax, 2 sigmoid.
+        let scoring = match gating {
+            1 => "softmax",
+            2 => "sigmoid",
+            other => {
+                return Err(Error::Gguf {
+                    path: meta.path.clone(),
+                    problem: format!(
+                        "{}.expert_gating_func = {other} is not softmax (1) or sigmoid (2)",
+                        arch.name
+                    ),
+                })
+            }
+        };
+        cfg.insert("scoring_func".into(), json!(scoring));
+    }
+    cfg.insert(
+        "use_qk_norm".into(),
+        json!(find(model, "blk.0.attn_q_norm.weight").is_some()),
+    );
     let biased = find(model, "blk.0.attn_q.bias").is_some();
     cfg.insert("qkv_bias".into(), json!(biased));
     cfg.insert("attention_bias".into(), json!(biased));
     if let Some(norm) = norm_topk(model, arch) {
         cfg.insert("norm_topk_prob".into(), json!(norm));
     }
-    // llama.cpp's MoE architectures here route in every block.
+    // Apart from leading dense blocks, llama.cpp's MoE architectures here route in every block.
     cfg.insert("mlp_only_layers".into(), json!([]));
     cfg.insert("decoder_sparse_step".into(), json!(1));
     Ok(Value::Object(cfg))
@@ -277,7 +371,12 @@ pub struct Renamed {
 
 /// The names `tensor` answers to under `spec`; empty for tensors the spec does not use
 /// (`rope_freqs`, say), which are then simply not loaded.
-pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec<Renamed>> {
+pub fn renamed(
+    spec: &ModelSpec,
+    tensor: &GgufTensor,
+    path: &Path,
+    trailing_blocks: usize,
+) -> Result<Vec<Renamed>> {
     let shape: Vec<usize> = tensor.dims.iter().rev().map(|&d| d as usize).collect();
     let one = |name: String| {
         Ok(vec![Renamed {
@@ -306,6 +405,9 @@ pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec
     let Ok(layer) = layer.parse::<usize>() else {
         return Ok(Vec::new());
     };
+    if layer >= spec.num_layers && layer < spec.num_layers + trailing_blocks {
+        return Ok(Vec::new());
+    }
     if layer >= spec.num_layers {
         return Err(Error::Gguf {
             path: path.to_owned(),
@@ -330,6 +432,11 @@ pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec
         "attn_q_norm" => format!("{attention}.q_norm"),
         "attn_k_norm" => format!("{attention}.k_norm"),
         "ffn_gate_inp" => format!("{moe}.{}", spec.moe.gate.module),
+        // The selection bias (DeepSeek-V3's and GLM's `e_score_correction_bias`), stored as `.bias`.
+        "exp_probs_b" => match spec.moe.gate.selection_bias {
+            Some(name) => return one(format!("{moe}.{name}")),
+            None => return Ok(Vec::new()),
+        },
         "ffn_gate" | "ffn_up" | "ffn_down" => {
             format!("{block}.{}.{}_proj", names.dense_mlp, &leaf[4..])
         }
@@ -347,8 +454,10 @@ pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec
         "ffn_gate_exps" | "ffn_up_exps" | "ffn_down_exps" if kind == "bias" => {
             // `[E, I]` / `[E, H]`, read whole: `experts.gate_proj_bias` and so on.
             let projection = &leaf[4..leaf.len() - 5];
-            let experts_module = spec.moe.experts.module;
-            return one(format!("{moe}.{experts_module}.{projection}_proj_bias"));
+            return one(format!(
+                "{}.{projection}_proj_bias",
+                experts_prefix(spec, &moe)
+            ));
         }
         "ffn_gate_exps" | "ffn_up_exps" | "ffn_down_exps" => {
             let ExpertLayout::PerExpert { gate, up, down } = spec.moe.experts.layout else {
@@ -375,10 +484,10 @@ pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec
                     ),
                 });
             };
-            let experts_module = spec.moe.experts.module;
+            let prefix = experts_prefix(spec, &moe);
             return Ok((0..experts)
                 .map(|e| Renamed {
-                    name: format!("{moe}.{experts_module}.{e}.{projection}.{kind}"),
+                    name: format!("{prefix}.{e}.{projection}.{kind}"),
                     shape: vec![rows, cols],
                     expert: Some(e),
                 })
@@ -387,4 +496,13 @@ pub fn renamed(spec: &ModelSpec, tensor: &GgufTensor, path: &Path) -> Result<Vec
         _ => return Ok(Vec::new()),
     };
     one(format!("{module}.{kind}"))
+}
+
+/// Where the experts' tensors live under the MoE module (`mlp.experts`; Granite's sit in the
+/// module itself).
+fn experts_prefix(spec: &ModelSpec, moe: &str) -> String {
+    match spec.moe.experts.module {
+        "" => moe.to_owned(),
+        module => format!("{moe}.{module}"),
+    }
 }

@@ -128,9 +128,10 @@ impl Weights {
     ) -> Result<Self> {
         let mut files = Vec::with_capacity(model.parts.len());
         let mut entries = HashMap::new();
+        let trailing = gguf_spec::trailing_blocks(model);
         for (file_idx, part) in model.parts.iter().enumerate() {
             for tensor in &part.tensors {
-                let renamed = gguf_spec::renamed(spec, tensor, &part.path)?;
+                let renamed = gguf_spec::renamed(spec, tensor, &part.path, trailing)?;
                 if renamed.is_empty() {
                     continue;
                 }
