@@ -14,7 +14,7 @@
 use super::config::ModelConfig;
 use super::gguf::{GgufModel, GgufTensor, MetaValue};
 use super::registry::{self, Family};
-use super::spec::{AttentionSpec, ExpertLayout, ModelSpec, RopePairing};
+use super::spec::{AttentionSpec, ExpertLayout, ModelSpec, QkvProjections, RopePairing};
 use crate::error::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::path::Path;
@@ -33,6 +33,39 @@ struct Arch {
     /// YaRN's `truncate` for the family (llama.cpp always truncates the correction range; GPT-OSS
     /// as released does not, and transformers follows the config).
     yarn_truncate: bool,
+    /// Moves the flat config fields where the family's config.json has them (DBRX nests them).
+    reshape_config: fn(&mut Map<String, Value>),
+}
+
+/// Most families read the flat fields as they are.
+fn flat(_: &mut Map<String, Value>) {}
+
+/// DBRX's config.json keeps attention and expert fields in `attn_config` / `ffn_config`.
+fn dbrx_nested(cfg: &mut Map<String, Value>) {
+    let pick = |cfg: &Map<String, Value>, fields: &[(&str, &str)]| {
+        let picked: Map<String, Value> = fields
+            .iter()
+            .filter_map(|(from, field)| Some(((*field).to_owned(), cfg.get(*from)?.clone())))
+            .collect();
+        Value::Object(picked)
+    };
+    let attn = pick(
+        cfg,
+        &[
+            ("num_key_value_heads", "kv_n_heads"),
+            ("clip_qkv", "clip_qkv"),
+        ],
+    );
+    let ffn = pick(
+        cfg,
+        &[
+            ("num_experts", "moe_num_experts"),
+            ("num_experts_per_tok", "moe_top_k"),
+            ("intermediate_size", "ffn_hidden_size"),
+        ],
+    );
+    cfg.insert("attn_config".into(), attn);
+    cfg.insert("ffn_config".into(), ffn);
 }
 
 const ARCHES: &[Arch] = &[
@@ -42,6 +75,7 @@ const ARCHES: &[Arch] = &[
         permuted_qk: true,
         norm_topk: Some(true),
         yarn_truncate: true,
+        reshape_config: flat,
     },
     Arch {
         name: "qwen2moe",
@@ -49,6 +83,7 @@ const ARCHES: &[Arch] = &[
         permuted_qk: false,
         norm_topk: Some(false),
         yarn_truncate: true,
+        reshape_config: flat,
     },
     Arch {
         name: "qwen3moe",
@@ -56,6 +91,7 @@ const ARCHES: &[Arch] = &[
         permuted_qk: false,
         norm_topk: Some(true),
         yarn_truncate: true,
+        reshape_config: flat,
     },
     Arch {
         name: "olmoe",
@@ -63,6 +99,7 @@ const ARCHES: &[Arch] = &[
         permuted_qk: false,
         norm_topk: Some(false),
         yarn_truncate: true,
+        reshape_config: flat,
     },
     // GPT-OSS: the family file's defaults stand for what llama.cpp hard-codes (even layers
     // sliding, SwiGLU alpha 1.702 and limit 7.0); experts come as separate gate/up/down stacks
@@ -76,6 +113,7 @@ const ARCHES: &[Arch] = &[
         permuted_qk: false,
         norm_topk: Some(false),
         yarn_truncate: true,
+        reshape_config: flat,
     },
     // Granite-MoE: top-k of the logits, softmax over the k; Granite's four multipliers; q/k rows
     // permuted like Llama's (the converter's Granite classes derive from its Llama one).
@@ -85,6 +123,17 @@ const ARCHES: &[Arch] = &[
         permuted_qk: true,
         norm_topk: None,
         yarn_truncate: true,
+        reshape_config: flat,
+    },
+    // DBRX: fused Wqkv clamped by `attention.clamp_kqv`, bias-free LayerNorm, softmax → top-k →
+    // renormalized (llama.cpp's norm_w, DBRX's moe_normalize_expert_weights = 1 default).
+    Arch {
+        name: "dbrx",
+        model_type: "dbrx",
+        permuted_qk: false,
+        norm_topk: None,
+        yarn_truncate: true,
+        reshape_config: dbrx_nested,
     },
     Arch {
         name: "gpt-oss",
@@ -92,6 +141,7 @@ const ARCHES: &[Arch] = &[
         permuted_qk: false,
         norm_topk: None,
         yarn_truncate: false,
+        reshape_config: flat,
     },
 ];
 
@@ -170,7 +220,7 @@ pub fn spec_of(model: &GgufModel) -> Result<(&'static Family, ModelConfig, Model
     }
     // llama.cpp's converter stores every family's experts as gate, up and down stacks
     // (`[E, I, H]`, `[E, I, H]`, `[E, H, I]`): one expert of each is a run of rows.
-    if let ExpertLayout::Stacked { .. } = spec.moe.experts.layout {
+    if let ExpertLayout::Stacked { .. } | ExpertLayout::DbrxFlat = spec.moe.experts.layout {
         spec.moe.experts.layout = ExpertLayout::PerExpert {
             gate: "gate_proj",
             up: "up_proj",
@@ -352,6 +402,7 @@ fn config_of(model: &GgufModel, arch: &Arch) -> Result<Value> {
     // Apart from leading dense blocks, llama.cpp's MoE architectures here route in every block.
     cfg.insert("mlp_only_layers".into(), json!([]));
     cfg.insert("decoder_sparse_step".into(), json!(1));
+    (arch.reshape_config)(&mut cfg);
     Ok(Value::Object(cfg))
 }
 
@@ -426,9 +477,17 @@ pub fn renamed(
         // GPT-OSS's sink logits are a bare parameter, `self_attn.sinks`.
         "attn_sinks" => return one(format!("{attention}.sinks")),
         "attn_q" => format!("{attention}.q_proj"),
+        "attn_qkv" => format!("{attention}.Wqkv"),
+        // DBRX's second norm (before the experts) sits beside its attention.
+        "attn_output_norm" => format!("{block}.{}", names.post_attention_norm),
         "attn_k" => format!("{attention}.k_proj"),
         "attn_v" => format!("{attention}.v_proj"),
-        "attn_output" => format!("{attention}.o_proj"),
+        "attn_output" => match &spec.attention {
+            AttentionSpec::Gqa(g) if g.projections == QkvProjections::FusedWqkv => {
+                format!("{attention}.out_proj")
+            }
+            _ => format!("{attention}.o_proj"),
+        },
         "attn_q_norm" => format!("{attention}.q_norm"),
         "attn_k_norm" => format!("{attention}.k_norm"),
         "ffn_gate_inp" => format!("{moe}.{}", spec.moe.gate.module),
