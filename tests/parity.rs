@@ -89,7 +89,7 @@ fn every_gguf_conversion_matches_transformers() {
         .collect();
     files.sort();
     assert!(
-        files.len() >= 19,
+        files.len() >= 24,
         "expected the GGUF conversions, found {}",
         files.len()
     );

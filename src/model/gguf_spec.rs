@@ -33,15 +33,16 @@ struct Arch {
     /// YaRN's `truncate` for the family (llama.cpp always truncates the correction range; GPT-OSS
     /// as released does not, and transformers follows the config).
     yarn_truncate: bool,
-    /// Moves the flat config fields where the family's config.json has them (DBRX nests them).
-    reshape_config: fn(&mut Map<String, Value>),
+    /// Moves the flat config fields where the family's config.json has them (DBRX nests them)
+    /// and adds what only this architecture's keys say (DeepSeek's MLA sizes).
+    reshape_config: fn(&GgufModel, &mut Map<String, Value>),
 }
 
 /// Most families read the flat fields as they are.
-fn flat(_: &mut Map<String, Value>) {}
+fn flat(_: &GgufModel, _: &mut Map<String, Value>) {}
 
 /// DBRX's config.json keeps attention and expert fields in `attn_config` / `ffn_config`.
-fn dbrx_nested(cfg: &mut Map<String, Value>) {
+fn dbrx_nested(_: &GgufModel, cfg: &mut Map<String, Value>) {
     let pick = |cfg: &Map<String, Value>, fields: &[(&str, &str)]| {
         let picked: Map<String, Value> = fields
             .iter()
@@ -66,6 +67,76 @@ fn dbrx_nested(cfg: &mut Map<String, Value>) {
     );
     cfg.insert("attn_config".into(), attn);
     cfg.insert("ffn_config".into(), ffn);
+}
+
+/// `deepseek2` files: the family (V3 where the file has a selection bias, `exp_probs_b`; V2
+/// otherwise), the MLA sizes from the `_mla` keys (or, in files older than them, from
+/// `key_length`/`value_length`), and YaRN's attention scale. The rules llama.cpp applies without a
+/// key follow the family instead: V2 with groups selects groups by their best expert
+/// (transformers' `group_limited_greedy`; llama.cpp sums the best two), and YaRN's `mscale`
+/// equals `mscale_all_dim` (llama.cpp's assumption, true of the released configs).
+fn deepseek_mla(model: &GgufModel, cfg: &mut Map<String, Value>) {
+    let meta = model.metadata();
+    let key = |k: &str| meta.get(&format!("deepseek2.{k}"));
+    let uint = |k: &str| key(k).and_then(MetaValue::as_u64);
+    let v3 = model
+        .tensors()
+        .any(|t| t.name.ends_with(".exp_probs_b.bias"));
+    cfg.insert(
+        "model_type".into(),
+        json!(if v3 { "deepseek_v3" } else { "deepseek_v2" }),
+    );
+    if v3 {
+        // transformers' DeepSeek-V3 always scores with a sigmoid; older files have no key for it.
+        cfg.entry("scoring_func").or_insert(json!("sigmoid"));
+    } else {
+        let groups = uint("expert_group_count").unwrap_or(1);
+        cfg.insert(
+            "topk_method".into(),
+            json!(if groups > 1 {
+                "group_limited_greedy"
+            } else {
+                "greedy"
+            }),
+        );
+    }
+    let rope = uint("rope.dimension_count");
+    if let Some(r) = uint("attention.q_lora_rank") {
+        cfg.insert("q_lora_rank".into(), json!(r));
+    }
+    if let Some(r) = uint("attention.kv_lora_rank") {
+        cfg.insert("kv_lora_rank".into(), json!(r));
+    }
+    let (qk, v) = match (
+        uint("attention.key_length_mla"),
+        uint("attention.value_length_mla"),
+    ) {
+        (Some(qk), Some(v)) => (Some(qk), Some(v)),
+        _ => (uint("attention.key_length"), uint("attention.value_length")),
+    };
+    if let Some(rope) = rope {
+        cfg.insert("qk_rope_head_dim".into(), json!(rope));
+        // transformers' DeepSeek configs call the rotary part head_dim.
+        cfg.insert("head_dim".into(), json!(rope));
+        if let Some(qk) = qk.filter(|&qk| qk > rope) {
+            cfg.insert("qk_nope_head_dim".into(), json!(qk - rope));
+        }
+    }
+    if let Some(v) = v {
+        cfg.insert("v_head_dim".into(), json!(v));
+    }
+    if let Some(Value::Object(rope)) = cfg.get_mut("rope_parameters") {
+        // Rotary covers the whole rope part of a head; the fraction worked out above does not apply.
+        rope.remove("partial_rotary_factor");
+        if let Some(multiplier) =
+            key("rope.scaling.yarn_log_multiplier").and_then(MetaValue::as_f64)
+        {
+            // The converter writes 0.1 · mscale_all_dim (in f32: divide in f32 to get it back).
+            let mscale = (multiplier as f32 / 0.1f32) as f64;
+            rope.insert("mscale_all_dim".into(), json!(mscale));
+            rope.insert("mscale".into(), json!(mscale));
+        }
+    }
 }
 
 const ARCHES: &[Arch] = &[
@@ -134,6 +205,15 @@ const ARCHES: &[Arch] = &[
         norm_topk: None,
         yarn_truncate: true,
         reshape_config: dbrx_nested,
+    },
+    // DeepSeek-V2/V2.5/V3/R1, Kimi-K2 and other MLA models (`deepseek2`); see `deepseek_mla`.
+    Arch {
+        name: "deepseek2",
+        model_type: "deepseek_v2",
+        permuted_qk: false,
+        norm_topk: Some(false),
+        yarn_truncate: true,
+        reshape_config: deepseek_mla,
     },
     Arch {
         name: "gpt-oss",
@@ -226,6 +306,26 @@ pub fn spec_of(model: &GgufModel) -> Result<(&'static Family, ModelConfig, Model
             up: "up_proj",
             down: "down_proj",
         };
+    }
+    if arch.name == "deepseek2" {
+        if let (crate::routing::Selection::GroupLimited { .. }, "DeepSeek-V2") =
+            (&spec.moe.router.selection, spec.family)
+        {
+            spec.notes.push(
+                "GGUF (deepseek2, V2 with groups): groups ranked by their best expert, as \
+                 transformers' DeepSeek-V2 does (llama.cpp ranks them by the sum of their best two)"
+                    .into(),
+            );
+        }
+        if model
+            .tensors()
+            .any(|t| t.name.ends_with(".attn_k_b.weight"))
+        {
+            spec.notes.push(
+                "GGUF (deepseek2): kv_b_proj rebuilt in f32 from the file's attn_k_b and attn_v_b"
+                    .into(),
+            );
+        }
     }
     match norm_topk(model, arch) {
         Some(norm) => spec.notes.push(format!(
@@ -402,7 +502,7 @@ fn config_of(model: &GgufModel, arch: &Arch) -> Result<Value> {
     // Apart from leading dense blocks, llama.cpp's MoE architectures here route in every block.
     cfg.insert("mlp_only_layers".into(), json!([]));
     cfg.insert("decoder_sparse_step".into(), json!(1));
-    (arch.reshape_config)(&mut cfg);
+    (arch.reshape_config)(model, &mut cfg);
     Ok(Value::Object(cfg))
 }
 
@@ -477,6 +577,29 @@ pub fn renamed(
         // GPT-OSS's sink logits are a bare parameter, `self_attn.sinks`.
         "attn_sinks" => return one(format!("{attention}.sinks")),
         "attn_q" => format!("{attention}.q_proj"),
+        // MLA (deepseek2).
+        "attn_q_a" => format!("{attention}.q_a_proj"),
+        "attn_q_a_norm" => format!("{attention}.q_a_layernorm"),
+        "attn_q_b" => format!("{attention}.q_b_proj"),
+        "attn_kv_a_mqa" => format!("{attention}.kv_a_proj_with_mqa"),
+        "attn_kv_a_norm" => format!("{attention}.kv_a_layernorm"),
+        "attn_kv_b" => format!("{attention}.kv_b_proj"),
+        // kv_b_proj split by the converter, per head: k_b `[H, kv_lora, nope]` (transposed) and
+        // v_b `[H, v, kv_lora]`; read as matrices of rows and joined back at load
+        // (`Weights::open_gguf`).
+        "attn_k_b" | "attn_v_b" => {
+            let [heads, rows, cols] = shape[..] else {
+                return Err(Error::Gguf {
+                    path: path.to_owned(),
+                    problem: format!("'{}' has {} dimensions, not 3", tensor.name, shape.len()),
+                });
+            };
+            return Ok(vec![Renamed {
+                name: format!("{attention}.{}.{kind}", &leaf[5..]),
+                shape: vec![heads * rows, cols],
+                expert: None,
+            }]);
+        }
         "attn_qkv" => format!("{attention}.Wqkv"),
         // DBRX's second norm (before the experts) sits beside its attention.
         "attn_output_norm" => format!("{block}.{}", names.post_attention_norm),

@@ -174,13 +174,84 @@ impl Weights {
             }
             files.push((part.path.clone(), part.map().clone()));
         }
-        Ok(Self {
+        let mut weights = Self {
             files,
             entries,
             quantization: Quantization::None,
             dtype,
             device: device.clone(),
-        })
+        };
+        weights.join_split_kv_b(spec, &model.metadata().path)?;
+        Ok(weights)
+    }
+
+    /// MLA files whose converter split each layer's `kv_b_proj` into `k_b` (per head, transposed)
+    /// and `v_b` ([`gguf_spec::renamed`]): the matrix the attention loads, rebuilt once in f32 —
+    /// each head's nope rows from k_b's columns, then its v rows — in an anonymous mapping that
+    /// serves as one more file. It is `H·(nope + v)·kv_lora` floats a layer (8 MB for
+    /// DeepSeek-V2-Lite's 16 heads).
+    fn join_split_kv_b(&mut self, spec: &ModelSpec, path: &Path) -> Result<()> {
+        let super::spec::AttentionSpec::Mla(mla) = &spec.attention else {
+            return Ok(());
+        };
+        let (heads, lora) = (mla.num_heads, mla.kv_lora_rank);
+        let (nope, v) = (mla.qk_nope_head_dim, mla.v_head_dim);
+        let mut joined: Vec<(String, Vec<f32>)> = Vec::new();
+        for layer in 0..spec.num_layers {
+            let attention = format!("{}.{layer}.{}", spec.names.layers, spec.names.attention);
+            let (k_name, v_name) = (
+                format!("{attention}.k_b.weight"),
+                format!("{attention}.v_b.weight"),
+            );
+            let kv_name = format!("{attention}.kv_b_proj.weight");
+            if self.contains(&kv_name) || !self.contains(&k_name) {
+                continue;
+            }
+            let k_b = self.host(&k_name, &[heads * lora, nope])?.to_f32();
+            let v_b = self.host(&v_name, &[heads * v, lora])?.to_f32();
+            let mut kv_b = Vec::with_capacity(heads * (nope + v) * lora);
+            for h in 0..heads {
+                for i in 0..nope {
+                    kv_b.extend((0..lora).map(|c| k_b[(h * lora + c) * nope + i]));
+                }
+                kv_b.extend_from_slice(&v_b[h * v * lora..(h + 1) * v * lora]);
+            }
+            joined.push((kv_name, kv_b));
+        }
+        if joined.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = joined.iter().map(|(_, d)| d.len() * 4).sum();
+        let mut map = memmap2::MmapMut::map_anon(bytes).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file = self.files.len();
+        let mut start = 0;
+        for (name, data) in joined {
+            let end = start + data.len() * 4;
+            for (dst, v) in map[start..end].chunks_exact_mut(4).zip(&data) {
+                dst.copy_from_slice(&v.to_le_bytes());
+            }
+            self.entries.insert(
+                name,
+                Entry {
+                    file,
+                    dtype: safetensors::Dtype::F32,
+                    block: None,
+                    shape: vec![heads * (nope + v), lora],
+                    start,
+                    end,
+                },
+            );
+            start = end;
+        }
+        let map = map.make_read_only().map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.files.push((path.to_owned(), Arc::new(map)));
+        Ok(())
     }
 
     /// The file list, for messages ("looked in ...").
