@@ -4,9 +4,10 @@
 Usage:
     python bench/gpu_parity.py MOESCOPE [--device cuda] [--out DIR]
 
-For every folder of tests/fixtures: runs `MOESCOPE trace` on the fixture's input ids in f32 on the
-device with both expert kernels and checks that every token's chosen experts equal reference.json's
-(written by transformers on CPU), and that router logits, weights and the last position's logits
+For every folder of tests/fixtures, and every GGUF conversion in tests/fixtures/gguf/models (against its
+own <name>.reference.json, or its fixture's for f32 files without one): runs `MOESCOPE trace` on the
+input ids in f32 on the device with both expert kernels and checks that every token's chosen experts
+equal the reference's (written by transformers on CPU), and that router logits, weights and the last position's logits
 agree within 1e-4. Then runs bf16 with both expert
 kernels and reports routing flips against the device's f32 run (`stats --compare-dtype f32`), which
 precision may cause and which are reported, not failed. Exits 1 on any f32 mismatch.
@@ -29,26 +30,32 @@ def main() -> None:
     parser.add_argument("moescope")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=tempfile.mkdtemp())
+    parser.add_argument("--gguf-only", action="store_true", help="only the GGUF conversions")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     failures = 0
     rows = []
-    for ref_path in sorted(ROOT.glob("tests/fixtures/*/reference.json")):
+    models = [] if args.gguf_only else [(p.parent, p) for p in sorted(ROOT.glob("tests/fixtures/*/reference.json"))]
+    for gguf in sorted(ROOT.glob("tests/fixtures/gguf/models/*.gguf")):
+        own = gguf.with_suffix(".reference.json")
+        ref = own if own.is_file() else ROOT / "tests/fixtures" / gguf.stem.removesuffix("-f32") / "reference.json"
+        models.append((gguf, ref))
+    for model, ref_path in models:
         try:
-            rows.append(check_fixture(args, out, ref_path))
+            rows.append(check_fixture(args, out, model, ref_path))
         except subprocess.CalledProcessError as e:
-            rows.append((ref_path.parent.name, "-", 0, 0, float("nan"), False, {"grouped": -1, "fused": -1}, 0, 0,
+            rows.append((model.name, "-", 0, 0, float("nan"), False, {"grouped": -1, "fused": -1}, 0, 0,
                          float("nan")))
-            print(f"{ref_path.parent.name}: {' '.join(e.cmd)} failed: {e.stderr}", file=sys.stderr)
+            print(f"{model.name}: {' '.join(e.cmd)} failed: {e.stderr}", file=sys.stderr)
         failures += not rows[-1][5]
     report(rows, failures, args.device)
     sys.exit(1 if failures else 0)
 
 
-def check_fixture(args, out: Path, ref_path: Path) -> tuple:
-    fixture = ref_path.parent
+def check_fixture(args, out: Path, fixture: Path, ref_path: Path) -> tuple:
+    """`fixture` is a checkpoint folder or a .gguf file."""
     ref = json.loads(ref_path.read_text())
     ids = ",".join(str(i) for i in ref["input_ids"])
     # f32 with both expert kernels: experts identical to transformers', logits, weights and the last
@@ -103,10 +110,10 @@ def check_fixture(args, out: Path, ref_path: Path) -> tuple:
 
 def report(rows: list, failures: int, device_name: str) -> None:
 
-    print(f"{'fixture':28} {'device':7} {'f32 experts':>12} {'max |Δlogit|':>13} {'bf16 flips g/f':>15} "
+    print(f"{'fixture':34} {'device':7} {'f32 experts':>12} {'max |Δlogit|':>13} {'bf16 flips g/f':>15} "
           f"{'bf16 g=f experts':>17} {'rel Δ last logits g/f':>22}")
     for name, device, same, total, diff, ok, flips, n, kernel_same, kernel_diff in rows:
-        print(f"{name:28} {device:7} {same:>5}/{total:<6} {diff:13.2e} "
+        print(f"{name:34} {device:7} {same:>5}/{total:<6} {diff:13.2e} "
               f"{flips['grouped']:>6}/{flips['fused']} of {n:<3} {kernel_same:>10}/{total:<6} {kernel_diff:22.2e}  "
               f"{'ok' if ok else 'MISMATCH'}")
     print(f"{len(rows) - failures}/{len(rows)} fixtures route identically to transformers in f32 on {device_name}")

@@ -49,6 +49,10 @@ pub enum Error {
     #[error("bad GGUF file: {problem} in {path}")]
     Gguf { path: PathBuf, problem: String },
 
+    /// The vocabulary a GGUF file carries cannot be rebuilt as its tokenizer (token ids still run).
+    #[error("the vocabulary cannot be rebuilt as a tokenizer: {problem} in {path}")]
+    GgufVocabulary { path: PathBuf, problem: String },
+
     /// A well-formed GGUF file of an architecture this build describes but does not run.
     #[error("{path} is a '{architecture}' GGUF file: `moescope info` describes it, but only {supported} GGUF models run; open the model's safetensors folder")]
     GgufNotRunnable {
@@ -57,7 +61,7 @@ pub enum Error {
         supported: String,
     },
 
-    #[error("tensor '{name}' is {ggml_type}, a GGUF type moescope does not run (it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K) in {path}")]
+    #[error("tensor '{name}' is {ggml_type}, a GGUF type moescope does not run (it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K and MXFP4) in {path}")]
     GgufType {
         name: String,
         ggml_type: String,

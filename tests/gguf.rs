@@ -625,6 +625,10 @@ fn bos_is_added_where_the_model_adds_it_and_pieces_decode() {
     );
     let ids = tokenizer.encode("<|im_start|>user", false).unwrap();
     assert_eq!(ids.get_ids()[0], 151644);
+    // Qwen's tokenizer.json composes characters first (NFC): a decomposed é is the composed one.
+    let composed = tokenizer.encode("caf\u{e9}", false).unwrap();
+    let decomposed = tokenizer.encode("cafe\u{301}", false).unwrap();
+    assert_eq!(composed.get_ids(), decomposed.get_ids());
 }
 
 #[test]

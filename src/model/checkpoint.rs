@@ -184,7 +184,10 @@ pub fn gguf_tokenizer_of(
             Ok(None) => "the file carries no vocabulary and no tokenizer.json is beside it: \
                          give token ids instead of a prompt"
                 .to_owned(),
-            Err(problem) => format!("the vocabulary cannot be rebuilt: {problem}"),
+            Err(Error::GgufVocabulary { problem, .. }) => {
+                format!("the vocabulary cannot be rebuilt: {problem}")
+            }
+            Err(other) => other.to_string(),
         }
     };
     Ok((tokenizer, tokenizer_path, tokenizer_note))

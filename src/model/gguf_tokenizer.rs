@@ -14,10 +14,15 @@
 //! Control, unknown and user-defined pieces become added tokens, matched in text as
 //! tokenizer.json's added tokens are. BOS/EOS are added when the file says so
 //! (`tokenizer.ggml.add_bos_token`) or, when it is silent, when llama.cpp would.
-//! `tests/gguf_tokenizer.rs` checks the ids against the reference ids llama.cpp ships with its
-//! vocabulary files (produced by `transformers`' tokenizer of each model).
+//! `tests/gguf.rs` checks the ids against the reference ids llama.cpp ships with its vocabulary
+//! files (produced by `transformers`' tokenizer of each model).
+//!
+//! The rebuild is bounded: a file may declare at most [`MAX_PIECES`] pieces and merges, and only
+//! pieces up to [`MAX_MERGED_PIECE_CHARS`] characters are split into SentencePiece merges, so a
+//! hostile vocabulary cannot make opening the file hang or exhaust memory.
 
 use super::gguf::{GgufFile, MetaValue};
+use crate::error::{Error, Result};
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::fuse::Fuse;
@@ -38,6 +43,14 @@ const TYPE_USER_DEFINED: i64 = 4;
 
 /// SentencePiece's word-boundary mark, which stands for a space.
 const SPACE_MARK: &str = "\u{2581}";
+
+/// Most pieces (and merges) a vocabulary may have: 16 M, 100 times the largest released ones.
+pub const MAX_PIECES: usize = 1 << 24;
+
+/// Longest piece split into SentencePiece merges (each split of a piece is a candidate merge, so
+/// the work grows with the square of its length). Released SentencePiece pieces are under 20
+/// characters; a longer piece stays in the vocabulary and is matched when a merge builds it.
+pub const MAX_MERGED_PIECE_CHARS: usize = 128;
 
 /// GPT-2's pre-tokenizer regex (also OLMo's, MPT's, …).
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -63,6 +76,8 @@ pub struct PreTokenizerProfile {
     pub ignore_merges: bool,
     /// llama.cpp's default when the file has no `tokenizer.ggml.add_bos_token`.
     pub add_bos: bool,
+    /// The tokenizer.json composes characters first (NFC: Qwen's); llama.cpp does not.
+    pub nfc: bool,
 }
 
 /// The pre-tokenizers of the MoE families moescope runs, and the common ones around them. A name not
@@ -84,24 +99,28 @@ pub const PRE_TOKENIZERS: &[PreTokenizerProfile] = &[
         splits: &[GPT2],
         ignore_merges: false,
         add_bos: false,
+        nfc: false,
     },
     PreTokenizerProfile {
         names: &["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"],
         splits: &[LLAMA3],
         ignore_merges: true,
         add_bos: true,
+        nfc: false,
     },
     PreTokenizerProfile {
         names: &["dbrx", "smaug-bpe"],
         splits: &[LLAMA3],
         ignore_merges: false,
         add_bos: false,
+        nfc: false,
     },
     PreTokenizerProfile {
         names: &["chatglm-bpe", "glm4", "glm5"],
         splits: &[LLAMA3],
         ignore_merges: true,
         add_bos: false,
+        nfc: false,
     },
     PreTokenizerProfile {
         names: &[
@@ -114,24 +133,28 @@ pub const PRE_TOKENIZERS: &[PreTokenizerProfile] = &[
         splits: &[QWEN2],
         ignore_merges: false,
         add_bos: false,
+        nfc: true,
     },
     PreTokenizerProfile {
         names: &["qwen35"],
         splits: &[QWEN35],
         ignore_merges: false,
         add_bos: false,
+        nfc: true,
     },
     PreTokenizerProfile {
         names: &["gpt-4o", "llama4", "minimax-m2"],
         splits: &[O200K],
         ignore_merges: false,
         add_bos: false,
+        nfc: false,
     },
     PreTokenizerProfile {
         names: &["deepseek-v3", "hunyuan-dense"],
         splits: &[r"\p{N}{1,3}", r"[一-龥぀-ゟ゠-ヿ]+", DEEPSEEK3_WORDS],
         ignore_merges: false,
         add_bos: false,
+        nfc: false,
     },
     PreTokenizerProfile {
         names: &["deepseek-llm"],
@@ -145,6 +168,7 @@ pub const PRE_TOKENIZERS: &[PreTokenizerProfile] = &[
         ],
         ignore_merges: false,
         add_bos: false,
+        nfc: false,
     },
     PreTokenizerProfile {
         names: &["deepseek-coder"],
@@ -157,6 +181,7 @@ pub const PRE_TOKENIZERS: &[PreTokenizerProfile] = &[
         ],
         ignore_merges: false,
         add_bos: false,
+        nfc: false,
     },
     PreTokenizerProfile {
         names: &[
@@ -170,6 +195,7 @@ pub const PRE_TOKENIZERS: &[PreTokenizerProfile] = &[
         splits: &[r"\p{N}", GPT2],
         ignore_merges: false,
         add_bos: false,
+        nfc: false,
     },
     PreTokenizerProfile {
         // llama.cpp's own choice for a file that names no pre-tokenizer (or "default").
@@ -177,19 +203,30 @@ pub const PRE_TOKENIZERS: &[PreTokenizerProfile] = &[
         splits: &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
         ignore_merges: false,
         add_bos: false,
+        nfc: false,
     },
 ];
 
 /// A tokenizer rebuilt from a file, and the one-line account `info` gives of it.
 pub struct GgufTokenizer {
     pub tokenizer: Tokenizer,
-    /// "gpt2 byte-level BPE, pre-tokenizer qwen2, 151,936 pieces".
+    /// "gpt2 byte-level BPE, pre-tokenizer qwen2, 151936 pieces".
     pub description: String,
 }
 
+/// What went wrong rebuilding, said of the file (`Error::GgufVocabulary` adds its path).
+type Problem = String;
+
 /// The file's tokenizer; `Ok(None)` when it carries none (`tokenizer.ggml.model` missing or
-/// `none`); `Err(problem)` when it carries one moescope cannot rebuild faithfully.
-pub fn tokenizer_of(file: &GgufFile) -> Result<Option<GgufTokenizer>, String> {
+/// `none`); [`Error::GgufVocabulary`] when it carries one moescope cannot rebuild faithfully.
+pub fn tokenizer_of(file: &GgufFile) -> Result<Option<GgufTokenizer>> {
+    rebuild(file).map_err(|problem| Error::GgufVocabulary {
+        path: file.path.clone(),
+        problem,
+    })
+}
+
+fn rebuild(file: &GgufFile) -> std::result::Result<Option<GgufTokenizer>, Problem> {
     let model = match file.get("tokenizer.ggml.model") {
         None => return Ok(None),
         Some(value) => value
@@ -200,16 +237,17 @@ pub fn tokenizer_of(file: &GgufFile) -> Result<Option<GgufTokenizer>, String> {
         return Ok(None);
     }
     let vocabulary = Vocabulary::read(file)?;
-    let (mut tokenizer, kind) = match model {
+    let pre = file
+        .get("tokenizer.ggml.pre")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("");
+    let (mut tokenizer, kind, default_bos) = match model {
         "llama" => (
             sentencepiece_bpe(file, &vocabulary)?,
             "llama SentencePiece BPE".to_owned(),
+            true,
         ),
         "gpt2" => {
-            let pre = file
-                .get("tokenizer.ggml.pre")
-                .and_then(MetaValue::as_str)
-                .unwrap_or("");
             let profile = profile_named(pre)?;
             let tokenizer = byte_level_bpe(file, &vocabulary, profile)?;
             let pre = if pre.is_empty() {
@@ -220,38 +258,60 @@ pub fn tokenizer_of(file: &GgufFile) -> Result<Option<GgufTokenizer>, String> {
             (
                 tokenizer,
                 format!("gpt2 byte-level BPE, pre-tokenizer {pre}"),
+                profile.add_bos,
             )
         }
         other => {
             return Err(format!(
-            "its tokenizer model `{other}` is not rebuilt (llama and gpt2 are); put the model's \
-                 tokenizer.json beside the file"
-        ))
+                "its tokenizer model `{}` is not rebuilt (llama and gpt2 are); put the model's \
+                 tokenizer.json beside the file",
+                shortened(other)
+            ))
         }
     };
     add_special_pieces(&mut tokenizer, &vocabulary)?;
-    let default_bos = match model {
-        "llama" => true,
-        _ => {
-            let pre = file.get("tokenizer.ggml.pre").and_then(MetaValue::as_str);
-            profile_named(pre.unwrap_or(""))?.add_bos
-        }
+    // llama.cpp's SentencePiece defaults when the file names no ids.
+    let (default_bos_id, default_eos_id) = match model {
+        "llama" => (Some(1), Some(2)),
+        _ => (None, None),
     };
-    add_bos_eos(&mut tokenizer, file, &vocabulary, default_bos)?;
+    let flag = |key: &str, default: bool| match file.get(key) {
+        Some(MetaValue::Bool(b)) => *b,
+        _ => default,
+    };
+    let bos = flag("tokenizer.ggml.add_bos_token", default_bos)
+        .then(|| vocabulary.special_id(file, "tokenizer.ggml.bos_token_id", default_bos_id))
+        .transpose()?
+        .flatten();
+    let eos = flag("tokenizer.ggml.add_eos_token", false)
+        .then(|| vocabulary.special_id(file, "tokenizer.ggml.eos_token_id", default_eos_id))
+        .transpose()?
+        .flatten();
+    add_bos_eos(&mut tokenizer, &vocabulary, bos, eos)?;
     Ok(Some(GgufTokenizer {
         tokenizer,
         description: format!("{kind}, {} pieces", vocabulary.pieces.len()),
     }))
 }
 
-fn profile_named(pre: &str) -> Result<&'static PreTokenizerProfile, String> {
+/// A name from the file, cut short for a message (a hostile file may hold megabytes).
+fn shortened(text: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+fn profile_named(pre: &str) -> std::result::Result<&'static PreTokenizerProfile, Problem> {
     PRE_TOKENIZERS
         .iter()
         .find(|p| p.names.contains(&pre))
         .ok_or_else(|| {
             format!(
-                "its pre-tokenizer `{pre}` is not one moescope rebuilds; put the model's \
-                 tokenizer.json beside the file"
+                "its pre-tokenizer `{}` is not one moescope rebuilds; put the model's \
+                 tokenizer.json beside the file",
+                shortened(pre)
             )
         })
 }
@@ -264,21 +324,24 @@ struct Vocabulary {
 }
 
 impl Vocabulary {
-    fn read(file: &GgufFile) -> Result<Self, String> {
+    fn read(file: &GgufFile) -> std::result::Result<Self, Problem> {
         let array = |key: &str| match file.get(key) {
             Some(MetaValue::Array(a)) => Ok(Some(a)),
             None => Ok(None),
             Some(_) => Err(format!("{key} is not an array")),
         };
         let tokens = array("tokenizer.ggml.tokens")?.ok_or("tokenizer.ggml.tokens is missing")?;
+        if tokens.len as usize > MAX_PIECES {
+            return Err(format!(
+                "tokenizer.ggml.tokens declares {} pieces, more than the {MAX_PIECES} a vocabulary may have",
+                tokens.len
+            ));
+        }
         let mut pieces = file
             .array_strings(tokens)
             .map_err(|e| format!("tokenizer.ggml.tokens: {e}"))?;
         if pieces.is_empty() {
             return Err("tokenizer.ggml.tokens is empty".into());
-        }
-        if pieces.len() > u32::MAX as usize {
-            return Err("tokenizer.ggml.tokens has more pieces than token ids".into());
         }
         // llama.cpp renames empty pieces the same way, so ids stay where they are.
         for (i, piece) in pieces.iter_mut().enumerate() {
@@ -286,9 +349,13 @@ impl Vocabulary {
                 *piece = format!("[EMPTY_{i}]");
             }
         }
-        let numbers = |key: &str, default: f64| -> Result<Vec<f64>, String> {
+        let numbers = |key: &str, default: f64| -> std::result::Result<Vec<f64>, Problem> {
             match array(key)? {
                 None => Ok(vec![default; pieces.len()]),
+                Some(a) if a.len as usize > MAX_PIECES => Err(format!(
+                    "{key} declares {} entries, more than the {MAX_PIECES} a vocabulary may have",
+                    a.len
+                )),
                 Some(a) => {
                     let values = file.array_numbers(a).map_err(|e| format!("{key}: {e}"))?;
                     if values.len() < pieces.len() {
@@ -314,35 +381,43 @@ impl Vocabulary {
         })
     }
 
-    /// Piece → id; a piece listed twice keeps its first id (the later one is unreachable by text,
-    /// as in llama.cpp, whose lookup keeps the last: such files do not come out of its converter).
+    /// Piece → id. A piece listed twice keeps its last id, as llama.cpp's lookup and a
+    /// tokenizer.json's vocabulary (a JSON object) both do; the earlier id stays decodable.
     fn ids(&self) -> Vocab {
         let mut ids = Vocab::default();
         ids.reserve(self.pieces.len());
         for (i, piece) in self.pieces.iter().enumerate() {
-            ids.entry(piece.clone()).or_insert(i as u32);
+            ids.insert(piece.clone(), i as u32);
         }
         ids
     }
 
-    fn id_key(&self, file: &GgufFile, key: &str) -> Result<Option<u32>, String> {
+    /// The id under `key`, or `default` when the file has none. Only ids that will be added are
+    /// asked for, so a bad id the tokenizer never uses does not stop it.
+    fn special_id(
+        &self,
+        file: &GgufFile,
+        key: &str,
+        default: Option<u32>,
+    ) -> std::result::Result<Option<u32>, Problem> {
+        let n = self.pieces.len();
         match file.get(key) {
-            None => Ok(None),
+            None => Ok(default.filter(|&id| (id as usize) < n)),
             Some(value) => match value.as_u64() {
-                Some(id) if (id as usize) < self.pieces.len() => Ok(Some(id as u32)),
-                _ => Err(format!(
-                    "{key} = {value} is not a token id below {}",
-                    self.pieces.len()
-                )),
+                Some(id) if (id as usize) < n => Ok(Some(id as u32)),
+                Some(id) => Err(format!("{key} = {id} is not a token id below {n}")),
+                None => Err(format!("{key} is not an integer")),
             },
         }
     }
 }
-
 /// SentencePiece BPE as the Hugging Face Llama tokenizer.json has it.
-fn sentencepiece_bpe(file: &GgufFile, vocabulary: &Vocabulary) -> Result<Tokenizer, String> {
+fn sentencepiece_bpe(
+    file: &GgufFile,
+    vocabulary: &Vocabulary,
+) -> std::result::Result<Tokenizer, Problem> {
     let ids = vocabulary.ids();
-    let merges = sentencepiece_merges(vocabulary, &ids);
+    let merges = sentencepiece_merges(vocabulary, &ids)?;
     let mut builder = BPE::builder()
         .vocab_and_merges(ids, merges)
         .byte_fallback(true)
@@ -382,13 +457,23 @@ fn sentencepiece_bpe(file: &GgufFile, vocabulary: &Vocabulary) -> Result<Tokeniz
     Ok(tokenizer)
 }
 
-/// Merges from scores as the Hugging Face converter makes them: for each piece (in id order) every
-/// split into two pieces of the vocabulary, ordered by the parts' ids; then all of them ordered by
-/// the whole piece's score, highest first, the sort stable. SentencePiece merges the best-scoring
-/// adjacent pair first, which is the same order.
-fn sentencepiece_merges(vocabulary: &Vocabulary, ids: &Vocab) -> Vec<(String, String)> {
+/// Merges from scores in the order of the Hub's Llama-2 and Mistral tokenizer.json files (their
+/// converter's): for each piece (in id order) every split into two pieces of the vocabulary,
+/// ordered by the parts' ids; then all of them ordered by the whole piece's score, highest first,
+/// the sort stable. SentencePiece merges the best-scoring adjacent pair first, the same order.
+/// (transformers 5's own converter breaks score ties by the parts' lengths instead; the files
+/// users have were written before it.) Pieces over [`MAX_MERGED_PIECE_CHARS`] are not split, and
+/// more than 8 merges a piece on average is refused.
+fn sentencepiece_merges(
+    vocabulary: &Vocabulary,
+    ids: &Vocab,
+) -> std::result::Result<Vec<(String, String)>, Problem> {
+    let limit = vocabulary.pieces.len().saturating_mul(8).min(MAX_PIECES);
     let mut merges: Vec<(u32, u32, f64)> = Vec::new();
     for (piece, &score) in vocabulary.pieces.iter().zip(&vocabulary.scores) {
+        if piece.chars().nth(MAX_MERGED_PIECE_CHARS).is_some() {
+            continue;
+        }
         let start = merges.len();
         for (split, _) in piece.char_indices().skip(1) {
             let (left, right) = piece.split_at(split);
@@ -396,10 +481,15 @@ fn sentencepiece_merges(vocabulary: &Vocabulary, ids: &Vocab) -> Vec<(String, St
                 merges.push((l, r, score));
             }
         }
+        if merges.len() > limit {
+            return Err(format!(
+                "its pieces split into more than {limit} merges (8 a piece): not a SentencePiece vocabulary"
+            ));
+        }
         merges[start..].sort_by_key(|&(l, r, _)| (l, r));
     }
     merges.sort_by(|a, b| b.2.total_cmp(&a.2));
-    merges
+    Ok(merges
         .into_iter()
         .map(|(l, r, _)| {
             (
@@ -407,7 +497,7 @@ fn sentencepiece_merges(vocabulary: &Vocabulary, ids: &Vocab) -> Vec<(String, St
                 vocabulary.pieces[r as usize].clone(),
             )
         })
-        .collect()
+        .collect())
 }
 
 /// Byte-level BPE with the stored merges and the named pre-tokenizer.
@@ -415,8 +505,14 @@ fn byte_level_bpe(
     file: &GgufFile,
     vocabulary: &Vocabulary,
     profile: &PreTokenizerProfile,
-) -> Result<Tokenizer, String> {
+) -> std::result::Result<Tokenizer, Problem> {
     let merges = match file.get("tokenizer.ggml.merges") {
+        Some(MetaValue::Array(a)) if a.len as usize > MAX_PIECES => {
+            return Err(format!(
+                "tokenizer.ggml.merges declares {} merges, more than the {MAX_PIECES} a vocabulary may have",
+                a.len
+            ))
+        }
         Some(MetaValue::Array(a)) => file
             .array_strings(a)
             .map_err(|e| format!("tokenizer.ggml.merges: {e}"))?,
@@ -427,9 +523,17 @@ fn byte_level_bpe(
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            m.split_once(' ')
-                .map(|(l, r)| (l.to_owned(), r.to_owned()))
-                .ok_or_else(|| format!("tokenizer.ggml.merges[{i}] `{m}` is not two pieces"))
+            // From the second byte on, as llama.cpp splits: a left piece may start with a space.
+            let first = m.chars().next().map_or(0, char::len_utf8);
+            m[first..]
+                .find(' ')
+                .map(|at| (m[..first + at].to_owned(), m[first + at + 1..].to_owned()))
+                .ok_or_else(|| {
+                    format!(
+                        "tokenizer.ggml.merges[{i}] `{}` is not two pieces",
+                        shortened(m)
+                    )
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let model = BPE::builder()
@@ -438,6 +542,11 @@ fn byte_level_bpe(
         .build()
         .map_err(|e| format!("its vocabulary: {e}"))?;
     let mut tokenizer = Tokenizer::new(model);
+    if profile.nfc {
+        tokenizer
+            .with_normalizer(Some(tokenizers::normalizers::unicode::NFC))
+            .map_err(|e| e.to_string())?;
+    }
     let mut steps = Vec::with_capacity(profile.splits.len() + 1);
     for regex in profile.splits {
         let split = Split::new(
@@ -455,7 +564,10 @@ fn byte_level_bpe(
 }
 
 /// Control, unknown and user-defined pieces are matched in the text before the model sees it.
-fn add_special_pieces(tokenizer: &mut Tokenizer, vocabulary: &Vocabulary) -> Result<(), String> {
+fn add_special_pieces(
+    tokenizer: &mut Tokenizer,
+    vocabulary: &Vocabulary,
+) -> std::result::Result<(), Problem> {
     let mut special = Vec::new();
     let mut user = Vec::new();
     for (piece, &kind) in vocabulary.pieces.iter().zip(&vocabulary.types) {
@@ -478,22 +590,13 @@ fn add_special_pieces(tokenizer: &mut Tokenizer, vocabulary: &Vocabulary) -> Res
     Ok(())
 }
 
+/// BOS before and EOS after the text, where given, as a template post-processor.
 fn add_bos_eos(
     tokenizer: &mut Tokenizer,
-    file: &GgufFile,
     vocabulary: &Vocabulary,
-    default_bos: bool,
-) -> Result<(), String> {
-    let flag = |key: &str, default: bool| match file.get(key) {
-        Some(MetaValue::Bool(b)) => *b,
-        _ => default,
-    };
-    let bos = vocabulary
-        .id_key(file, "tokenizer.ggml.bos_token_id")?
-        .filter(|_| flag("tokenizer.ggml.add_bos_token", default_bos));
-    let eos = vocabulary
-        .id_key(file, "tokenizer.ggml.eos_token_id")?
-        .filter(|_| flag("tokenizer.ggml.add_eos_token", false));
+    bos: Option<u32>,
+    eos: Option<u32>,
+) -> std::result::Result<(), Problem> {
     if bos.is_none() && eos.is_none() {
         return Ok(());
     }

@@ -187,64 +187,102 @@ impl Weights {
 
     /// MLA files whose converter split each layer's `kv_b_proj` into `k_b` (per head, transposed)
     /// and `v_b` ([`gguf_spec::renamed`]): the matrix the attention loads, rebuilt once in f32 —
-    /// each head's nope rows from k_b's columns, then its v rows — in an anonymous mapping that
-    /// serves as one more file. It is `H·(nope + v)·kv_lora` floats a layer (8 MB for
-    /// DeepSeek-V2-Lite's 16 heads).
+    /// each head's nope rows from k_b's columns, then its v rows — straight into an anonymous
+    /// mapping that serves as one more file. It is `H·(nope + v)·kv_lora` floats a layer: 8 MB
+    /// for DeepSeek-V2-Lite's 16 heads, 67 MB for DeepSeek-V3's 128 (4.1 GB over its 61 layers,
+    /// beside 400 GB of experts).
     fn join_split_kv_b(&mut self, spec: &ModelSpec, path: &Path) -> Result<()> {
         let super::spec::AttentionSpec::Mla(mla) = &spec.attention else {
             return Ok(());
         };
         let (heads, lora) = (mla.num_heads, mla.kv_lora_rank);
         let (nope, v) = (mla.qk_nope_head_dim, mla.v_head_dim);
-        let mut joined: Vec<(String, Vec<f32>)> = Vec::new();
+        let attention =
+            |layer: usize| format!("{}.{layer}.{}", spec.names.layers, spec.names.attention);
+        // The layers to join, their split halves checked against the spec by their GGUF names.
+        let mut layers = Vec::new();
         for layer in 0..spec.num_layers {
-            let attention = format!("{}.{layer}.{}", spec.names.layers, spec.names.attention);
-            let (k_name, v_name) = (
-                format!("{attention}.k_b.weight"),
-                format!("{attention}.v_b.weight"),
-            );
-            let kv_name = format!("{attention}.kv_b_proj.weight");
-            if self.contains(&kv_name) || !self.contains(&k_name) {
+            let a = attention(layer);
+            if self.contains(&format!("{a}.kv_b_proj.weight")) {
                 continue;
             }
-            let k_b = self.host(&k_name, &[heads * lora, nope])?.to_f32();
-            let v_b = self.host(&v_name, &[heads * v, lora])?.to_f32();
-            let mut kv_b = Vec::with_capacity(heads * (nope + v) * lora);
-            for h in 0..heads {
-                for i in 0..nope {
-                    kv_b.extend((0..lora).map(|c| k_b[(h * lora + c) * nope + i]));
+            for (half, rows, cols, dims) in [
+                ("k_b", heads * lora, nope, [heads, lora, nope]),
+                ("v_b", heads * v, lora, [heads, v, lora]),
+            ] {
+                let found = self
+                    .entries
+                    .get(&format!("{a}.{half}.weight"))
+                    .map(|e| &e.shape);
+                if found != Some(&vec![rows, cols]) {
+                    return Err(Error::Gguf {
+                        path: path.to_owned(),
+                        problem: format!(
+                            "blk.{layer}.attn_{half}.weight is {}, the attention's sizes need \
+                             {} (heads × {})",
+                            match found {
+                                Some(shape) => format!("{} rows of {}", shape[0], shape[1]),
+                                None => "missing".to_owned(),
+                            },
+                            super::gguf::shape_text(&dims.map(|d| d as u64)),
+                            if half == "k_b" {
+                                "kv_lora_rank × nope"
+                            } else {
+                                "v × kv_lora_rank"
+                            },
+                        ),
+                    });
                 }
-                kv_b.extend_from_slice(&v_b[h * v * lora..(h + 1) * v * lora]);
             }
-            joined.push((kv_name, kv_b));
+            layers.push(layer);
         }
-        if joined.is_empty() {
+        if layers.is_empty() {
             return Ok(());
         }
-        let bytes: usize = joined.iter().map(|(_, d)| d.len() * 4).sum();
-        let mut map = memmap2::MmapMut::map_anon(bytes).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let floats = heads * (nope + v) * lora;
+        let mut map =
+            memmap2::MmapMut::map_anon(layers.len() * floats * 4).map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })?;
         let file = self.files.len();
-        let mut start = 0;
-        for (name, data) in joined {
-            let end = start + data.len() * 4;
-            for (dst, v) in map[start..end].chunks_exact_mut(4).zip(&data) {
-                dst.copy_from_slice(&v.to_le_bytes());
+        for (slot, &layer) in layers.iter().enumerate() {
+            let a = attention(layer);
+            let k_b = self
+                .host(&format!("{a}.k_b.weight"), &[heads * lora, nope])?
+                .to_f32();
+            let v_b = self
+                .host(&format!("{a}.v_b.weight"), &[heads * v, lora])?
+                .to_f32();
+            let start = slot * floats * 4;
+            let out = &mut map[start..start + floats * 4];
+            let mut put = out.chunks_exact_mut(4);
+            for h in 0..heads {
+                for i in 0..nope {
+                    for c in 0..lora {
+                        let x = k_b[(h * lora + c) * nope + i];
+                        put.next()
+                            .expect("sized above")
+                            .copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                for &x in &v_b[h * v * lora..(h + 1) * v * lora] {
+                    put.next()
+                        .expect("sized above")
+                        .copy_from_slice(&x.to_le_bytes());
+                }
             }
             self.entries.insert(
-                name,
+                format!("{a}.kv_b_proj.weight"),
                 Entry {
                     file,
                     dtype: safetensors::Dtype::F32,
                     block: None,
                     shape: vec![heads * (nope + v), lora],
                     start,
-                    end,
+                    end: start + floats * 4,
                 },
             );
-            start = end;
         }
         let map = map.make_read_only().map_err(|source| Error::Io {
             path: path.to_owned(),

@@ -194,15 +194,25 @@ fn decode_blocks_with(q: BlockQuant, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// MXFP4: E8M0 exponent e, then 16 bytes of E2M1 nibbles (low: elements 0..16, high: 16..32);
-/// value · 2^(e−127). ggml writes it as doubled integers × 2^(e−128), the same numbers.
+/// MXFP4: E8M0 exponent e, then 16 bytes of E2M1 nibbles (low: elements 0..16, high: 16..32),
+/// decoded as ggml does: the E2M1 values doubled (integers) × 2^(e−128). That is value · 2^(e−127)
+/// for every e; for e = 255, which OCP MX reserves for NaN, it stays finite like ggml's.
 #[inline(always)]
 fn decode_mxfp4(b: &[u8; 17], out: &mut [f32; 32]) {
-    let d = super::matrix::exp2_e8m0(b[0]);
+    /// E2M1 values × 2 (ggml's `kvalues_mxfp4`).
+    const DOUBLED: [f32; 16] = [
+        0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0,
+    ];
+    // 2^(e−128): e = 0 and 1 are f32 subnormals.
+    let d = match b[0] {
+        0 => f32::from_bits(0x0020_0000),
+        1 => f32::from_bits(0x0040_0000),
+        e => f32::from_bits(u32::from(e - 1) << 23),
+    };
     for j in 0..16 {
         let q = b[1 + j];
-        out[j] = super::matrix::FP4_E2M1[(q & 0xf) as usize] * d;
-        out[j + 16] = super::matrix::FP4_E2M1[(q >> 4) as usize] * d;
+        out[j] = DOUBLED[(q & 0xf) as usize] * d;
+        out[j + 16] = DOUBLED[(q >> 4) as usize] * d;
     }
 }
 

@@ -143,7 +143,7 @@ static FP8_E4M3: std::sync::LazyLock<[f32; 256]> = std::sync::LazyLock::new(|| {
 });
 
 /// E2M1 (FP4) values of the 16 nibbles.
-pub(super) const FP4_E2M1: [f32; 16] = [
+const FP4_E2M1: [f32; 16] = [
     0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
 ];
 
@@ -272,7 +272,7 @@ impl HostMatrix {
 }
 
 /// `2^(e − 127)` of an e8m0 exponent byte (255 is NaN in the OCP spec).
-pub(super) fn exp2_e8m0(e: u8) -> f32 {
+fn exp2_e8m0(e: u8) -> f32 {
     if e == 255 {
         f32::NAN
     } else if e == 0 {
