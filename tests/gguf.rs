@@ -676,3 +676,34 @@ fn a_gguf_with_a_vocabulary_takes_a_text_prompt() {
         "{stdout}"
     );
 }
+
+#[test]
+fn rebuilt_kv_b_reads_the_same_after_every_copy() {
+    // kv_b_proj of a deepseek2 file is rebuilt into an anonymous mapping (three layers of 5 KB:
+    // they share pages). Copying one out (what a GPU load does) must not drop pages the next one
+    // still needs: an anonymous page dropped reads back as zeros.
+    use candle_core::{DType, Device};
+    let path = gguf_dir().join("models/deepseek-v2-f32.gguf");
+    let checkpoint = moescope::model::checkpoint::Checkpoint::open(&path).unwrap();
+    let weights = checkpoint.weights(DType::F32, &Device::Cpu).unwrap();
+    let shape = [4 * (8 + 12), 16];
+    for layer in 0..3 {
+        let name = format!("model.layers.{layer}.self_attn.kv_b_proj.weight");
+        let copied: Vec<f32> = weights
+            .get_as(&name, &shape, DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mapped = weights.host(&name, &shape).unwrap().to_f32();
+        assert!(
+            copied == mapped,
+            "layer {layer}: the copy differs from the mapping"
+        );
+        assert!(
+            copied.iter().any(|&v| v != 0.0),
+            "layer {layer} is all zeros"
+        );
+    }
+}

@@ -380,13 +380,32 @@ fn bias_names(spec: &ExpertSpec) -> (&'static str, &'static str) {
 
 /// The dtype a GPU keeps the experts in: their stored float dtype, or the compute dtype for
 /// quantized ones (dequantized FP8 rounded to bf16 moved router logits by 1e-2 in f32 runs).
+///
+/// Only when every matrix of every expert has that one float dtype: a GGUF file mixes types (Q8_0
+/// gate/up with F16 down where rows are not whole blocks), and rounding the dequantized Q8_0 to
+/// f16 moved router logits by 1e-3 on the GPU.
 fn stored_dtype(host: &HostExperts, compute: DType) -> DType {
     use super::host::Format;
-    match host.experts.first().map(|e| &e.down.matrix.format) {
-        Some(Format::F32) => DType::F32,
-        Some(Format::F16) => DType::F16,
-        Some(Format::Bf16) => DType::BF16,
-        _ => compute,
+    let mut formats = host.experts.iter().flat_map(|e| {
+        let gate_up = match &e.gate_up {
+            GateUp::Fused(p, _) => [Some(&p.matrix.format), None],
+            GateUp::Split { gate, up } => [Some(&gate.matrix.format), Some(&up.matrix.format)],
+        };
+        gate_up.into_iter().flatten().chain([&e.down.matrix.format])
+    });
+    let Some(first) = formats.next() else {
+        return compute;
+    };
+    let dtype = match first {
+        Format::F32 => DType::F32,
+        Format::F16 => DType::F16,
+        Format::Bf16 => DType::BF16,
+        _ => return compute,
+    };
+    if formats.all(|f| std::mem::discriminant(f) == std::mem::discriminant(first)) {
+        dtype
+    } else {
+        compute
     }
 }
 

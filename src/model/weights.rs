@@ -55,6 +55,9 @@ struct Entry {
 /// All tensors of a checkpoint, from one or several safetensors files.
 pub struct Weights {
     files: Vec<(PathBuf, Arc<Mmap>)>,
+    /// The anonymous mapping of tensors built at load (GGUF MLA's `kv_b_proj`), one of `files`.
+    /// Its pages are never dropped after a copy: an anonymous page dropped reads back as zeros.
+    built: Option<Arc<Mmap>>,
     entries: HashMap<String, Entry>,
     pub quantization: Quantization,
     /// Dtype tensors are converted to by [`Weights::get`] (the compute dtype).
@@ -110,6 +113,7 @@ impl Weights {
         }
         Ok(Self {
             files,
+            built: None,
             entries,
             quantization,
             dtype,
@@ -176,6 +180,7 @@ impl Weights {
         }
         let mut weights = Self {
             files,
+            built: None,
             entries,
             quantization: Quantization::None,
             dtype,
@@ -288,8 +293,18 @@ impl Weights {
             path: path.to_owned(),
             source,
         })?;
-        self.files.push((path.to_owned(), Arc::new(map)));
+        let map = Arc::new(map);
+        self.built = Some(map.clone());
+        self.files.push((path.to_owned(), map));
         Ok(())
+    }
+
+    /// Whether pages of `map` may be dropped once copied: only where they read back from a file.
+    fn file_backed(&self, map: &Arc<Mmap>) -> bool {
+        !self
+            .built
+            .as_ref()
+            .is_some_and(|built| Arc::ptr_eq(built, map))
     }
 
     /// The file list, for messages ("looked in ...").
@@ -595,7 +610,13 @@ impl Weights {
                 let Bytes::Mapped { map, start, len } = &m.bytes else {
                     unreachable!("checked above")
                 };
-                copy_tensor(map, *start..*start + *len, &m.format, shape)?
+                copy_tensor(
+                    map,
+                    *start..*start + *len,
+                    &m.format,
+                    shape,
+                    self.file_backed(map),
+                )?
             }
             _ => Tensor::from_vec(m.to_f32(), shape, &Device::Cpu)?,
         };
@@ -622,10 +643,11 @@ impl Weights {
         dtype: DType,
     ) -> Result<Tensor> {
         let mmap = &self.files[entry.file].1;
+        let drop = self.file_backed(mmap);
         let tensor = match entry.dtype {
-            safetensors::Dtype::F32 => copy_tensor(mmap, range, &Format::F32, shape)?,
-            safetensors::Dtype::BF16 => copy_tensor(mmap, range, &Format::Bf16, shape)?,
-            safetensors::Dtype::F16 => copy_tensor(mmap, range, &Format::F16, shape)?,
+            safetensors::Dtype::F32 => copy_tensor(mmap, range, &Format::F32, shape, drop)?,
+            safetensors::Dtype::BF16 => copy_tensor(mmap, range, &Format::Bf16, shape, drop)?,
+            safetensors::Dtype::F16 => copy_tensor(mmap, range, &Format::F16, shape, drop)?,
             _ => {
                 let m = self.host(name, &entry.shape)?;
                 Tensor::from_vec(m.to_f32(), shape, &Device::Cpu)?
@@ -644,26 +666,27 @@ impl Weights {
 }
 
 /// A CPU tensor from bytes `range` of `mmap` in a float `format`, copied chunk by chunk with the
-/// copied pages dropped.
+/// copied pages dropped where `drop_pages` (file-backed mappings only).
 fn copy_tensor(
     mmap: &Mmap,
     range: std::ops::Range<usize>,
     format: &Format,
     shape: &[usize],
+    drop_pages: bool,
 ) -> Result<Tensor> {
     Ok(match format {
         Format::Bf16 => Tensor::from_vec(
-            copy_dropping_pages(mmap, range, half::bf16::from_le_bytes),
+            copy_dropping_pages(mmap, range, half::bf16::from_le_bytes, drop_pages),
             shape,
             &Device::Cpu,
         )?,
         Format::F16 => Tensor::from_vec(
-            copy_dropping_pages(mmap, range, half::f16::from_le_bytes),
+            copy_dropping_pages(mmap, range, half::f16::from_le_bytes, drop_pages),
             shape,
             &Device::Cpu,
         )?,
         _ => Tensor::from_vec(
-            copy_dropping_pages(mmap, range, f32::from_le_bytes),
+            copy_dropping_pages(mmap, range, f32::from_le_bytes, drop_pages),
             shape,
             &Device::Cpu,
         )?,
@@ -682,6 +705,7 @@ fn copy_dropping_pages<T, const N: usize>(
     mmap: &Mmap,
     range: std::ops::Range<usize>,
     decode: impl Fn([u8; N]) -> T,
+    drop_pages: bool,
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(range.len() / N);
     let chunk = COPY_CHUNK_BYTES - COPY_CHUNK_BYTES % N;
@@ -694,12 +718,18 @@ fn copy_dropping_pages<T, const N: usize>(
                 .map(|b| decode(b.try_into().expect("N-byte chunk"))),
         );
         #[cfg(unix)]
-        // SAFETY: the mapping is read-only and file-backed: dropped pages are read back from the
-        // file if touched again (host matrices borrowing the same pages see the same bytes), and
-        // no slice into this range outlives this loop iteration.
-        unsafe {
-            let _ =
-                mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+        // SAFETY: the mapping is read-only and file-backed (callers pass `drop_pages` only for
+        // such mappings): dropped pages are read back from the file if touched again (host
+        // matrices borrowing the same pages see the same bytes), and no slice into this range
+        // outlives this loop iteration.
+        if drop_pages {
+            unsafe {
+                let _ = mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                );
+            }
         }
         start = end;
     }
