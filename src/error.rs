@@ -74,6 +74,16 @@ pub enum Error {
     #[error("missing tensor '{name}' (looked in {path})")]
     MissingTensor { name: String, path: PathBuf },
 
+    /// A tensor the spec needs that no tensor of a GGUF block maps to: the block's own tensors are
+    /// listed, so a layout the converter changed can be recognized.
+    #[error("missing tensor '{name}': none of block {block}'s tensors in {path} maps to it (blk.{block} has {present})")]
+    MissingGgufTensor {
+        name: String,
+        block: usize,
+        present: String,
+        path: PathBuf,
+    },
+
     #[error(
         "shape mismatch for tensor '{name}': expected {expected:?}, found {found:?} in {path}"
     )]

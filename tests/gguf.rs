@@ -707,3 +707,28 @@ fn rebuilt_kv_b_reads_the_same_after_every_copy() {
         );
     }
 }
+
+#[test]
+fn a_tensor_the_spec_needs_and_the_file_lacks_is_named_with_the_blocks_own() {
+    // olmoe-q8_0.gguf without blk.1.ffn_gate_inp.weight (make_gguf_models.py).
+    let path = gguf_dir().join("broken/olmoe-no-router.gguf");
+    let out = scratch("gguf-missing").join("out.json");
+    let (ok, _, stderr) = moescope(&[
+        "trace",
+        path.to_str().unwrap(),
+        "--token-ids",
+        "1,2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for needle in [
+        "'model.layers.1.mlp.gate.weight'",
+        "none of block 1's tensors",
+        "olmoe-no-router.gguf",
+        "blk.1 has attn_norm.weight, ffn_down_exps.weight",
+    ] {
+        assert!(stderr.contains(needle), "{needle} not in {stderr}");
+    }
+}

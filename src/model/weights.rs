@@ -42,6 +42,12 @@ impl Quantization {
     }
 }
 
+struct GgufIndex {
+    path: PathBuf,
+    layers: String,
+    blocks: std::collections::BTreeMap<usize, Vec<String>>,
+}
+
 struct Entry {
     file: usize,
     /// The element type; a ggml block type (GGUF) is stored as `U8` bytes with `block` set.
@@ -55,6 +61,9 @@ struct Entry {
 /// All tensors of a checkpoint, from one or several safetensors files.
 pub struct Weights {
     files: Vec<(PathBuf, Arc<Mmap>)>,
+    /// For a GGUF model: its first file, the spec's layer prefix and each block's own tensor
+    /// names (`attn_q.weight` …), for messages about tensors the spec misses.
+    gguf: Option<GgufIndex>,
     /// The anonymous mapping of tensors built at load (GGUF MLA's `kv_b_proj`), one of `files`.
     /// Its pages are never dropped after a copy: an anonymous page dropped reads back as zeros.
     built: Option<Arc<Mmap>>,
@@ -113,6 +122,7 @@ impl Weights {
         }
         Ok(Self {
             files,
+            gguf: None,
             built: None,
             entries,
             quantization,
@@ -178,8 +188,26 @@ impl Weights {
             }
             files.push((part.path.clone(), part.map().clone()));
         }
+        let mut blocks = std::collections::BTreeMap::<usize, Vec<String>>::new();
+        for tensor in model.tensors() {
+            let Some((block, leaf)) = tensor
+                .name
+                .strip_prefix("blk.")
+                .and_then(|rest| rest.split_once('.'))
+            else {
+                continue;
+            };
+            if let Ok(block) = block.parse() {
+                blocks.entry(block).or_default().push(leaf.to_owned());
+            }
+        }
         let mut weights = Self {
             files,
+            gguf: Some(GgufIndex {
+                path: model.metadata().path.clone(),
+                layers: spec.names.layers.clone(),
+                blocks,
+            }),
             built: None,
             entries,
             quantization: Quantization::None,
@@ -367,10 +395,37 @@ impl Weights {
     }
 
     fn entry(&self, name: &str) -> Result<&Entry> {
-        self.entries.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_owned(),
-            path: self.where_looked(),
-        })
+        self.entries.get(name).ok_or_else(|| self.missing(name))
+    }
+
+    /// The error for a tensor the spec needs and the files lack; for a GGUF model, with what the
+    /// block it belongs to does hold.
+    fn missing(&self, name: &str) -> Error {
+        let Some(gguf) = &self.gguf else {
+            return Error::MissingTensor {
+                name: name.to_owned(),
+                path: self.where_looked(),
+            };
+        };
+        let block = name
+            .strip_prefix(&format!("{}.", gguf.layers))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        match block {
+            Some(block) => Error::MissingGgufTensor {
+                name: name.to_owned(),
+                block,
+                present: gguf
+                    .blocks
+                    .get(&block)
+                    .map_or("no tensors".to_owned(), |leaves| leaves.join(", ")),
+                path: gguf.path.clone(),
+            },
+            None => Error::MissingTensor {
+                name: name.to_owned(),
+                path: gguf.path.clone(),
+            },
+        }
     }
 
     fn mismatch(&self, name: &str, expected: &[usize], entry: &Entry) -> Error {
