@@ -313,11 +313,23 @@ fn gguf_info(path: &std::path::Path, json: bool) -> Result<()> {
     }
     let mut lines = vec![("path".to_owned(), path.display().to_string())];
     lines.extend(model.describe());
+    // DeepSeek's kv_b_proj rebuilt at load is held beside the mapping.
+    let rebuilt = runs.as_ref().map_or(0, |(_, _, spec)| {
+        moescope::model::gguf_spec::rebuilt_bytes(&model, spec)
+    });
     lines.push((
         "memory".into(),
         format!(
-            "on the CPU {}",
-            moescope::engine::memory::cpu_residency_note(size_bytes)
+            "on the CPU {}{}",
+            moescope::engine::memory::cpu_residency_note(size_bytes + rebuilt),
+            if rebuilt > 0 {
+                format!(
+                    " (with {} of kv_b_proj rebuilt in f32 from attn_k_b/attn_v_b)",
+                    moescope::units::human_bytes(rebuilt)
+                )
+            } else {
+                String::new()
+            }
         ),
     ));
     match &runs {

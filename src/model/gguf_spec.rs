@@ -261,6 +261,20 @@ const KEYS: &[(&str, &str)] = &[
     ("logit_scale", "logits_scaling"),
 ];
 
+/// Bytes a run holds beside the file's mapping: MLA's `kv_b_proj` rebuilt in f32 for each block
+/// whose converter split it (`Weights::open_gguf`), for the memory estimate of `info`.
+pub fn rebuilt_bytes(model: &GgufModel, spec: &ModelSpec) -> u64 {
+    let AttentionSpec::Mla(mla) = &spec.attention else {
+        return 0;
+    };
+    let split = model
+        .tensors()
+        .filter(|t| t.name.ends_with(".attn_k_b.weight"))
+        .count() as u64;
+    let per_layer = mla.num_heads * (mla.qk_nope_head_dim + mla.v_head_dim) * mla.kv_lora_rank;
+    split.saturating_mul(per_layer as u64 * 4)
+}
+
 /// Blocks at the end of the file that are not transformer blocks of the forward pass (GLM's and
 /// DeepSeek's multi-token-prediction layers, `{arch}.nextn_predict_layers`).
 pub fn trailing_blocks(model: &GgufModel) -> usize {
