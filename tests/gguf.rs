@@ -468,6 +468,11 @@ fn every_broken_header_field_is_refused_by_name() {
         "is too large for any file",
     );
     refused(
+        "zero-dimension",
+        &with(&|b| b.tensors[0].1 = vec![0, 1 << 40]),
+        "has a dimension of 1099511627776, more than a",
+    );
+    refused(
         "unknown-type",
         &with(&|b| b.tensors[0].2 = 31),
         "'a.weight': type 31, which this build does not know",

@@ -457,6 +457,14 @@ impl Header {
                     shape_text(&dims)
                 )));
             };
+            // With another dimension 0 the product says nothing: each dimension on its own must
+            // fit the file (no ggml type packs more than 8 elements a byte).
+            if let Some(&d) = dims.iter().find(|&&d| d > file_bytes.saturating_mul(8)) {
+                return Err(at(format!(
+                    "shape {} has a dimension of {d}, more than a {file_bytes}-byte file could hold",
+                    shape_text(&dims)
+                )));
+            }
             if offset % alignment != 0 {
                 return Err(at(format!(
                     "data offset {offset} is not a multiple of the alignment {alignment}"

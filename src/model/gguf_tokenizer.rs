@@ -6,7 +6,7 @@
 //! in llama.cpp's code. The rebuilt tokenizer is the one the original tokenizer.json describes:
 //!
 //! - `llama` (SentencePiece BPE, Mixtral/Llama-2): pieces as a BPE model with byte fallback, its
-//!   merges derived from the scores the way the Hugging Face converter derives them (every split of a
+//!   merges derived from the scores in the order of the Hub's tokenizer.json files (every split of a
 //!   piece into two pieces, ranked by the whole piece's score), spaces as `▁` with a leading `▁`.
 //! - `gpt2` (byte-level BPE): the stored merges, and per pre-tokenizer name the Split regexes of the
 //!   family's tokenizer.json ([`PRE_TOKENIZERS`]), then the byte-level mapping.
@@ -411,6 +411,7 @@ impl Vocabulary {
         }
     }
 }
+
 /// SentencePiece BPE as the Hugging Face Llama tokenizer.json has it.
 fn sentencepiece_bpe(
     file: &GgufFile,
