@@ -36,6 +36,25 @@ struct Arch {
     /// Moves the flat config fields where the family's config.json has them (DBRX nests them)
     /// and adds what only this architecture's keys say (DeepSeek's MLA sizes).
     reshape_config: fn(&GgufModel, &mut Map<String, Value>),
+    /// Notes on the family rules taken where llama.cpp applies its own (they go in the spec).
+    rule_notes: fn(&ModelSpec) -> Vec<String>,
+}
+
+/// Families whose rules llama.cpp follows as transformers does.
+fn no_rule_notes(_: &ModelSpec) -> Vec<String> {
+    Vec::new()
+}
+
+/// DeepSeek-V2 with groups: llama.cpp ranks groups as V3 does.
+fn deepseek_rule_notes(spec: &ModelSpec) -> Vec<String> {
+    match (&spec.moe.router.selection, spec.family) {
+        (crate::routing::Selection::GroupLimited { .. }, "DeepSeek-V2") => vec![
+            "GGUF (deepseek2, V2 with groups): groups ranked by their best expert, as \
+             transformers' DeepSeek-V2 does (llama.cpp ranks them by the sum of their best two)"
+                .into(),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 /// Most families read the flat fields as they are.
@@ -147,6 +166,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: Some(true),
         yarn_truncate: true,
         reshape_config: flat,
+        rule_notes: no_rule_notes,
     },
     Arch {
         name: "qwen2moe",
@@ -155,6 +175,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: Some(false),
         yarn_truncate: true,
         reshape_config: flat,
+        rule_notes: no_rule_notes,
     },
     Arch {
         name: "qwen3moe",
@@ -163,6 +184,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: Some(true),
         yarn_truncate: true,
         reshape_config: flat,
+        rule_notes: no_rule_notes,
     },
     Arch {
         name: "olmoe",
@@ -171,6 +193,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: Some(false),
         yarn_truncate: true,
         reshape_config: flat,
+        rule_notes: no_rule_notes,
     },
     // GPT-OSS: the family file's defaults stand for what llama.cpp hard-codes (even layers
     // sliding, SwiGLU alpha 1.702 and limit 7.0); experts come as separate gate/up/down stacks
@@ -185,6 +208,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: Some(false),
         yarn_truncate: true,
         reshape_config: flat,
+        rule_notes: no_rule_notes,
     },
     // Granite-MoE: top-k of the logits, softmax over the k; Granite's four multipliers; q/k rows
     // permuted like Llama's (the converter's Granite classes derive from its Llama one).
@@ -195,6 +219,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: None,
         yarn_truncate: true,
         reshape_config: flat,
+        rule_notes: no_rule_notes,
     },
     // DBRX: fused Wqkv clamped by `attention.clamp_kqv`, bias-free LayerNorm, softmax → top-k →
     // renormalized (llama.cpp's norm_w, DBRX's moe_normalize_expert_weights = 1 default).
@@ -205,6 +230,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: None,
         yarn_truncate: true,
         reshape_config: dbrx_nested,
+        rule_notes: no_rule_notes,
     },
     // DeepSeek-V2/V2.5/V3/R1, Kimi-K2 and other MLA models (`deepseek2`); see `deepseek_mla`.
     Arch {
@@ -214,6 +240,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: Some(false),
         yarn_truncate: true,
         reshape_config: deepseek_mla,
+        rule_notes: deepseek_rule_notes,
     },
     Arch {
         name: "gpt-oss",
@@ -222,6 +249,7 @@ const ARCHES: &[Arch] = &[
         norm_topk: None,
         yarn_truncate: false,
         reshape_config: flat,
+        rule_notes: no_rule_notes,
     },
 ];
 
@@ -267,9 +295,13 @@ pub fn rebuilt_bytes(model: &GgufModel, spec: &ModelSpec) -> u64 {
     let AttentionSpec::Mla(mla) = &spec.attention else {
         return 0;
     };
-    let split = model
-        .tensors()
-        .filter(|t| t.name.ends_with(".attn_k_b.weight"))
+    // As `Weights::open_gguf` joins them: blocks of the pass with a split and no `attn_kv_b`.
+    let has = |block: usize, leaf: &str| {
+        let name = format!("blk.{block}.{leaf}.weight");
+        model.tensors().any(|t| t.name == name)
+    };
+    let split = (0..spec.num_layers)
+        .filter(|&b| has(b, "attn_k_b") && !has(b, "attn_kv_b"))
         .count() as u64;
     let per_layer = mla.num_heads * (mla.qk_nope_head_dim + mla.v_head_dim) * mla.kv_lora_rank;
     split.saturating_mul(per_layer as u64 * 4)
@@ -321,25 +353,14 @@ pub fn spec_of(model: &GgufModel) -> Result<(&'static Family, ModelConfig, Model
             down: "down_proj",
         };
     }
-    if arch.name == "deepseek2" {
-        if let (crate::routing::Selection::GroupLimited { .. }, "DeepSeek-V2") =
-            (&spec.moe.router.selection, spec.family)
-        {
-            spec.notes.push(
-                "GGUF (deepseek2, V2 with groups): groups ranked by their best expert, as \
-                 transformers' DeepSeek-V2 does (llama.cpp ranks them by the sum of their best two)"
-                    .into(),
-            );
-        }
-        if model
-            .tensors()
-            .any(|t| t.name.ends_with(".attn_k_b.weight"))
-        {
-            spec.notes.push(
-                "GGUF (deepseek2): kv_b_proj rebuilt in f32 from the file's attn_k_b and attn_v_b"
-                    .into(),
-            );
-        }
+    spec.notes.extend((arch.rule_notes)(&spec));
+    let rebuilt = rebuilt_bytes(model, &spec);
+    if rebuilt > 0 {
+        spec.notes.push(format!(
+            "GGUF: kv_b_proj rebuilt in f32 from the file's attn_k_b and attn_v_b ({} beside the \
+             mapping)",
+            crate::units::human_bytes(rebuilt)
+        ));
     }
     match norm_topk(model, arch) {
         Some(norm) => spec.notes.push(format!(
