@@ -89,7 +89,7 @@ fn every_gguf_conversion_matches_transformers() {
         .collect();
     files.sort();
     assert!(
-        files.len() >= 24,
+        files.len() >= 28,
         "expected the GGUF conversions, found {}",
         files.len()
     );
@@ -278,5 +278,117 @@ fn stored_precision_routes_like_widened_weights() {
         }
         let d = max_abs_diff(&stored.last_logits, &widened.last_logits);
         assert!(d <= 1e-4, "{}: last logits differ by {d}", r.name);
+    }
+}
+
+/// llama.cpp's own routing of a converted file (`bench/llama_routing.py --write-reference`: the
+/// `ffn_moe_topk` nodes of its graph, its kernels, activations quantized to 8 bits where weights
+/// are quantized).
+#[derive(serde::Deserialize)]
+struct LlamaCppRouting {
+    input_ids: Vec<u32>,
+    moe_layers: Vec<LlamaCppLayer>,
+}
+
+#[derive(serde::Deserialize)]
+struct LlamaCppLayer {
+    layer: usize,
+    topk_ids: Vec<Vec<u32>>,
+}
+
+/// Files llama.cpp routes by a rule other than the model's, each with the note moescope's spec
+/// carries for it (moescope follows transformers there).
+const LLAMA_CPP_RULES_DIFFER: &[(&str, &str)] = &[
+    // llama.cpp ranks DeepSeek-V2's groups by the sum of their best two experts.
+    (
+        "deepseek-v2-group-f32",
+        "groups ranked by their best expert",
+    ),
+    // No expert_gating_func key (a transformers-5 config has no scoring_func): llama.cpp
+    // scores with softmax; deepseek-v3-v4-q8_0, with the key, is held to the threshold.
+    (
+        "deepseek-v3-f32",
+        "llama.cpp scores such a file with softmax",
+    ),
+    (
+        "deepseek-v3-q8_0",
+        "llama.cpp scores such a file with softmax",
+    ),
+];
+
+/// The program users trust for these files picks the same experts as moescope on at least 97 %
+/// of the decisions (a decision: one expert chosen for one token in one layer; near-ties may
+/// differ under llama.cpp's 8-bit activations), except where llama.cpp's rule is not the
+/// model's and the spec says so.
+#[test]
+fn gguf_files_route_like_llama_cpp_itself() {
+    let dir = common::fixtures_dir().join("gguf/models");
+    let mut references: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".llama-cpp.json"))
+        .collect();
+    references.sort();
+    assert!(
+        references.len() >= 26,
+        "expected llama.cpp's routing of every conversion, found {}",
+        references.len()
+    );
+    for reference in references {
+        let text = std::fs::read_to_string(&reference).unwrap();
+        let theirs: LlamaCppRouting = serde_json::from_str(&text).unwrap();
+        let name = reference
+            .to_string_lossy()
+            .replace(".llama-cpp.json", ".gguf");
+        let mut engine = Engine::load(std::path::Path::new(&name), EngineOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let trace = engine
+            .run(&theirs.input_ids)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            trace.moe_layers.iter().map(|l| l.layer).collect::<Vec<_>>(),
+            theirs
+                .moe_layers
+                .iter()
+                .map(|l| l.layer)
+                .collect::<Vec<_>>(),
+            "{name}: MoE layers"
+        );
+        let (mut decisions, mut shared) = (0usize, 0usize);
+        for (ours, theirs) in trace.moe_layers.iter().zip(&theirs.moe_layers) {
+            assert_eq!(
+                ours.topk_ids.rows(),
+                theirs.topk_ids.len(),
+                "{name}: tokens"
+            );
+            for (t, their_ids) in theirs.topk_ids.iter().enumerate() {
+                let our_ids = ours.topk_ids.row(t);
+                decisions += our_ids.len();
+                shared += our_ids.iter().filter(|e| their_ids.contains(e)).count();
+            }
+        }
+        let share = shared as f64 / decisions as f64;
+        eprintln!("{name}: {shared}/{decisions} decisions as llama.cpp's");
+        let stem = std::path::Path::new(&name)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy();
+        if let Some((_, note)) = LLAMA_CPP_RULES_DIFFER.iter().find(|(f, _)| *f == stem) {
+            let model =
+                moescope::model::gguf::GgufModel::open(std::path::Path::new(&name)).unwrap();
+            let (_, _, spec) = moescope::model::gguf_spec::spec_of(&model).unwrap();
+            assert!(
+                spec.notes.iter().any(|n| n.contains(note)),
+                "{name}: routes unlike llama.cpp without the note '{note}' (notes: {:?})",
+                spec.notes
+            );
+            continue;
+        }
+        assert!(
+            share >= 0.97,
+            "{name}: {shared} of {decisions} decisions as llama.cpp's ({:.1} %)",
+            100.0 * share
+        );
     }
 }

@@ -51,6 +51,9 @@ pub enum RopeScaling {
         factor: Option<f64>,
         original_max_position_embeddings: usize,
     },
+    /// Each frequency divided by its own factor: a GGUF file's `rope_freqs` tensor, the form
+    /// llama.cpp's converter gives llama3 scaling (Llama-4 Scout), one factor per rotated pair.
+    FrequencyFactors { factors: Vec<f64> },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +73,7 @@ impl RopeConfig {
             RopeScaling::Yarn { .. } => "yarn",
             RopeScaling::Llama3 { .. } => "llama3",
             RopeScaling::LongRope { .. } => "longrope",
+            RopeScaling::FrequencyFactors { .. } => "rope_freqs",
         }
     }
 }

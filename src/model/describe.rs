@@ -195,6 +195,10 @@ fn rope(
             original_max_position_embeddings,
             ..
         } => format!(" (original {original_max_position_embeddings})"),
+        RopeScaling::FrequencyFactors { factors } => {
+            let largest = factors.iter().copied().fold(1.0, f64::max);
+            format!(" (per-pair factors up to {largest})")
+        }
     };
     format!(
         "rotary {}{scaling} θ={}{}{}",

@@ -730,6 +730,28 @@ impl GgufModel {
         self.parts.iter().map(GgufFile::size_bytes).sum()
     }
 
+    /// The values of a small F32 tensor the spec itself needs (`rope_freqs`); `None` when the
+    /// file has no such tensor, an error when it is not F32.
+    pub fn f32_values(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        for part in &self.parts {
+            if let Some(tensor) = part.tensors.iter().find(|t| t.name == name) {
+                if tensor.ggml_type != GgmlType(0) {
+                    return Err(Error::Gguf {
+                        path: part.path.clone(),
+                        problem: format!("'{name}' is {}, expected F32", tensor.ggml_type),
+                    });
+                }
+                let values = part
+                    .tensor_bytes(tensor)
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                return Ok(Some(values));
+            }
+        }
+        Ok(None)
+    }
+
     /// Tensor count per ggml type, most bytes first: what a file's quantization really is
     /// (a "Q4_K_M" file mixes Q4_K, Q6_K and F32).
     pub fn type_summary(&self) -> Vec<(GgmlType, usize, u64)> {

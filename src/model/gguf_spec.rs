@@ -11,7 +11,7 @@
 //! dimensions; such files are run with interleaved rotary pairs, which gives the same attention
 //! scores as the original's halves without touching the weights.
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, RopeScaling};
 use super::gguf::{GgufModel, GgufTensor, MetaValue};
 use super::registry::{self, Family};
 use super::spec::{AttentionSpec, ExpertLayout, ModelSpec, QkvProjections, RopePairing};
@@ -37,24 +37,80 @@ struct Arch {
     /// and adds what only this architecture's keys say (DeepSeek's MLA sizes).
     reshape_config: fn(&GgufModel, &mut Map<String, Value>),
     /// Notes on the family rules taken where llama.cpp applies its own (they go in the spec).
-    rule_notes: fn(&ModelSpec) -> Vec<String>,
+    rule_notes: fn(&GgufModel, &ModelSpec) -> Vec<String>,
 }
 
 /// Families whose rules llama.cpp follows as transformers does.
-fn no_rule_notes(_: &ModelSpec) -> Vec<String> {
+fn no_rule_notes(_: &GgufModel, _: &ModelSpec) -> Vec<String> {
     Vec::new()
 }
 
-/// DeepSeek-V2 with groups: llama.cpp ranks groups as V3 does.
-fn deepseek_rule_notes(spec: &ModelSpec) -> Vec<String> {
-    match (&spec.moe.router.selection, spec.family) {
-        (crate::routing::Selection::GroupLimited { .. }, "DeepSeek-V2") => vec![
+/// DeepSeek-V2 with groups: llama.cpp ranks groups as V3 does. DeepSeek-V3 without
+/// `expert_gating_func`: llama.cpp scores it with softmax (its default for V2-era files), where
+/// the model is sigmoid; its converter writes the key only from a config's `scoring_func`, which
+/// transformers 5 configs no longer carry.
+fn deepseek_rule_notes(model: &GgufModel, spec: &ModelSpec) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let (crate::routing::Selection::GroupLimited { .. }, "DeepSeek-V2") =
+        (&spec.moe.router.selection, spec.family)
+    {
+        notes.push(
             "GGUF (deepseek2, V2 with groups): groups ranked by their best expert, as \
              transformers' DeepSeek-V2 does (llama.cpp ranks them by the sum of their best two)"
                 .into(),
-        ],
-        _ => Vec::new(),
+        );
     }
+    let gating = model.metadata().get("deepseek2.expert_gating_func");
+    if spec.family == "DeepSeek-V3" && gating.is_none() {
+        notes.push(
+            "GGUF (deepseek2): no expert_gating_func key; scored with sigmoid as DeepSeek-V3 is \
+             (llama.cpp scores such a file with softmax)"
+                .into(),
+        );
+    }
+    notes
+}
+
+/// Llama-4 (`llama4`): llama.cpp stores the dense MLP's width as `feed_forward_length` and the
+/// experts' as `expert_feed_forward_length`, and hard-codes the rest of the family's attention as
+/// Scout and Maverick are released: chunked attention of 8192 on the rotary layers, every fourth
+/// layer NoPE with temperature tuning (floor 8192, scale 0.1), the weightless q/k norm except in
+/// the 128-expert model — unless `attention.sliding_window` is 0 (all layers full attention,
+/// only the last without rotary, no tuning), as its loader reads the file.
+fn llama4_fields(model: &GgufModel, cfg: &mut Map<String, Value>) {
+    let meta = model.metadata();
+    let key = |suffix: &str| {
+        meta.get(&format!("llama4.{suffix}"))
+            .and_then(MetaValue::as_u64)
+    };
+    if let Some(dense) = cfg.remove("intermediate_size") {
+        cfg.insert("intermediate_size_mlp".into(), dense);
+    }
+    if let Some(experts) = cfg.remove("moe_intermediate_size") {
+        cfg.insert("intermediate_size".into(), experts);
+    }
+    if let Some(step) = key("interleave_moe_layer_step") {
+        cfg.insert("interleave_moe_layer_step".into(), json!(step));
+    }
+    let blocks = cfg
+        .get("num_hidden_layers")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    cfg.remove("sliding_window");
+    if key("attention.sliding_window") == Some(0) {
+        cfg.insert("no_rope_layer_interval".into(), json!(blocks.max(1)));
+        cfg.insert("attn_temperature_tuning".into(), json!(false));
+    } else {
+        cfg.insert("attention_chunk_size".into(), json!(8192));
+        cfg.insert("no_rope_layer_interval".into(), json!(4));
+        cfg.insert("attn_temperature_tuning".into(), json!(true));
+        cfg.insert("floor_scale".into(), json!(8192));
+        cfg.insert("attn_scale".into(), json!(0.1));
+    }
+    cfg.insert(
+        "use_qk_norm".into(),
+        json!(key("expert_count") != Some(128)),
+    );
 }
 
 /// Most families read the flat fields as they are.
@@ -243,6 +299,15 @@ const ARCHES: &[Arch] = &[
         rule_notes: deepseek_rule_notes,
     },
     Arch {
+        name: "llama4",
+        model_type: "llama4_text",
+        permuted_qk: false,
+        norm_topk: None,
+        yarn_truncate: true,
+        reshape_config: llama4_fields,
+        rule_notes: no_rule_notes,
+    },
+    Arch {
         name: "gpt-oss",
         model_type: "gpt_oss",
         permuted_qk: false,
@@ -353,7 +418,8 @@ pub fn spec_of(model: &GgufModel) -> Result<(&'static Family, ModelConfig, Model
             down: "down_proj",
         };
     }
-    spec.notes.extend((arch.rule_notes)(&spec));
+    apply_rope_freqs(model, &mut spec)?;
+    spec.notes.extend((arch.rule_notes)(model, &spec));
     let rebuilt = rebuilt_bytes(model, &spec);
     if rebuilt > 0 {
         spec.notes.push(format!(
@@ -379,6 +445,32 @@ pub fn spec_of(model: &GgufModel) -> Result<(&'static Family, ModelConfig, Model
     }
     spec.validate().map_err(bad)?;
     Ok((family, cfg, spec))
+}
+
+/// A `rope_freqs` tensor (llama3 scaling as llama.cpp's converter stores it: one divisor per
+/// rotated pair) replaces the rotary's scaling; llama.cpp applies it to every rotary layer.
+fn apply_rope_freqs(model: &GgufModel, spec: &mut ModelSpec) -> Result<()> {
+    let Some(factors) = model.f32_values("rope_freqs.weight")? else {
+        return Ok(());
+    };
+    let bad = |problem: String| Error::Gguf {
+        path: model.metadata().path.clone(),
+        problem,
+    };
+    let AttentionSpec::Gqa(gqa) = &mut spec.attention else {
+        return Err(bad("rope_freqs in a file whose attention is not GQA".into()));
+    };
+    let pairs = gqa.rotary_dim() / 2;
+    if factors.len() != pairs || factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+        return Err(bad(format!(
+            "rope_freqs holds {} factors for {pairs} rotated pairs, or one is not a positive number",
+            factors.len()
+        )));
+    }
+    gqa.rope.scaling = RopeScaling::FrequencyFactors {
+        factors: factors.into_iter().map(f64::from).collect(),
+    };
+    Ok(())
 }
 
 fn norm_topk(model: &GgufModel, arch: &Arch) -> Option<bool> {

@@ -37,6 +37,15 @@ impl Rotary {
         let mut length_scaling = None;
         let (inv_freq, attention_scaling) = match &rope.scaling {
             RopeScaling::Default => (default(), 1.0),
+            // llama.cpp: θ = position · base^(−2i/d) / factor[i].
+            RopeScaling::FrequencyFactors { factors } => (
+                default()
+                    .iter()
+                    .zip(factors.iter().chain(std::iter::repeat(&1.0)))
+                    .map(|(f, factor)| f / factor)
+                    .collect(),
+                1.0,
+            ),
             RopeScaling::Linear { factor } => {
                 (pos_freqs.iter().map(|p| 1.0 / (p * factor)).collect(), 1.0)
             }
