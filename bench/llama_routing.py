@@ -74,8 +74,9 @@ def token_ids(path: pathlib.Path, count: int) -> list[int]:
     reference = path.with_suffix(".reference.json")
     if reference.exists():
         return json.loads(reference.read_text())["input_ids"]
-    fixture = HERE.parent / "tests" / "fixtures" / path.stem.rsplit("-", 1)[0] / "reference.json"
-    if fixture.exists():
+    fixtures = HERE.parent / "tests" / "fixtures"
+    fixture = fixtures / path.stem.rsplit("-", 1)[0] / "reference.json"
+    if path.resolve().is_relative_to(fixtures) and fixture.exists():
         return json.loads(fixture.read_text())["input_ids"]
     vocab = vocab_size(path)
     rng = random.Random(0)
