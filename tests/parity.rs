@@ -76,18 +76,24 @@ fn gguf_reference(file: &std::path::Path) -> GgufReference {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// llama.cpp's converter's files (stacked experts, permuted llama q/k, Q8_0 blocks) route like
-/// transformers, on both expert paths.
-#[test]
-fn every_gguf_conversion_matches_transformers() {
+/// The files of tests/fixtures/gguf/models whose names end in `suffix`, sorted.
+fn gguf_models_ending(suffix: &str) -> Vec<std::path::PathBuf> {
     let dir = common::fixtures_dir().join("gguf/models");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
         .collect();
     files.sort();
+    files
+}
+
+/// llama.cpp's converter's files (stacked experts, permuted llama q/k, Q8_0 blocks) route like
+/// transformers, on both expert paths.
+#[test]
+fn every_gguf_conversion_matches_transformers() {
+    let files = gguf_models_ending(".gguf");
     assert!(
         files.len() >= 28,
         "expected the GGUF conversions, found {}",
@@ -322,14 +328,7 @@ const LLAMA_CPP_RULES_DIFFER: &[(&str, &str)] = &[
 /// model's and the spec says so.
 #[test]
 fn gguf_files_route_like_llama_cpp_itself() {
-    let dir = common::fixtures_dir().join("gguf/models");
-    let mut references: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".llama-cpp.json"))
-        .collect();
-    references.sort();
+    let references = gguf_models_ending(".llama-cpp.json");
     assert!(
         references.len() >= 26,
         "expected llama.cpp's routing of every conversion, found {}",

@@ -431,19 +431,72 @@ mod portable {
     }
 }
 
+/// Weight rows decoded at a time by [`decoded_rows`] (16 rows of 2048 f32: 128 KB, in L2 while
+/// every activation row passes over them) and per task.
+const DECODED_ROWS: usize = 16;
+
+/// `y[i, j] = x[i, :] · W[j, :]` for W `[n, k]` in any stored format: each weight row decoded once,
+/// contiguously, then multiplied by `tile` over blocks of ≤ 4 activation rows × ≤ `tile_cols`
+/// decoded rows (`tile(a, rows, w, cols, c)`: activations and weights with stride `k`, outputs
+/// with stride `ldy`). The AVX2 and AVX-512 few-row paths differ only in their tile.
+///
+/// # Safety
+/// `tile` must only read `rows` rows at `a` and `cols` rows at `w` (each `k` long) and write
+/// `rows × cols` outputs at `c`; the ISA it uses must have been detected.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn decoded_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &HostMatrix,
+    n: usize,
+    y: &mut [f32],
+    ldy: usize,
+    tile_cols: usize,
+    tile: unsafe fn(*const f32, usize, *const f32, usize, usize, *mut f32, usize),
+) {
+    let out = SharedOut(y.as_mut_ptr());
+    (0..n.div_ceil(DECODED_ROWS)).into_par_iter().for_each_init(
+        || vec![0f32; DECODED_ROWS * k],
+        |decoded, t| {
+            let c0 = t * DECODED_ROWS;
+            let c_end = (c0 + DECODED_ROWS).min(n);
+            for (j, row) in (c0..c_end).zip(decoded.chunks_exact_mut(k)) {
+                w.decode_row(j, 0, row);
+            }
+            for i0 in (0..m).step_by(4) {
+                let rows = 4.min(m - i0);
+                for j0 in (c0..c_end).step_by(tile_cols) {
+                    let cols = tile_cols.min(c_end - j0);
+                    // SAFETY: reads stay in rows i0..i0+rows of x and the decoded rows
+                    // j0..j0+cols; writes go to outputs this task owns (its W rows); the caller
+                    // vouches for the tile.
+                    unsafe {
+                        tile(
+                            x.as_ptr().add(i0 * k),
+                            rows,
+                            decoded.as_ptr().add((j0 - c0) * k),
+                            cols,
+                            k,
+                            out.get().add(i0 * ldy + j0),
+                            ldy,
+                        )
+                    }
+                }
+            }
+        },
+    );
+}
+
 /// The micro-tile for AVX2 + FMA (16 ymm registers): the 32 panel columns as two halves of 16,
 /// each 6 rows × 2 registers of accumulators (12) + 2 weight registers + 1 broadcast. The plain
 /// loops compiled for AVX2 kept 24 accumulators and spilled: 40 GFLOP/s on 2 cores.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{SharedOut, MR, NR};
+    use super::{MR, NR};
     use crate::model::host::matrix::HostMatrix;
-    use rayon::prelude::*;
     use std::arch::x86_64::*;
-
-    /// Weight rows decoded at a time (16 rows of 2048 f32: 128 KB, in L2 while every activation
-    /// row passes over them) and per task.
-    const DECODED_ROWS: usize = 16;
 
     /// `y[i, j] = x[i, :] · W[j, :]` for W `[n, k]` in any stored format: each weight row is
     /// decoded once, contiguously, and reused by every activation row in 4 × 2 tiles of 8-lane
@@ -457,37 +510,9 @@ mod avx2 {
         y: &mut [f32],
         ldy: usize,
     ) {
-        let out = SharedOut(y.as_mut_ptr());
-        (0..n.div_ceil(DECODED_ROWS)).into_par_iter().for_each_init(
-            || vec![0f32; DECODED_ROWS * k],
-            |decoded, t| {
-                let c0 = t * DECODED_ROWS;
-                let c_end = (c0 + DECODED_ROWS).min(n);
-                for (j, row) in (c0..c_end).zip(decoded.chunks_exact_mut(k)) {
-                    w.decode_row(j, 0, row);
-                }
-                for i0 in (0..m).step_by(4) {
-                    let rows = 4.min(m - i0);
-                    for j0 in (c0..c_end).step_by(2) {
-                        let cols = 2.min(c_end - j0);
-                        // SAFETY: AVX2 and FMA were detected; reads stay in rows i0..i0+rows of
-                        // x and the decoded rows j0..j0+cols; writes go to outputs this task owns
-                        // (its W rows).
-                        unsafe {
-                            dot_tile(
-                                x.as_ptr().add(i0 * k),
-                                rows,
-                                decoded.as_ptr().add((j0 - c0) * k),
-                                cols,
-                                k,
-                                out.get().add(i0 * ldy + j0),
-                                ldy,
-                            )
-                        }
-                    }
-                }
-            },
-        );
+        // SAFETY: `dot_tile` reads and writes only the tile it is given; callers detected AVX2
+        // and FMA.
+        unsafe { super::decoded_rows(x, m, k, w, n, y, ldy, 2, dot_tile) }
     }
 
     /// `rows` (≤ 4) activation rows against `cols` (≤ 2) weight rows, both with stride `k`.
@@ -651,10 +676,6 @@ mod direct {
         });
     }
 
-    /// Weight rows decoded per task of [`dot_rows_decoded`]: 16 rows of 2048 f32 are 128 KB, in
-    /// L2, reused by every 4-row block of activations.
-    const DECODED_ROWS: usize = 16;
-
     /// [`dot_rows`] for W in any stored format (ggml blocks): each weight row decoded once,
     /// contiguously, then read by the same 4 × 4 tiles. Through k-major panels (the blocked
     /// path) the transposed stores of decoding cost as much as the FMAs at experts' row counts.
@@ -667,39 +688,23 @@ mod direct {
         y: &mut [f32],
         ldy: usize,
     ) {
-        let out = SharedOut(y.as_mut_ptr());
-        (0..n.div_ceil(DECODED_ROWS)).into_par_iter().for_each_init(
-            || vec![0f32; DECODED_ROWS * k],
-            |decoded, t| {
-                let c0 = t * DECODED_ROWS;
-                let c_end = (c0 + DECODED_ROWS).min(n);
-                for (j, row) in (c0..c_end).zip(decoded.chunks_exact_mut(k)) {
-                    w.decode_row(j, 0, row);
-                }
-                for i0 in (0..m).step_by(4) {
-                    let rows = 4.min(m - i0);
-                    for j0 in (c0..c_end).step_by(4) {
-                        let cols = 4.min(c_end - j0);
-                        // SAFETY: AVX-512F was detected; reads stay in rows i0..i0+rows of x and
-                        // the decoded rows j0..j0+cols; writes go to outputs this task owns (its
-                        // W rows).
-                        unsafe {
-                            dot_tile(
-                                x.as_ptr().add(i0 * k),
-                                k,
-                                rows,
-                                decoded.as_ptr().add((j0 - c0) * k),
-                                cols,
-                                k,
-                                out.get().add(i0 * ldy + j0),
-                                ldy,
-                                |q| _mm512_loadu_ps(q),
-                            )
-                        }
-                    }
-                }
-            },
-        );
+        // SAFETY: `f32_tile` reads and writes only the tile it is given; callers detected
+        // AVX-512F.
+        unsafe { super::decoded_rows(x, m, k, w, n, y, ldy, 4, f32_tile) }
+    }
+
+    /// [`dot_tile`] over f32 rows that share the stride `k`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32_tile(
+        a: *const f32,
+        rows: usize,
+        w: *const f32,
+        cols: usize,
+        k: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        dot_tile(a, k, rows, w, cols, k, c, ldc, |q| _mm512_loadu_ps(q))
     }
 
     /// `y[i, j] = x[i, :] · W[j, :]` for bf16 x and W (`[n, k]` row-major): 32 pairs per
