@@ -87,14 +87,12 @@ fn synthetic_trace() -> Trace {
             },
         },
         tokens: (0..TOKENS)
-            .map(|i| Token {
-                id: i as u32,
-                text: format!("t{i}"),
-            })
+            .map(|i| Token::given(i as u32, format!("t{i}")))
             .collect(),
         moe_layers,
         last_logits: Vec::new(),
         forward_ms: 197.0,
+        prompt_tokens: None,
     }
 }
 

@@ -126,6 +126,10 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// Generation options that cannot be honoured (a temperature of 0, top-p outside (0, 1]).
+    #[error("cannot generate: {0}")]
+    Generation(String),
+
     #[error("device: {0}")]
     Device(String),
 

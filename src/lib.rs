@@ -14,6 +14,7 @@ pub mod export;
 pub mod fuzzing;
 #[cfg(feature = "gui")]
 pub mod gui;
+pub mod input;
 pub mod model;
 pub mod routing;
 pub mod trace;

@@ -478,3 +478,61 @@ fn lying_quantized_tensors_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn generate_streams_text_writes_the_trace_and_refuses_bad_sampling() {
+    let model = common::sample_models_dir().join("mixtral-tiny");
+    let out = std::env::temp_dir().join(format!("moescope-generate-{}.json", std::process::id()));
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "generate",
+        m,
+        "--prompt",
+        "The capital of France is",
+        "--out",
+        o,
+    ];
+    let (ok, stdout, stderr) = moescope(&args);
+    assert!(ok, "{stderr}");
+    // The prompt, then its continuation, as text; the summary on stderr.
+    assert!(stdout.starts_with("The capital of France is"), "{stdout}");
+    assert!(
+        stdout.trim().len() > "The capital of France is".len() + 10,
+        "{stdout}"
+    );
+    assert!(stderr.contains("stop token 1"), "{stderr}");
+    let trace = moescope::trace::Trace::read_json(&out).unwrap();
+    let prompt = trace.prompt_tokens.unwrap();
+    assert!(trace.tokens.len() > prompt && trace.tokens[prompt].generated);
+    std::fs::remove_file(&out).unwrap();
+
+    let sampled = |seed: &str| {
+        let mut sampling = args.to_vec();
+        sampling.extend(["--temperature", "0.9", "--top-p", "0.95", "--seed", seed]);
+        sampling.extend(["--max-new-tokens", "12", "--ignore-eos"]);
+        let (ok, stdout, stderr) = moescope(&sampling);
+        assert!(ok, "{stderr}");
+        assert!(stderr.contains("generated 12 tokens"), "{stderr}");
+        stdout
+    };
+    assert_eq!(sampled("4"), sampled("4"));
+
+    for (extra, needle) in [
+        (&["--temperature", "0"][..], "temperature 0 must be above 0"),
+        (
+            &["--temperature", "1", "--top-p", "2"][..],
+            "top-p 2 must be in (0, 1]",
+        ),
+    ] {
+        let mut bad = args.to_vec();
+        bad.extend(extra);
+        let (ok, _, stderr) = moescope(&bad);
+        assert!(!ok && stderr.trim().lines().count() == 1, "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+    // Options that mean nothing without sampling are refused by the parser.
+    let mut bad = args.to_vec();
+    bad.extend(["--top-p", "0.5"]);
+    let (ok, _, stderr) = moescope(&bad);
+    assert!(!ok && stderr.contains("--temperature"), "{stderr}");
+}

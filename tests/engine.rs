@@ -280,3 +280,161 @@ fn prompts_over_the_byte_limit_are_refused_before_tokenizing() {
     );
     assert!(checkpoint.encode("a short prompt").is_ok());
 }
+
+/// A transformers greedy-generation reference (tests/fixtures/make_generation_references.py).
+#[derive(serde::Deserialize)]
+struct GenerationReference {
+    prompt_ids: Vec<u32>,
+    generated_ids: Vec<u32>,
+    max_new_tokens: usize,
+    stop: String,
+    margins: Vec<f32>,
+    prefill_agrees: bool,
+}
+
+/// Steps whose best and second-best logits are closer than this may pick either in float32.
+const GREEDY_MARGIN: f32 = 1e-3;
+
+fn generation_references() -> Vec<(String, std::path::PathBuf, GenerationReference)> {
+    let dir = common::fixtures_dir().join("generation");
+    let mut refs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let model = [fixture(&name), common::sample_models_dir().join(&name)]
+                .into_iter()
+                .find(|d| d.is_dir())
+                .unwrap_or_else(|| panic!("no model folder for {}", path.display()));
+            let reference = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            (name, model, reference)
+        })
+        .collect();
+    refs.sort_by(|a, b| a.0.cmp(&b.0));
+    refs
+}
+
+#[test]
+fn greedy_generation_equals_transformers_generate() {
+    use moescope::engine::generate::{GenerateOptions, Sampling, StopReason};
+    let refs = generation_references();
+    assert!(refs.len() >= 24, "{} generation references", refs.len());
+    let mut compared_steps = 0;
+    for (name, model, reference) in refs {
+        assert!(reference.prefill_agrees, "{name}: transformers' own cache");
+        let mut engine = Engine::load(&model, EngineOptions::default()).unwrap();
+        let stop_at_eos = reference.stop == "eos";
+        let options = GenerateOptions {
+            max_new_tokens: reference.max_new_tokens,
+            sampling: Sampling::Greedy,
+            stop_ids: if stop_at_eos {
+                engine.checkpoint.stop_token_ids().unwrap()
+            } else {
+                Vec::new()
+            },
+        };
+        let mut streamed = Vec::new();
+        let stop = engine
+            .generate(&reference.prompt_ids, &options, &mut |e| {
+                streamed.push(e.trace().tokens.len())
+            })
+            .unwrap();
+        let trace = engine.trace().clone();
+        let prompt_len = reference.prompt_ids.len();
+        let generated: Vec<u32> = trace.tokens[prompt_len..].iter().map(|t| t.id).collect();
+        // Compare up to the first near-tie of the reference; all of it when there is none.
+        let sure = reference
+            .margins
+            .iter()
+            .position(|&m| m < GREEDY_MARGIN)
+            .unwrap_or(reference.margins.len());
+        assert_eq!(
+            generated[..sure.min(generated.len())],
+            reference.generated_ids[..sure],
+            "{name}: generated tokens"
+        );
+        compared_steps += sure;
+        if sure == reference.margins.len() {
+            assert_eq!(generated, reference.generated_ids, "{name}");
+            let want = match generated.len() < reference.max_new_tokens {
+                true => StopReason::StopToken(*generated.last().unwrap()),
+                false => StopReason::MaxNewTokens,
+            };
+            assert_eq!(stop, want, "{name}");
+        }
+        // One call after the prefill, then one per token, each seeing one more token.
+        let expected: Vec<usize> = (prompt_len..=trace.tokens.len()).collect();
+        assert_eq!(streamed, expected, "{name}: streaming");
+        assert_eq!(trace.prompt_tokens, Some(prompt_len));
+        for (i, token) in trace.tokens.iter().enumerate() {
+            assert_eq!(token.generated, i >= prompt_len, "{name}: token {i}");
+            assert_eq!(token.logprob.is_some(), i >= prompt_len);
+            assert!(token.logprob.is_none_or(|l| l.is_finite() && l <= 0.0));
+        }
+        // The routing of generated tokens is that of one prefill over the whole sequence.
+        let all: Vec<u32> = trace.tokens.iter().map(|t| t.id).collect();
+        let prefill = engine.run(&all).unwrap();
+        for (g, p) in trace.moe_layers.iter().zip(&prefill.moe_layers) {
+            assert_eq!(g.topk_ids, p.topk_ids, "{name}: layer {} experts", g.layer);
+            let diff = common::max_abs_diff(g.topk_weights.as_slice(), p.topk_weights.as_slice());
+            assert!(
+                diff < 1e-4,
+                "{name}: layer {} weights differ by {diff}",
+                g.layer
+            );
+        }
+    }
+    assert!(compared_steps > 300, "{compared_steps} steps compared");
+}
+
+#[test]
+fn generation_keeps_its_tokens_when_cancelled_and_refuses_bad_sampling() {
+    use moescope::engine::generate::{GenerateOptions, Sampling, StopReason};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let options = EngineOptions {
+        cancel: Some(cancel.clone()),
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::load(&fixture("mixtral"), options).unwrap();
+    let generate = GenerateOptions {
+        max_new_tokens: 50,
+        sampling: Sampling::Sample {
+            temperature: 0.7,
+            top_p: 0.9,
+            seed: 11,
+        },
+        stop_ids: Vec::new(),
+    };
+    let stop = engine
+        .generate(IDS, &generate, &mut |e| {
+            if e.trace().tokens.len() == IDS.len() + 5 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    assert_eq!(stop, StopReason::Cancelled);
+    let first = engine.trace().clone();
+    assert_eq!(first.tokens.len(), IDS.len() + 5);
+    // The engine keeps its cancel flag for the next run; the same seed gives the same tokens.
+    cancel.store(false, Ordering::Relaxed);
+    let short = GenerateOptions {
+        max_new_tokens: 5,
+        ..generate.clone()
+    };
+    engine.generate(IDS, &short, &mut |_| {}).unwrap();
+    assert_eq!(engine.trace().tokens, first.tokens);
+    let bad = GenerateOptions {
+        sampling: Sampling::Sample {
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+        },
+        ..generate
+    };
+    let err = engine.generate(IDS, &bad, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::Generation(_)), "{err}");
+}

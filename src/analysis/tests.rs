@@ -61,14 +61,12 @@ fn trace(e: usize, scoring: &str, layers: Vec<L>) -> Trace {
             },
         },
         tokens: (0..t)
-            .map(|i| Token {
-                id: i as u32,
-                text: format!("t{i}"),
-            })
+            .map(|i| Token::given(i as u32, format!("t{i}")))
             .collect(),
         moe_layers,
         last_logits: Vec::new(),
         forward_ms: 0.0,
+        prompt_tokens: None,
     }
 }
 

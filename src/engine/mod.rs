@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod capture;
 pub mod device;
+pub mod generate;
 pub mod memory;
 pub mod timing;
 
@@ -229,9 +230,11 @@ impl Engine {
         elapsed_ms: f64,
     ) {
         let texts = self.checkpoint.token_texts(ids);
-        self.trace
-            .tokens
-            .extend(ids.iter().zip(texts).map(|(&id, text)| Token { id, text }));
+        self.trace.tokens.extend(
+            ids.iter()
+                .zip(texts)
+                .map(|(&id, text)| Token::given(id, text)),
+        );
         let e = self.checkpoint.spec.moe.router.num_experts;
         let mut moe_index = 0;
         for record in &records {
@@ -248,11 +251,11 @@ impl Engine {
             moe_index += 1;
             let k = moe.routing.top_k;
             let new_rows = moe.routing.num_tokens();
-            layer.topk_ids = extend_rows(&layer.topk_ids, new_rows, k, &moe.routing.ids);
-            layer.topk_weights =
-                extend_rows(&layer.topk_weights, new_rows, k, &moe.routing.weights);
+            debug_assert_eq!(moe.routing.ids.len(), new_rows * k);
+            layer.topk_ids.append_rows(k, &moe.routing.ids);
+            layer.topk_weights.append_rows(k, &moe.routing.weights);
             if !moe.logits.is_empty() {
-                layer.router_logits = extend_rows(&layer.router_logits, ids.len(), e, &moe.logits);
+                layer.router_logits.append_rows(e, &moe.logits);
             }
             layer.selection_bias = moe.selection_bias;
             if !moe.expert_ms.is_empty() {
@@ -273,14 +276,6 @@ impl Engine {
         self.trace.last_logits = logits;
         self.trace.forward_ms += elapsed_ms;
     }
-}
-
-/// `old` with `rows` more rows of width `cols` taken from `data`.
-fn extend_rows<T: Copy>(old: &Matrix<T>, rows: usize, cols: usize, data: &[T]) -> Matrix<T> {
-    let mut all = Vec::with_capacity(old.as_slice().len() + data.len());
-    all.extend_from_slice(old.as_slice());
-    all.extend_from_slice(data);
-    Matrix::from_vec(old.rows() + rows, cols, all)
 }
 
 fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
@@ -313,6 +308,7 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
         moe_layers,
         last_logits: Vec::new(),
         forward_ms: 0.0,
+        prompt_tokens: None,
     }
 }
 

@@ -290,7 +290,7 @@ impl MoescopeApp {
                 ));
                 return;
             }
-            InputMode::TokenIds => match parse_ids(&self.token_ids_text) {
+            InputMode::TokenIds => match crate::input::parse_token_ids(&self.token_ids_text) {
                 Ok(ids) => RunInput::TokenIds(ids),
                 Err(e) => {
                     self.notice = Some(e);
@@ -491,7 +491,7 @@ impl MoescopeApp {
                     Background::Picked(dialogs.pick_gguf())
                 });
             }
-            Command::Load(path) if is_trace_file(&path) => {
+            Command::Load(path) if crate::input::is_trace_file(&path) => {
                 self.commands.push(Command::OpenTrace(path));
             }
             Command::Load(path) => {
@@ -1032,34 +1032,11 @@ impl eframe::App for MoescopeApp {
     }
 }
 
-/// A `.json` file other than a checkpoint's own (config, shard index) is read as a trace.
-fn is_trace_file(path: &std::path::Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    path.is_file()
-        && name.ends_with(".json")
-        && name != "config.json"
-        && !name.ends_with(".index.json")
-}
-
 fn push_bounded<T>(history: &mut Vec<T>, item: T) {
     history.push(item);
     if history.len() > HISTORY_RUNS {
         history.remove(0);
     }
-}
-
-/// `1, 2 3` → [1, 2, 3].
-fn parse_ids(text: &str) -> Result<Vec<u32>, String> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<u32>()
-                .map_err(|_| format!("'{s}' is not a token id"))
-        })
-        .collect()
 }
 
 /// Adds the bundled fonts as fallbacks: DejaVu Sans for symbols (⚠, →, ⏎), Droid Sans Fallback

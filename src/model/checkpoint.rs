@@ -141,6 +141,57 @@ impl Checkpoint {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Text of `ids` as the tokenizer decodes them (special tokens left out), when there is a
+    /// tokenizer: what a generated continuation reads as.
+    pub fn decode(&self, ids: &[u32]) -> Option<String> {
+        self.tokenizer.as_ref()?.decode(ids, true).ok()
+    }
+
+    /// Token ids that end generation, as transformers' `generate` takes them: `eos_token_id` of
+    /// generation_config.json (a number or a list), else of config.json; for a GGUF file its
+    /// `tokenizer.ggml.eos_token_id` and `eot_token_id`. Empty when the checkpoint names none.
+    pub fn stop_token_ids(&self) -> Result<Vec<u32>> {
+        if let Some(model) = &self.gguf {
+            let meta = model.metadata();
+            let mut ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+                .iter()
+                .filter_map(|key| meta.get(key)?.as_u64())
+                .filter_map(|id| u32::try_from(id).ok())
+                .collect();
+            ids.dedup();
+            return Ok(ids);
+        }
+        for name in ["generation_config.json", "config.json"] {
+            let path = self.dir.join(name);
+            if !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let bad = |problem: String| Error::BadConfig {
+                path: path.clone(),
+                problem,
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            let as_id = |v: &serde_json::Value| {
+                v.as_u64()
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(|| bad(format!("eos_token_id holds {v}, not a token id")))
+            };
+            match value.get("eos_token_id") {
+                None | Some(serde_json::Value::Null) => continue,
+                Some(serde_json::Value::Array(list)) => {
+                    return list.iter().map(as_id).collect();
+                }
+                Some(one) => return Ok(vec![as_id(one)?]),
+            }
+        }
+        Ok(Vec::new())
+    }
+
     /// Display text of each token: its decoded piece; a piece that is only part of a UTF-8
     /// character (byte-level BPE splits CJK characters) is shown as its bytes, `‹e6 95›`, rather
     /// than as U+FFFD; `#id` without a tokenizer.

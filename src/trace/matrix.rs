@@ -58,6 +58,22 @@ impl<T: Copy> Matrix<T> {
     pub fn as_slice(&self) -> &[T] {
         &self.data
     }
+
+    /// Appends `data.len() / cols` rows in place (an empty matrix takes `cols` as its width), so
+    /// a trace that grows one generated token at a time costs its new rows, not a copy of all.
+    pub fn append_rows(&mut self, cols: usize, data: &[T]) {
+        if self.rows == 0 {
+            self.cols = cols;
+        }
+        assert_eq!(self.cols, cols, "appended rows have another width");
+        assert_eq!(
+            data.len() % cols.max(1),
+            0,
+            "appended data is not whole rows"
+        );
+        self.data.extend_from_slice(data);
+        self.rows += data.len() / cols.max(1);
+    }
 }
 
 impl<T: Serialize + Copy> Serialize for Matrix<T> {

@@ -26,6 +26,9 @@ pub struct Trace {
     /// Wall time of the whole forward pass that produced this trace.
     #[serde(default)]
     pub forward_ms: f64,
+    /// In a generated trace, how many of `tokens` were the prompt (the rest were generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<usize>,
 }
 
 /// What ran: enough to label a figure and to interpret the numbers.
@@ -74,6 +77,25 @@ pub struct RouterInfo {
 pub struct Token {
     pub id: u32,
     pub text: String,
+    /// Produced by generation rather than given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generated: bool,
+    /// For a generated token: its log-probability (natural log) under the model's next-token
+    /// distribution at the position before it, before temperature or top-p.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprob: Option<f32>,
+}
+
+impl Token {
+    /// A token that was given (prompt or ids), not generated.
+    pub fn given(id: u32, text: String) -> Self {
+        Self {
+            id,
+            text,
+            generated: false,
+            logprob: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -23,6 +23,11 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The bundled sample models (sample_models/).
+pub fn sample_models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models")
+}
+
 /// Every fixture folder that has a reference.json, sorted by name.
 pub fn fixture_dirs() -> Vec<PathBuf> {
     reference_dirs(&fixtures_dir())
