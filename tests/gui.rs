@@ -381,3 +381,54 @@ fn hostile_files_dropped_on_the_window_show_a_banner_and_keep_the_model_and_its_
     harness.get_by_label("Editing the prompt runs the loaded model and replaces these views.");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn generate_streams_tokens_into_the_views_and_stop_keeps_them() {
+    let model = common::sample_models_dir().join("mixtral-tiny");
+    let ctx = egui::Context::default();
+    let mut harness = harness(app(&ctx, Some(model), StartWith::Welcome));
+    harness.run_steps(2);
+    harness.get_by_label("Open checkpoint…").click();
+    step_until(&mut harness, |app| app.data.is_some() && !app.is_busy());
+    let prompt_len = harness.state().data.as_ref().unwrap().num_tokens();
+
+    // Greedy, stopping at EOS or after 8 tokens: the trace grows by the generated tokens.
+    harness.state_mut().generation.max_new_tokens = 8;
+    harness.get_by_label("▶ Generate").click();
+    harness.run_steps(1);
+    assert!(harness.state().is_generating());
+    step_until(&mut harness, |app| !app.is_generating() && !app.is_busy());
+    let data = harness.state().data.as_ref().unwrap();
+    assert_eq!(data.trace.prompt_tokens, Some(prompt_len));
+    let generated = data.num_tokens() - prompt_len;
+    assert!((1..=8).contains(&generated), "{generated}");
+    assert!(data.trace.tokens[prompt_len..].iter().all(|t| t.generated));
+    let notice = harness.state().notice.clone().unwrap_or_default();
+    assert!(
+        notice.starts_with(&format!("generated {generated} tokens")),
+        "{notice}"
+    );
+    harness.get_by_label("Coloured text").click();
+    harness.run_steps(2);
+    harness.get_by_label_contains(&format!("italics: the {generated} generated tokens"));
+
+    // A long generation without EOS, stopped once tokens have streamed in: they stay.
+    harness.state_mut().generation.max_new_tokens = 4000;
+    harness.state_mut().generation.stop_at_eos = false;
+    harness.get_by_label("▶ Generate").click();
+    step_until(&mut harness, |app| {
+        app.data
+            .as_ref()
+            .is_some_and(|d| d.num_tokens() > prompt_len + 2)
+    });
+    harness.get_by_label("■ Stop").click();
+    harness.run_steps(1);
+    step_until(&mut harness, |app| !app.is_generating() && !app.is_busy());
+    let data = harness.state().data.as_ref().unwrap();
+    let kept = data.num_tokens() - prompt_len;
+    assert!(kept > 2, "{kept}");
+    assert!(data.num_tokens() < 512, "stopped before the context filled");
+    let notice = harness.state().notice.clone().unwrap_or_default();
+    assert!(notice.contains("(cancelled)"), "{notice}");
+    assert!(harness.state().errors.is_empty());
+}

@@ -3,6 +3,7 @@
 
 use super::command::Command;
 use super::dialogs::FileDialogs;
+use super::generation::{GenerationAction, GenerationControls};
 use super::run_data::RunData;
 use super::settings::{BottomTab, Settings};
 use super::views::balance::BalancePoint;
@@ -106,6 +107,9 @@ pub struct MoescopeApp {
     /// The trace file the views show, until the next run replaces it.
     pub trace_file: Option<PathBuf>,
     focus_prompt: bool,
+    pub generation: GenerationControls,
+    /// The generation in flight (its run id), while tokens stream in.
+    generating: Option<u64>,
     theme_applied: Option<bool>,
     fonts_installed: bool,
 }
@@ -183,6 +187,8 @@ impl MoescopeApp {
             commands: Vec::new(),
             trace_file: None,
             focus_prompt: true,
+            generation: GenerationControls::default(),
+            generating: None,
             theme_applied: None,
             fonts_installed: false,
         };
@@ -207,6 +213,11 @@ impl MoescopeApp {
 
     pub fn is_loading(&self) -> bool {
         matches!(self.model, ModelState::Loading { .. })
+    }
+
+    /// A generation is streaming tokens.
+    pub fn is_generating(&self) -> bool {
+        self.generating.is_some()
     }
 
     pub fn is_busy(&self) -> bool {
@@ -275,12 +286,43 @@ impl MoescopeApp {
 
     fn send_run(&mut self, edited_at: Instant) {
         self.dirty_since = None;
-        let ModelState::Ready(summary) = &self.model else {
+        let Some(input) = self.current_input() else {
             return;
         };
-        let input = match self.input_mode {
+        let run_id = self.next_run_id;
+        self.next_run_id += 1;
+        self.pending = Some((run_id, edited_at));
+        self.generating = None;
+        self.worker.run(run_id, input);
+    }
+
+    /// Continues the current input token by token; tokens stream into the views.
+    fn start_generation(&mut self) {
+        self.dirty_since = None;
+        let Some(input) = self.current_input() else {
+            return;
+        };
+        let run_id = self.next_run_id;
+        self.next_run_id += 1;
+        self.pending = Some((run_id, Instant::now()));
+        self.generating = Some(run_id);
+        self.worker.generate(
+            run_id,
+            input,
+            self.generation.options(),
+            self.generation.stop_at_eos,
+        );
+    }
+
+    /// What the input panel holds as the model's input; `None` (with the reason shown) when it
+    /// cannot run.
+    fn current_input(&mut self) -> Option<RunInput> {
+        let ModelState::Ready(summary) = &self.model else {
+            return None;
+        };
+        match self.input_mode {
             InputMode::Prompt if summary.has_tokenizer => {
-                RunInput::Prompt(self.settings.prompt.clone())
+                Some(RunInput::Prompt(self.settings.prompt.clone()))
             }
             InputMode::Prompt => {
                 self.errors.push(format!(
@@ -288,20 +330,16 @@ impl MoescopeApp {
                     summary.path.display(),
                     summary.tokenizer_note
                 ));
-                return;
+                None
             }
             InputMode::TokenIds => match crate::input::parse_token_ids(&self.token_ids_text) {
-                Ok(ids) => RunInput::TokenIds(ids),
+                Ok(ids) => Some(RunInput::TokenIds(ids)),
                 Err(e) => {
                     self.notice = Some(e);
-                    return;
+                    None
                 }
             },
-        };
-        let run_id = self.next_run_id;
-        self.next_run_id += 1;
-        self.pending = Some((run_id, edited_at));
-        self.worker.run(run_id, input);
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -358,9 +396,35 @@ impl MoescopeApp {
                 self.accept(*data);
                 self.last_update_ms = edited_at.map(|at| at.elapsed().as_secs_f64() * 1e3);
             }
+            Event::Streamed(data) => {
+                if self.generating == Some(data.run_id) {
+                    self.show_partial(*data);
+                }
+            }
+            Event::GenerationFinished {
+                data,
+                stop,
+                decode_tokens_per_s,
+            } => {
+                self.pass_progress = None;
+                if matches!(self.pending, Some((id, _)) if id == data.run_id) {
+                    self.pending = None;
+                }
+                self.generating = None;
+                let generated = data.num_tokens() - data.trace.prompt_tokens.unwrap_or(0);
+                self.accept(*data);
+                self.last_update_ms = None;
+                self.notice = Some(format!(
+                    "generated {generated} tokens ({}), {decode_tokens_per_s:.1} tokens/s",
+                    stop.describe()
+                ));
+            }
             Event::RunFailed { run_id, message } => {
                 if matches!(self.pending, Some((id, _)) if id == run_id) {
                     self.pending = None;
+                }
+                if self.generating == Some(run_id) {
+                    self.generating = None;
                 }
                 self.pass_progress = None;
                 self.notice = Some(message);
@@ -390,6 +454,20 @@ impl MoescopeApp {
     /// show fixed data this way; the app's runs arrive analysed from the worker).
     pub fn accept_trace(&mut self, run_id: u64, trace: Arc<Trace>, elapsed_ms: f64) {
         self.accept(RunData::new(run_id, trace, elapsed_ms));
+    }
+
+    /// A generation's trace so far: the views show it; the run histories wait for the end.
+    fn show_partial(&mut self, data: RunData) {
+        self.selection.moe_layer = self
+            .selection
+            .moe_layer
+            .min(data.num_moe_layers().saturating_sub(1));
+        self.trace_file = None;
+        self.notice = Some(format!(
+            "generating: {} tokens",
+            data.num_tokens() - data.trace.prompt_tokens.unwrap_or(0)
+        ));
+        self.data = Some(data);
     }
 
     fn accept(&mut self, data: RunData) {
@@ -804,6 +882,14 @@ impl MoescopeApp {
         };
         if changed {
             self.dirty_since = Some(Instant::now());
+        }
+        ui.separator();
+        ui.heading("Generate");
+        let ready = matches!(self.model, ModelState::Ready(_));
+        match self.generation.ui(ui, self.generating.is_some(), ready) {
+            Some(GenerationAction::Start) => self.start_generation(),
+            Some(GenerationAction::Stop) => self.worker.stop(),
+            None => {}
         }
         ui.separator();
         ui.heading("Run on");

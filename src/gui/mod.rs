@@ -5,6 +5,7 @@
 pub mod app;
 pub mod command;
 pub mod dialogs;
+pub mod generation;
 pub mod run_data;
 pub mod settings;
 pub mod theme;

@@ -35,6 +35,17 @@ impl RunData {
         }
     }
 
+    /// What views key their caches on: a generation streams one run whose trace grows, so the
+    /// run alone does not say whether a cached texture or layout is current.
+    pub fn view_key(&self) -> (u64, usize) {
+        (self.run_id, self.num_tokens())
+    }
+
+    /// Where generated tokens start, in a generated trace.
+    pub fn generated_from(&self) -> Option<usize> {
+        self.trace.prompt_tokens.filter(|&n| n < self.num_tokens())
+    }
+
     pub fn num_tokens(&self) -> usize {
         self.trace.tokens.len()
     }

@@ -5,6 +5,7 @@
 
 use super::run_data::RunData;
 use crate::engine::device::open_device_or_cpu;
+use crate::engine::generate::{GenerateOptions, StopReason};
 use crate::engine::{Engine, EngineOptions};
 use candle_core::DType;
 use std::path::PathBuf;
@@ -30,6 +31,14 @@ pub enum Request {
     Run {
         run_id: u64,
         input: RunInput,
+    },
+    /// Run the input, then continue it token by token, streaming the trace.
+    Generate {
+        run_id: u64,
+        input: RunInput,
+        options: GenerateOptions,
+        /// End at the checkpoint's EOS tokens (added to `options` by the worker).
+        stop_at_eos: bool,
     },
 }
 
@@ -80,6 +89,15 @@ pub enum Event {
     RunFailed {
         run_id: u64,
         message: String,
+    },
+    /// The trace of a generation so far (at most every [`STREAM_INTERVAL`]); views show it as it
+    /// grows.
+    Streamed(Box<RunData>),
+    /// A generation ended: its whole trace, why it stopped, and the decode speed.
+    GenerationFinished {
+        data: Box<RunData>,
+        stop: StopReason,
+        decode_tokens_per_s: f64,
     },
     /// A forward pass finished `done` of `layers` blocks (sent for slow passes only).
     RunProgress {
@@ -148,6 +166,29 @@ impl Worker {
         self.send(Request::Run { run_id, input });
     }
 
+    /// Queues a generation; like [`Worker::run`], it supersedes runs and generations before it.
+    pub fn generate(
+        &self,
+        run_id: u64,
+        input: RunInput,
+        options: GenerateOptions,
+        stop_at_eos: bool,
+    ) {
+        self.latest_run.store(run_id, Ordering::SeqCst);
+        self.cancel_run.store(true, Ordering::SeqCst);
+        self.send(Request::Generate {
+            run_id,
+            input,
+            options,
+            stop_at_eos,
+        });
+    }
+
+    /// Stops the generation (or pass) in flight; a generation keeps the tokens it has made.
+    pub fn stop(&self) {
+        self.cancel_run.store(true, Ordering::SeqCst);
+    }
+
     fn send(&self, request: Request) {
         // The worker drains its queue before every job, so a full queue only happens if it died;
         // the UI learns that from the disconnected event channel.
@@ -176,7 +217,7 @@ impl WorkerState {
                         load = Some(r);
                         run = None;
                     }
-                    r @ Request::Run { .. } => run = Some(r),
+                    r @ (Request::Run { .. } | Request::Generate { .. }) => run = Some(r),
                 }
             }
             if let Some(Request::Load {
@@ -187,12 +228,38 @@ impl WorkerState {
             {
                 self.load(path, dtype, &device);
             }
-            if let Some(Request::Run { run_id, input }) = run {
-                if run_id == self.latest_run.load(Ordering::SeqCst) {
-                    self.run(run_id, input);
+            match run {
+                Some(Request::Run { run_id, input }) if self.is_latest(run_id) => {
+                    self.run(run_id, input)
                 }
+                Some(Request::Generate {
+                    run_id,
+                    input,
+                    mut options,
+                    stop_at_eos,
+                }) if self.is_latest(run_id) => {
+                    if stop_at_eos {
+                        match self.engine.as_ref().map(|e| e.checkpoint.stop_token_ids()) {
+                            Some(Ok(ids)) => options.stop_ids = ids,
+                            Some(Err(e)) => {
+                                self.emit(Event::RunFailed {
+                                    run_id,
+                                    message: e.to_string(),
+                                });
+                                continue;
+                            }
+                            None => {}
+                        }
+                    }
+                    self.generate(run_id, input, &options)
+                }
+                _ => {}
             }
         }
+    }
+
+    fn is_latest(&self, run_id: u64) -> bool {
+        run_id == self.latest_run.load(Ordering::SeqCst)
     }
 
     fn emit(&self, event: Event) {
@@ -326,6 +393,72 @@ impl WorkerState {
         }
     }
 }
+
+impl WorkerState {
+    fn generate(&mut self, run_id: u64, input: RunInput, options: &GenerateOptions) {
+        let Some(engine) = self.engine.as_mut() else {
+            return self.emit(Event::RunFailed {
+                run_id,
+                message: "no model is loaded".into(),
+            });
+        };
+        self.cancel_run.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let prompt = match &input {
+            RunInput::Prompt(text) => engine.checkpoint.encode(text),
+            RunInput::TokenIds(ids) => Ok(ids.clone()),
+        };
+        let (events, wake) = (self.events.clone(), self.wake.clone());
+        let mut last_sent: Option<Instant> = None;
+        let mut prefill_done: Option<Instant> = None;
+        let result = prompt.and_then(|prompt| {
+            engine.generate(&prompt, options, &mut |e| {
+                prefill_done.get_or_insert_with(Instant::now);
+                if last_sent.is_some_and(|t| t.elapsed() < STREAM_INTERVAL) {
+                    return;
+                }
+                last_sent = Some(Instant::now());
+                let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+                let data = RunData::new(run_id, Arc::new(e.trace().clone()), elapsed_ms);
+                // Dropped when the UI lags behind: the next update or the final one follows.
+                let _ = events.try_send(Event::Streamed(Box::new(data)));
+                wake();
+            })
+        });
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        let superseded = run_id != self.latest_run.load(Ordering::SeqCst);
+        match result {
+            // A newer run or generation superseded this one: its own result follows.
+            Err(crate::Error::Cancelled) | Ok(StopReason::Cancelled) if superseded => {}
+            Ok(stop) => {
+                let trace = engine.trace();
+                let generated = trace.tokens.len() - trace.prompt_tokens.unwrap_or(0);
+                let decode_s = prefill_done.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                let data = RunData::new(run_id, Arc::new(trace.clone()), elapsed_ms);
+                self.emit(Event::GenerationFinished {
+                    data: Box::new(data),
+                    stop,
+                    decode_tokens_per_s: if decode_s > 0.0 {
+                        generated as f64 / decode_s
+                    } else {
+                        0.0
+                    },
+                });
+            }
+            Err(crate::Error::Cancelled) => self.emit(Event::RunFailed {
+                run_id,
+                message: "generation stopped during the prompt".into(),
+            }),
+            Err(e) => self.emit(Event::RunFailed {
+                run_id,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// How often a generation's growing trace is sent to the views (analysis included).
+pub const STREAM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How a checkpoint's weights are stored, for the model panel.
 fn weight_format(checkpoint: &crate::model::checkpoint::Checkpoint) -> String {

@@ -16,7 +16,7 @@ pub struct ColoredText {
     galley: Option<Arc<Galley>>,
     /// Char index where each token starts in the galley's text (plus the total at the end).
     token_starts: Vec<usize>,
-    built_for: Option<(u64, usize, u32)>,
+    built_for: Option<((u64, usize), usize, u32)>,
 }
 
 impl ColoredText {
@@ -25,7 +25,23 @@ impl ColoredText {
         job.wrap.max_width = width;
         self.token_starts.clear();
         let mut chars = 0;
+        let generated_from = data.generated_from();
         for (t, token) in data.trace.tokens.iter().enumerate() {
+            if Some(t) == generated_from {
+                // A marker between prompt and continuation; hovering it reads as the token
+                // before it.
+                let marker = " ▶ ";
+                chars += marker.chars().count();
+                job.append(
+                    marker,
+                    0.0,
+                    TextFormat {
+                        font_id: FontId::monospace(15.0),
+                        color: ui.visuals().strong_text_color(),
+                        ..Default::default()
+                    },
+                );
+            }
             self.token_starts.push(chars);
             let Some((expert, share)) = data.top1(moe_layer, t) else {
                 continue;
@@ -37,6 +53,8 @@ impl ColoredText {
                 token.text.clone()
             };
             chars += text.chars().count();
+            // Generated tokens in italics, so the prompt and its continuation read apart.
+            let generated = token.generated;
             job.append(
                 &text,
                 0.0,
@@ -44,6 +62,7 @@ impl ColoredText {
                     font_id: FontId::monospace(15.0),
                     color: theme::text_on(background),
                     background,
+                    italics: generated,
                     ..Default::default()
                 },
             );
@@ -72,9 +91,16 @@ impl ColoredText {
             ui.label("No MoE layers in this trace.");
             return;
         };
+        let generated = match data.generated_from() {
+            Some(from) => format!(
+                "; ▶ then italics: the {} generated tokens",
+                data.num_tokens() - from
+            ),
+            None => String::new(),
+        };
         ui.label(
             RichText::new(format!(
-                "layer {}: each token on its top-1 expert's colour (paler = lower weight share)",
+                "layer {}: each token on its top-1 expert's colour (paler = lower weight share){generated}",
                 layer.layer
             ))
             .small()
@@ -84,7 +110,7 @@ impl ColoredText {
             .id_salt("colored-text")
             .show(ui, |ui| {
                 let width = ui.available_width();
-                let key = (data.run_id, moe_layer, width.round() as u32);
+                let key = (data.view_key(), moe_layer, width.round() as u32);
                 if self.built_for != Some(key) {
                     self.build(ui, data, moe_layer, width);
                     self.built_for = Some(key);

@@ -18,7 +18,7 @@ pub struct LayerHeatmap {
     tiles: Vec<(TextureHandle, std::ops::Range<usize>)>,
     /// The cell values the tiles show (for hover), computed with them.
     values: Vec<f32>,
-    built_for: Option<(u64, usize, bool)>,
+    built_for: Option<((u64, usize), usize, bool)>,
 }
 
 /// Value of each (expert row, token column) cell: probability or applied weight (0 if unchosen).
@@ -80,7 +80,7 @@ impl LayerHeatmap {
                 );
         });
         let use_probs = *probabilities && has_logits;
-        let key = (data.run_id, moe_layer, use_probs);
+        let key = (data.view_key(), moe_layer, use_probs);
         if self.built_for != Some(key) {
             self.values = heatmap_values(data, moe_layer, use_probs);
             let values = &self.values;
@@ -106,6 +106,7 @@ impl LayerHeatmap {
             self.built_for = Some(key);
         }
         let (t_n, e_n) = (tokens as f64, experts as f64);
+        let ui_text = ui.visuals().strong_text_color();
         let response = Plot::new("layer-heatmap-plot")
             .x_axis_label("token")
             .y_axis_label("expert")
@@ -134,6 +135,13 @@ impl LayerHeatmap {
                             );
                         }
                     }
+                }
+                if let Some(from) = data.generated_from() {
+                    plot_ui.vline(
+                        VLine::new("generated from here", from as f64 - 0.5)
+                            .color(ui_text)
+                            .width(2.0),
+                    );
                 }
                 if let Some(t) = selection.token {
                     plot_ui.vline(VLine::new("selected", t as f64).color(Color32::LIGHT_RED));

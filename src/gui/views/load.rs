@@ -12,7 +12,7 @@ use egui_plot::{Bar, BarChart, HLine, Legend, Plot, PlotImage, PlotPoint};
 #[derive(Default)]
 pub struct LoadView {
     texture: Option<TextureHandle>,
-    built_for: Option<u64>,
+    built_for: Option<(u64, usize)>,
 }
 
 /// Load of each (MoE layer, expert) relative to uniform, clamped to [0, 2] and mapped to 0..1.
@@ -107,11 +107,11 @@ impl LoadView {
                     plot.hline(HLine::new("capacity C", capacity as f64).color(theme::BAND_ALARM));
                 });
             let layers = metrics.moe_layers.len();
-            if self.built_for != Some(data.run_id) {
+            if self.built_for != Some(data.view_key()) {
                 let pixels = relative_load(data).into_iter().map(theme::sequential).collect();
                 let image = ColorImage::new([experts, layers], pixels);
                 self.texture = Some(cols[1].ctx().load_texture("load-heatmap", image, TextureOptions::NEAREST));
-                self.built_for = Some(data.run_id);
+                self.built_for = Some(data.view_key());
             }
             cols[1].label(
                 RichText::new("load per layer × expert, relative to uniform (dark 0 · middle 1× · yellow ≥ 2×)")

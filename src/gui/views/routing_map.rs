@@ -24,7 +24,7 @@ const GUTTER_PX: f32 = 40.0;
 
 pub struct RoutingMap {
     tiles: Vec<(TextureHandle, std::ops::Range<usize>)>,
-    built_for: Option<u64>,
+    built_for: Option<(u64, usize)>,
     /// Column width in points; the zoom slider sets it.
     pub cell_width: f32,
 }
@@ -55,7 +55,7 @@ pub fn map_pixels(data: &RunData, tokens: std::ops::Range<usize>) -> Vec<Color32
 
 impl RoutingMap {
     fn ensure_textures(&mut self, ui: &Ui, data: &RunData) {
-        if self.built_for == Some(data.run_id) {
+        if self.built_for == Some(data.view_key()) {
             return;
         }
         self.tiles.clear();
@@ -72,7 +72,7 @@ impl RoutingMap {
             );
             self.tiles.push((texture, range));
         }
-        self.built_for = Some(data.run_id);
+        self.built_for = Some(data.view_key());
     }
 
     pub fn ui(
@@ -166,6 +166,22 @@ impl RoutingMap {
                                 .with_angle(-std::f32::consts::FRAC_PI_2),
                         );
                     }
+                }
+                if let Some(from) = data.generated_from() {
+                    // The prompt ends here; generated tokens follow.
+                    let x = cell(from, 0).min.x;
+                    let top = response.rect.min.y;
+                    painter.line_segment(
+                        [Pos2::new(x, top), Pos2::new(x, cell(0, layers - 1).max.y)],
+                        Stroke::new(2.0, ui.visuals().strong_text_color()),
+                    );
+                    painter.text(
+                        Pos2::new(x + 3.0, top),
+                        egui::Align2::LEFT_TOP,
+                        "generated →",
+                        font.clone(),
+                        text_color,
+                    );
                 }
                 if let Some(t) = selection.token.filter(|&t| t < tokens) {
                     let l = selection.moe_layer.min(layers - 1);
