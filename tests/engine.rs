@@ -438,3 +438,106 @@ fn generation_keeps_its_tokens_when_cancelled_and_refuses_bad_sampling() {
     let err = engine.generate(IDS, &bad, &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::Generation(_)), "{err}");
 }
+
+/// transformers' apply_chat_template results (tests/fixtures/make_generation_references.py).
+#[derive(serde::Deserialize)]
+struct ChatReferences {
+    templates: std::collections::BTreeMap<String, String>,
+    cases: Vec<ChatCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatCase {
+    template: String,
+    system: Option<String>,
+    user: String,
+    rendered: Option<String>,
+    ids: Option<Vec<u32>>,
+    error: Option<String>,
+}
+
+/// mixtral-tiny in a temp folder with `template` as its tokenizer_config.json chat template.
+fn sample_with_template(case: &str, template: &str) -> std::path::PathBuf {
+    let src = common::sample_models_dir().join("mixtral-tiny");
+    let dir = std::env::temp_dir().join(format!("moescope-chat-{}-{case}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ] {
+        std::fs::copy(src.join(name), dir.join(name)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("tokenizer_config.json")).unwrap()).unwrap();
+    config["chat_template"] = template.into();
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn chat_templates_render_and_tokenize_like_transformers() {
+    use moescope::model::chat_template::ChatMessage;
+    use moescope::model::checkpoint::Checkpoint;
+    let path = common::fixtures_dir().join("chat_templates.json");
+    let refs: ChatReferences = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert!(refs.cases.len() >= 5);
+    for (i, case) in refs.cases.iter().enumerate() {
+        let dir = sample_with_template(&i.to_string(), &refs.templates[&case.template]);
+        let checkpoint = Checkpoint::open(&dir).unwrap();
+        let template = checkpoint.chat_template().unwrap().expect("a template");
+        let mut messages: Vec<ChatMessage> = case
+            .system
+            .iter()
+            .map(|s| ChatMessage::new("system", s))
+            .collect();
+        messages.push(ChatMessage::new("user", &case.user));
+        let rendered = template.render(&messages, true);
+        match (&case.rendered, &case.error) {
+            (Some(want), _) => {
+                let rendered = rendered.unwrap();
+                assert_eq!(&rendered, want, "case {i} ({})", case.template);
+                let ids = checkpoint.encode_with(&rendered, false).unwrap();
+                assert_eq!(Some(&ids), case.ids.as_ref(), "case {i} ids");
+            }
+            (None, Some(message)) => {
+                let err = rendered.unwrap_err().to_string();
+                assert!(err.contains(message.as_str()), "case {i}: {err}");
+            }
+            (None, None) => panic!("case {i} has neither text nor error"),
+        }
+        // The CLI prompts with the same ids.
+        if let (Some(ids), true) = (&case.ids, case.system.is_some()) {
+            let out = dir.join("chat.json");
+            let (d, o) = (dir.to_str().unwrap(), out.to_str().unwrap());
+            let mut args = vec!["generate", d, "--prompt", &case.user, "--chat", "--out", o];
+            args.extend(["--max-new-tokens", "3", "--system"]);
+            args.push(case.system.as_deref().unwrap());
+            let (ok, _, stderr) = common::moescope(&args);
+            assert!(ok, "{stderr}");
+            let trace = Trace::read_json(&out).unwrap();
+            let prompt: Vec<u32> = trace.tokens[..trace.prompt_tokens.unwrap()]
+                .iter()
+                .map(|t| t.id)
+                .collect();
+            assert_eq!(&prompt, ids, "case {i}: the CLI's chat prompt");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // A checkpoint without a template: --chat says so in one line.
+    let model = common::sample_models_dir().join("mixtral-tiny");
+    let out = std::env::temp_dir().join(format!("moescope-nochat-{}.json", std::process::id()));
+    let (ok, _, stderr) = common::moescope(&[
+        "generate",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--chat",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("needs a chat template"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -6,6 +6,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 use moescope::engine::generate::{GenerateOptions, Sampling};
 use moescope::engine::Engine;
+use moescope::input::TokenInput;
+use moescope::model::chat_template::ChatMessage;
+use moescope::model::checkpoint::Checkpoint;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -36,6 +39,13 @@ pub struct GenerateArgs {
     /// With --temperature: seed of the draws (the same seed gives the same tokens).
     #[arg(long, requires = "temperature", default_value_t = 0)]
     pub seed: u64,
+    /// Write the prompt as a user turn with the checkpoint's chat template (instruct models),
+    /// ending where the assistant's answer begins.
+    #[arg(long, requires = "prompt")]
+    pub chat: bool,
+    /// With --chat: a system turn before the user's.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     /// Do not stop at EOS tokens (generate exactly --max-new-tokens).
     #[arg(long)]
     pub ignore_eos: bool,
@@ -55,7 +65,12 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     let Some(tokens) = args.input.tokens() else {
         bail!("give --prompt TEXT or --token-ids 1,2,3");
     };
-    let prompt = tokens.ids(&engine.checkpoint)?;
+    let prompt = match (&tokens, args.chat) {
+        (TokenInput::Prompt(text), true) => {
+            chat_ids(&engine.checkpoint, args.system.as_deref(), text)?
+        }
+        _ => tokens.ids(&engine.checkpoint)?,
+    };
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling: match args.temperature {
@@ -131,4 +146,22 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The prompt as a user turn (after an optional system turn) rendered by the checkpoint's chat
+/// template and tokenized as transformers' `apply_chat_template` does.
+fn chat_ids(checkpoint: &Checkpoint, system: Option<&str>, text: &str) -> Result<Vec<u32>> {
+    let Some(template) = checkpoint.chat_template()? else {
+        bail!(
+            "--chat needs a chat template, and {} has none (no chat_template.jinja, no chat_template in tokenizer_config.json)",
+            checkpoint.dir.display()
+        );
+    };
+    let mut messages: Vec<ChatMessage> = system
+        .map(|s| ChatMessage::new("system", s))
+        .into_iter()
+        .collect();
+    messages.push(ChatMessage::new("user", text));
+    let rendered = template.render(&messages, true)?;
+    Ok(checkpoint.encode_with(&rendered, false)?)
 }

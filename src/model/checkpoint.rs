@@ -118,6 +118,12 @@ impl Checkpoint {
     /// [`MAX_PROMPT_BYTES`] is refused before tokenizing: it could not run anyway (the engine caps
     /// tokens) and tokenizing it would stall the caller.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    /// Tokenizes `text`, adding the tokenizer's special tokens (BOS) or not: a rendered chat
+    /// template already holds them, and transformers tokenizes it without adding them again.
+    pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let (Some(tok), Some(path)) = (&self.tokenizer, &self.tokenizer_path) else {
             let path = match &self.gguf {
                 Some(model) => model.metadata().path.clone(),
@@ -134,11 +140,38 @@ impl Checkpoint {
                 limit: MAX_PROMPT_BYTES,
             });
         }
-        let encoding = tok.encode(text, true).map_err(|e| Error::Tokenizer {
-            path: path.clone(),
-            problem: e.to_string(),
-        })?;
+        let encoding = tok
+            .encode(text, add_special_tokens)
+            .map_err(|e| Error::Tokenizer {
+                path: path.clone(),
+                problem: e.to_string(),
+            })?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The checkpoint's chat template (see [`super::chat_template`]), if it has one.
+    pub fn chat_template(&self) -> Result<Option<super::chat_template::ChatTemplate>> {
+        let Some(model) = &self.gguf else {
+            return super::chat_template::ChatTemplate::from_dir(&self.dir);
+        };
+        let meta = model.metadata();
+        let Some(source) = meta.get("tokenizer.chat_template").and_then(|v| v.as_str()) else {
+            return Ok(None);
+        };
+        let piece = |key: &str| {
+            let id = meta.get(key)?.as_u64()?;
+            self.tokenizer
+                .as_ref()?
+                .id_to_token(u32::try_from(id).ok()?)
+        };
+        Ok(Some(super::chat_template::ChatTemplate {
+            source: source.to_owned(),
+            path: meta.path.clone(),
+            bos_token: piece("tokenizer.ggml.bos_token_id"),
+            eos_token: piece("tokenizer.ggml.eos_token_id"),
+            unk_token: piece("tokenizer.ggml.unknown_token_id"),
+            pad_token: piece("tokenizer.ggml.padding_token_id"),
+        }))
     }
 
     /// Text of `ids` as the tokenizer decodes them (special tokens left out), when there is a

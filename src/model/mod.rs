@@ -3,6 +3,7 @@
 //! the network from that spec over the shared `layers`, routing with [`crate::routing`].
 
 pub mod causal_lm;
+pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu_experts;
