@@ -8,9 +8,12 @@
 //! how experts are selected (plain or group-limited top-k, with an optional selection-only bias),
 //! how the chosen weights are normalized, and a final scaling factor.
 
+pub mod intervention;
 mod rules;
 #[cfg(test)]
 mod tests;
+
+pub use intervention::{Interventions, LayerIntervention, RouterNoise};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -306,6 +309,73 @@ fn sigmoid(x: f32) -> f32 {
 /// Routes `logits` (`[tokens, spec.num_experts]`, row-major) under `spec`, which must have passed
 /// [`RouterSpec::problem`]. `bias` is the selection-only bias when `spec.selection_bias` is set.
 pub fn route(logits: &[f32], bias: Option<&[f32]>, spec: &RouterSpec) -> Routing {
+    route_rows(logits, bias, spec, &Adjustments::default())
+}
+
+/// Routes like [`route`] with one layer's interventions applied to tokens at positions
+/// `first_position..`: the intervened k, ablated experts (logit −∞ and never selected), Gumbel
+/// noise on the logits, pinned tokens. The interventions have passed [`Interventions::problem`].
+pub fn route_adjusted(
+    logits: &[f32],
+    bias: Option<&[f32]>,
+    spec: &RouterSpec,
+    change: &LayerIntervention,
+    first_position: usize,
+) -> Routing {
+    let spec = change.spec.as_ref().unwrap_or(spec);
+    let e = spec.num_experts;
+    let gumbel = match change.noise {
+        Some(RouterNoise::Gumbel { scale, seed }) if scale > 0.0 => Some((scale, seed)),
+        _ => None,
+    };
+    let adjusted: Option<Vec<f32>> = (gumbel.is_some() || !change.ablated.is_empty()).then(|| {
+        let mut out = logits.to_vec();
+        for (row, values) in out.chunks_exact_mut(e).enumerate() {
+            if let Some((scale, seed)) = gumbel {
+                let position = first_position + row;
+                for (i, v) in values.iter_mut().enumerate() {
+                    *v += scale * intervention::keyed_gumbel(seed, change.layer, position, i);
+                }
+            }
+            for &x in &change.ablated {
+                values[x as usize] = f32::NEG_INFINITY;
+            }
+        }
+        out
+    });
+    let tokens = logits.len() / e;
+    let forced: Vec<(usize, &[u32])> = change
+        .forced
+        .iter()
+        .filter(|(position, _)| (first_position..first_position + tokens).contains(position))
+        .map(|(position, experts)| (position - first_position, experts.as_slice()))
+        .collect();
+    let adjustments = Adjustments {
+        excluded: &change.ablated,
+        forced: &forced,
+    };
+    route_rows(
+        adjusted.as_deref().unwrap_or(logits),
+        bias,
+        spec,
+        &adjustments,
+    )
+}
+
+/// Per-token changes to the rule: experts never selected, and rows whose experts are pinned.
+#[derive(Default)]
+struct Adjustments<'a> {
+    excluded: &'a [u32],
+    /// `(row, experts)`.
+    forced: &'a [(usize, &'a [u32])],
+}
+
+fn route_rows(
+    logits: &[f32],
+    bias: Option<&[f32]>,
+    spec: &RouterSpec,
+    adjustments: &Adjustments,
+) -> Routing {
     let e = spec.num_experts;
     let k = spec.top_k;
     debug_assert!(spec.problem().is_none(), "{:?}", spec.problem());
@@ -313,7 +383,8 @@ pub fn route(logits: &[f32], bias: Option<&[f32]>, spec: &RouterSpec) -> Routing
     // order, so the result is the same as one sequential pass.
     let parts: Vec<Routing> = logits
         .par_chunks(e * TOKENS_PER_TASK)
-        .map(|block| route_block(block, bias, spec))
+        .enumerate()
+        .map(|(i, block)| route_block(block, i * TOKENS_PER_TASK, bias, spec, adjustments))
         .collect();
     let mut routing = Routing {
         top_k: k,
@@ -330,7 +401,13 @@ pub fn route(logits: &[f32], bias: Option<&[f32]>, spec: &RouterSpec) -> Routing
 /// Tokens per parallel routing task: enough work per task to outweigh scheduling.
 const TOKENS_PER_TASK: usize = 64;
 
-fn route_block(logits: &[f32], bias: Option<&[f32]>, spec: &RouterSpec) -> Routing {
+fn route_block(
+    logits: &[f32],
+    first_row: usize,
+    bias: Option<&[f32]>,
+    spec: &RouterSpec,
+    adjustments: &Adjustments,
+) -> Routing {
     let e = spec.num_experts;
     let k = spec.top_k;
     let tokens = logits.len() / e;
@@ -341,8 +418,20 @@ fn route_block(logits: &[f32], bias: Option<&[f32]>, spec: &RouterSpec) -> Routi
     };
     let bias = bias.filter(|_| spec.selection_bias);
     let mut scratch = rules::Scratch::default();
-    for row in logits.chunks_exact(e) {
-        let pairs = rules::route_token(row, bias, spec, &mut scratch);
+    for (row, values) in logits.chunks_exact(e).enumerate() {
+        let forced = adjustments
+            .forced
+            .iter()
+            .find(|(r, _)| *r == first_row + row)
+            .map(|(_, experts)| *experts);
+        let pairs = rules::route_token(
+            values,
+            bias,
+            spec,
+            adjustments.excluded,
+            forced,
+            &mut scratch,
+        );
         // Descending weight order (selection order can differ from weight order when biased).
         pairs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         for &(id, weight) in pairs.iter() {

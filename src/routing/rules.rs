@@ -16,20 +16,34 @@ pub(super) struct Scratch {
     pairs: Vec<(u32, f32)>,
 }
 
-/// The token's (expert, weight) pairs under `spec`, in selection order.
+/// The token's (expert, weight) pairs under `spec`, in selection order. `excluded` experts are
+/// never selected (their logits are already −∞; with a selection bias their score + bias would
+/// still compete, so the choice is masked too). `forced` replaces the selection by those experts,
+/// weighted as the rule weights what it selects.
 pub(super) fn route_token<'a>(
     logits: &[f32],
     bias: Option<&[f32]>,
     spec: &RouterSpec,
+    excluded: &[u32],
+    forced: Option<&[u32]>,
     s: &'a mut Scratch,
 ) -> &'a mut Vec<(u32, f32)> {
     s.pairs.clear();
-    match spec.rule {
-        RoutingRule::SoftmaxTopK => score_then_select(logits, Scoring::Softmax, bias, spec, s),
-        RoutingRule::SigmoidTopK => score_then_select(logits, Scoring::Sigmoid, bias, spec, s),
-        RoutingRule::TopKSoftmax => topk_then_softmax(logits, spec.top_k, s),
-        RoutingRule::TopKSigmoid => topk_then_sigmoid(logits, spec.top_k, s),
-        RoutingRule::SparseMixer { jitter_eps } => sparsemixer(logits, jitter_eps, s),
+    match (spec.rule, forced) {
+        (RoutingRule::SoftmaxTopK, _) => {
+            score_then_select(logits, Scoring::Softmax, bias, spec, excluded, forced, s)
+        }
+        (RoutingRule::SigmoidTopK, _) => {
+            score_then_select(logits, Scoring::Sigmoid, bias, spec, excluded, forced, s)
+        }
+        (RoutingRule::TopKSoftmax, None) => topk_then_softmax(logits, spec.top_k, s),
+        (RoutingRule::TopKSigmoid, None) => topk_then_sigmoid(logits, spec.top_k, s),
+        (RoutingRule::TopKSoftmax, Some(experts)) => softmax_over(logits, experts, s),
+        (RoutingRule::TopKSigmoid, Some(experts)) => s
+            .pairs
+            .extend(experts.iter().map(|&i| (i, sigmoid(logits[i as usize])))),
+        // Refused by `Interventions::problem`: sparsemixer's weights follow its own selection.
+        (RoutingRule::SparseMixer { jitter_eps }, _) => sparsemixer(logits, jitter_eps, s),
     }
     s.pairs
         .iter_mut()
@@ -59,14 +73,24 @@ fn score_then_select(
     scoring: Scoring,
     bias: Option<&[f32]>,
     spec: &RouterSpec,
+    excluded: &[u32],
+    forced: Option<&[u32]>,
     s: &mut Scratch,
 ) {
     let e = logits.len();
     scores(logits, scoring, &mut s.score);
+    if let Some(experts) = forced {
+        s.pairs
+            .extend(experts.iter().map(|&i| (i, s.score[i as usize])));
+        return normalize(&mut s.pairs, spec.normalization);
+    }
     s.choice.clear();
     s.choice.extend_from_slice(&s.score);
     if let Some(b) = bias {
         s.choice.iter_mut().zip(b).for_each(|(c, b)| *c += b);
+    }
+    for &x in excluded {
+        s.choice[x as usize] = f32::NEG_INFINITY;
     }
     if let Selection::GroupLimited {
         num_groups,
@@ -95,19 +119,38 @@ fn score_then_select(
     top_k_indices(&s.choice, spec.top_k, &mut s.order);
     s.pairs
         .extend(s.order.iter().map(|&i| (i as u32, s.score[i])));
-    let divisor = match spec.normalization {
+    normalize(&mut s.pairs, spec.normalization);
+}
+
+/// Divides the chosen weights as the family's normalization says.
+fn normalize(pairs: &mut [(u32, f32)], normalization: Normalization) {
+    let divisor = match normalization {
         Normalization::None => return,
-        Normalization::Sum => s.pairs.iter().map(|p| p.1).sum::<f32>(),
-        Normalization::SumClamped { min } => s.pairs.iter().map(|p| p.1).sum::<f32>().max(min),
+        Normalization::Sum => pairs.iter().map(|p| p.1).sum::<f32>(),
+        Normalization::SumClamped { min } => pairs.iter().map(|p| p.1).sum::<f32>().max(min),
         // torch.norm(w, p): (Σ |w|^p)^(1/p).
-        Normalization::PNorm { p } => s
-            .pairs
+        Normalization::PNorm { p } => pairs
             .iter()
             .map(|w| w.1.abs().powf(p))
             .sum::<f32>()
             .powf(1.0 / p),
     };
-    s.pairs.iter_mut().for_each(|p| p.1 /= divisor);
+    pairs.iter_mut().for_each(|p| p.1 /= divisor);
+}
+
+/// Softmax over the logits of `experts` only (GPT-OSS / Granite weights for pinned experts).
+fn softmax_over(logits: &[f32], experts: &[u32], s: &mut Scratch) {
+    let max = experts
+        .iter()
+        .map(|&i| logits[i as usize])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = experts
+        .iter()
+        .map(|&i| (logits[i as usize] - max).exp())
+        .collect();
+    let sum: f32 = exp.iter().sum();
+    s.pairs
+        .extend(experts.iter().zip(exp).map(|(&i, x)| (i, x / sum)));
 }
 
 /// GPT-OSS / Granite-MoE: `topk(logits)`, then softmax over the k chosen logits.

@@ -178,7 +178,7 @@ fn partial_top_k_and_blocks_match_the_plain_definition() {
     let whole = route(&logits, None, &s);
     let mut one_by_one = Routing::default();
     for row in logits.chunks_exact(8) {
-        let r = route_block(row, None, &s);
+        let r = route_block(row, 0, None, &s, &Adjustments::default());
         one_by_one.ids.extend(r.ids);
         one_by_one.weights.extend(r.weights);
     }
@@ -186,4 +186,237 @@ fn partial_top_k_and_blocks_match_the_plain_definition() {
         (whole.ids, whole.weights),
         (one_by_one.ids, one_by_one.weights)
     );
+}
+
+fn pinned(layer: usize, token: usize, experts: &[u32]) -> intervention::ForcedRoute {
+    intervention::ForcedRoute {
+        layer,
+        token,
+        experts: experts.to_vec(),
+    }
+}
+
+fn expert(layer: usize, expert: u32) -> intervention::ExpertRef {
+    intervention::ExpertRef { layer, expert }
+}
+
+/// No intervention routes exactly as `route`; ablating an expert removes it from every token's
+/// choice while the others keep their order.
+#[test]
+fn ablation_removes_the_expert_and_nothing_else() {
+    let mut s = spec(RoutingRule::SoftmaxTopK, Selection::TopK, 2, 4);
+    s.normalization = Normalization::Sum;
+    let logits = [0.0, 2.0, 1.0, -1.0, 3.0, 0.5, 0.2, 0.1];
+    let plain = route(&logits, None, &s);
+    let none = Interventions::default().layer(0, &s);
+    assert!(none.routes_as_configured());
+    assert_eq!(route_adjusted(&logits, None, &s, &none, 0), plain);
+    let ablate = Interventions {
+        ablate: vec![expert(0, 1)],
+        ..Default::default()
+    };
+    let r = route_adjusted(&logits, None, &s, &ablate.layer(0, &s), 0);
+    assert_eq!(r.ids, vec![2, 0, 0, 2]);
+    assert!((r.weights[0] + r.weights[1] - 1.0).abs() < 1e-6);
+    // Another layer's ablation leaves this one alone.
+    assert_eq!(
+        route_adjusted(&logits, None, &s, &ablate.layer(1, &s), 0),
+        plain
+    );
+}
+
+/// DeepSeek-V3's selection bias must not bring an ablated expert back.
+#[test]
+fn selection_bias_cannot_reselect_an_ablated_expert() {
+    let mut s = spec(RoutingRule::SigmoidTopK, Selection::TopK, 1, 3);
+    s.selection_bias = true;
+    let bias = [0.0, 5.0, 0.0];
+    let ablate = Interventions {
+        ablate: vec![expert(3, 1)],
+        ..Default::default()
+    };
+    let r = route_adjusted(&[1.0, 0.0, -1.0], Some(&bias), &s, &ablate.layer(3, &s), 0);
+    assert_eq!(r.ids, vec![0]);
+    assert!((r.weights[0] - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+}
+
+/// Pinning a token to the experts it chose anyway changes nothing; pinning others gives them the
+/// rule's weights for those experts, only at that position.
+#[test]
+fn forcing_pins_one_position() {
+    for rule in [
+        RoutingRule::SoftmaxTopK,
+        RoutingRule::SigmoidTopK,
+        RoutingRule::TopKSoftmax,
+        RoutingRule::TopKSigmoid,
+    ] {
+        let mut s = spec(rule, Selection::TopK, 2, 4);
+        if matches!(rule, RoutingRule::SoftmaxTopK | RoutingRule::SigmoidTopK) {
+            s.normalization = Normalization::Sum;
+        }
+        let logits = [0.0, 2.0, 1.0, -1.0, 3.0, 0.5, 0.2, 0.1];
+        let plain = route(&logits, None, &s);
+        let same = Interventions {
+            force: vec![pinned(0, 6, &[1, 2])],
+            ..Default::default()
+        };
+        // Position 6 is row 1 of a chunk starting at position 5.
+        let r = route_adjusted(&logits, None, &s, &same.layer(0, &s), 5);
+        assert_eq!(r.ids[..2], plain.ids[..2], "{rule:?}");
+        let other = Interventions {
+            force: vec![pinned(0, 6, &[3, 2])],
+            ..Default::default()
+        };
+        let r = route_adjusted(&logits, None, &s, &other.layer(0, &s), 5);
+        assert_eq!(r.ids[..2], plain.ids[..2], "row 0 is position 5: untouched");
+        let mut chosen = r.ids[2..].to_vec();
+        chosen.sort_unstable();
+        assert_eq!(chosen, vec![2, 3], "{rule:?}");
+        if rule != RoutingRule::TopKSigmoid {
+            assert!((r.weights[2] + r.weights[3] - 1.0).abs() < 1e-5, "{rule:?}");
+        }
+        // Outside the chunk nothing is pinned.
+        assert_eq!(
+            route_adjusted(&logits, None, &s, &other.layer(0, &s), 0).ids[2..],
+            plain.ids[2..]
+        );
+    }
+}
+
+/// Gumbel noise is keyed by position: routing in chunks equals routing in one pass, the seed
+/// changes the draw, and scale 0 is no noise.
+#[test]
+fn gumbel_noise_is_reproducible_across_chunks() {
+    let s = spec(RoutingRule::SoftmaxTopK, Selection::TopK, 2, 8);
+    let logits: Vec<f32> = (0..8 * 20).map(|i| ((i * 31) % 17) as f32 * 0.05).collect();
+    let noisy = |seed, scale| Interventions {
+        noise: Some(RouterNoise::Gumbel { scale, seed }),
+        ..Default::default()
+    };
+    let change = noisy(7, 1.0).layer(2, &s);
+    let whole = route_adjusted(&logits, None, &s, &change, 0);
+    let mut chunked = Routing::default();
+    for (i, chunk) in logits.chunks(8 * 6).enumerate() {
+        let r = route_adjusted(chunk, None, &s, &change, i * 6);
+        chunked.ids.extend(r.ids);
+        chunked.weights.extend(r.weights);
+    }
+    assert_eq!(
+        (&whole.ids, &whole.weights),
+        (&chunked.ids, &chunked.weights)
+    );
+    assert_ne!(
+        whole.ids,
+        route(&logits, None, &s).ids,
+        "noise of scale 1 moves some choice"
+    );
+    assert_ne!(
+        whole.ids,
+        route_adjusted(&logits, None, &s, &noisy(8, 1.0).layer(2, &s), 0).ids
+    );
+    assert_eq!(
+        route_adjusted(&logits, None, &s, &noisy(7, 0.0).layer(2, &s), 0),
+        route(&logits, None, &s)
+    );
+}
+
+#[test]
+fn intervened_top_k_routes_with_the_new_k() {
+    let s = spec(RoutingRule::SoftmaxTopK, Selection::TopK, 2, 4);
+    let wider = Interventions {
+        top_k: Some(3),
+        ..Default::default()
+    };
+    let r = route_adjusted(&[0.0, 2.0, 1.0, -1.0], None, &s, &wider.layer(0, &s), 0);
+    assert_eq!((r.top_k, r.ids), (3, vec![1, 2, 0]));
+}
+
+#[test]
+fn impossible_interventions_are_named() {
+    let s = RouterSpec::plain(4, 2, RoutingRule::SoftmaxTopK);
+    let moe = [1, 2];
+    let problem = |i: Interventions| i.problem(&s, &moe).unwrap_or_default();
+    let ok = Interventions {
+        ablate: vec![expert(1, 0), expert(1, 3)],
+        force: vec![pinned(2, 4, &[0, 1])],
+        ..Default::default()
+    };
+    assert_eq!(ok.problem(&s, &moe), None);
+    assert!(problem(Interventions {
+        top_k: Some(5),
+        ..Default::default()
+    })
+    .contains("1..=4"));
+    assert!(problem(Interventions {
+        ablate: vec![expert(0, 1)],
+        ..Default::default()
+    })
+    .contains("not an MoE layer"));
+    assert!(problem(Interventions {
+        zero: vec![expert(1, 4)],
+        ..Default::default()
+    })
+    .contains("experts 0..3"));
+    assert!(problem(Interventions {
+        ablate: vec![expert(1, 0), expert(1, 1), expert(1, 2)],
+        ..Default::default()
+    })
+    .contains("top-2 needs 2"));
+    assert!(problem(Interventions {
+        force: vec![pinned(1, 0, &[1])],
+        ..Default::default()
+    })
+    .contains("1 experts given"));
+    assert!(problem(Interventions {
+        force: vec![pinned(1, 0, &[1, 1])],
+        ..Default::default()
+    })
+    .contains("twice"));
+    assert!(problem(Interventions {
+        ablate: vec![expert(1, 2)],
+        force: vec![pinned(1, 0, &[1, 2])],
+        ..Default::default()
+    })
+    .contains("ablated"));
+    assert!(problem(Interventions {
+        noise: Some(RouterNoise::Jitter { eps: 1.5, seed: 0 }),
+        ..Default::default()
+    })
+    .contains("[0, 1)"));
+}
+
+#[test]
+fn intervention_arguments_parse_or_say_why() {
+    use intervention::*;
+    assert_eq!(
+        parse_expert_refs("3:7, 4:0").unwrap(),
+        vec![expert(3, 7), expert(4, 0)]
+    );
+    assert!(parse_expert_refs("3-7")
+        .unwrap_err()
+        .contains("LAYER:EXPERT"));
+    assert!(parse_expert_refs("3:x").unwrap_err().contains("'x'"));
+    assert_eq!(
+        parse_forced_route("2:5:1+6").unwrap(),
+        pinned(2, 5, &[1, 6])
+    );
+    assert!(parse_forced_route("2:5").is_err());
+    assert_eq!(
+        parse_router_noise("gumbel:0.5", 9).unwrap(),
+        RouterNoise::Gumbel {
+            scale: 0.5,
+            seed: 9
+        }
+    );
+    assert!(parse_router_noise("gauss:1", 0)
+        .unwrap_err()
+        .contains("gauss"));
+    let all = Interventions {
+        top_k: Some(1),
+        ablate: vec![expert(1, 2)],
+        force: vec![pinned(1, 0, &[3])],
+        ..Default::default()
+    };
+    assert_eq!(all.describe(), "top-1; ablate 1:2; force 1:0:3");
+    assert_eq!(Interventions::default().describe(), "none");
 }
