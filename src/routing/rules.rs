@@ -29,21 +29,17 @@ pub(super) fn route_token<'a>(
     s: &'a mut Scratch,
 ) -> &'a mut Vec<(u32, f32)> {
     s.pairs.clear();
-    match (spec.rule, forced) {
-        (RoutingRule::SoftmaxTopK, _) => {
+    match spec.rule {
+        RoutingRule::SoftmaxTopK => {
             score_then_select(logits, Scoring::Softmax, bias, spec, excluded, forced, s)
         }
-        (RoutingRule::SigmoidTopK, _) => {
+        RoutingRule::SigmoidTopK => {
             score_then_select(logits, Scoring::Sigmoid, bias, spec, excluded, forced, s)
         }
-        (RoutingRule::TopKSoftmax, None) => topk_then_softmax(logits, spec.top_k, s),
-        (RoutingRule::TopKSigmoid, None) => topk_then_sigmoid(logits, spec.top_k, s),
-        (RoutingRule::TopKSoftmax, Some(experts)) => softmax_over(logits, experts, s),
-        (RoutingRule::TopKSigmoid, Some(experts)) => s
-            .pairs
-            .extend(experts.iter().map(|&i| (i, sigmoid(logits[i as usize])))),
+        RoutingRule::TopKSoftmax => topk_then_softmax(logits, spec.top_k, forced, s),
+        RoutingRule::TopKSigmoid => topk_then_sigmoid(logits, spec.top_k, forced, s),
         // Refused by `Interventions::problem`: sparsemixer's weights follow its own selection.
-        (RoutingRule::SparseMixer { jitter_eps }, _) => sparsemixer(logits, jitter_eps, s),
+        RoutingRule::SparseMixer { jitter_eps } => sparsemixer(logits, jitter_eps, s),
     }
     s.pairs
         .iter_mut()
@@ -138,25 +134,25 @@ fn normalize(pairs: &mut [(u32, f32)], normalization: Normalization) {
     pairs.iter_mut().for_each(|p| p.1 /= divisor);
 }
 
-/// Softmax over the logits of `experts` only (GPT-OSS / Granite weights for pinned experts).
-fn softmax_over(logits: &[f32], experts: &[u32], s: &mut Scratch) {
-    let max = experts
-        .iter()
-        .map(|&i| logits[i as usize])
-        .fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = experts
-        .iter()
-        .map(|&i| (logits[i as usize] - max).exp())
-        .collect();
-    let sum: f32 = exp.iter().sum();
-    s.pairs
-        .extend(experts.iter().zip(exp).map(|(&i, x)| (i, x / sum)));
+/// The experts a top-k-first rule weights: the `forced` ones, else `topk(logits)`.
+fn select_or_pin(logits: &[f32], k: usize, forced: Option<&[u32]>, s: &mut Scratch) {
+    match forced {
+        Some(experts) => {
+            s.order.clear();
+            s.order.extend(experts.iter().map(|&i| i as usize));
+        }
+        None => top_k_indices(logits, k, &mut s.order),
+    }
 }
 
 /// GPT-OSS / Granite-MoE: `topk(logits)`, then softmax over the k chosen logits.
-fn topk_then_softmax(logits: &[f32], k: usize, s: &mut Scratch) {
-    top_k_indices(logits, k, &mut s.order);
-    let max = s.order.first().map_or(0.0, |&i| logits[i]);
+fn topk_then_softmax(logits: &[f32], k: usize, forced: Option<&[u32]>, s: &mut Scratch) {
+    select_or_pin(logits, k, forced, s);
+    let max = s
+        .order
+        .iter()
+        .map(|&i| logits[i])
+        .fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f32> = s.order.iter().map(|&i| (logits[i] - max).exp()).collect();
     let sum: f32 = exp.iter().sum();
     s.pairs
@@ -164,8 +160,8 @@ fn topk_then_softmax(logits: &[f32], k: usize, s: &mut Scratch) {
 }
 
 /// Llama-4: `topk(logits)`, each weight `sigmoid(logit)` (the others' −∞ gives 0: unused).
-fn topk_then_sigmoid(logits: &[f32], k: usize, s: &mut Scratch) {
-    top_k_indices(logits, k, &mut s.order);
+fn topk_then_sigmoid(logits: &[f32], k: usize, forced: Option<&[u32]>, s: &mut Scratch) {
+    select_or_pin(logits, k, forced, s);
     s.pairs
         .extend(s.order.iter().map(|&i| (i as u32, sigmoid(logits[i]))));
 }
