@@ -93,6 +93,7 @@ fn synthetic_trace() -> Trace {
         last_logits: Vec::new(),
         forward_ms: 197.0,
         prompt_tokens: None,
+        interventions: None,
     }
 }
 

@@ -130,6 +130,10 @@ pub enum Error {
     #[error("cannot generate: {0}")]
     Generation(String),
 
+    /// An intervention the model cannot run (from `Interventions::problem`).
+    #[error("intervention: {0}")]
+    Intervention(String),
+
     #[error("device: {0}")]
     Device(String),
 

@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod gui;
 pub mod input;
 pub mod model;
+pub mod probe;
 pub mod routing;
 pub mod trace;
 pub mod units;

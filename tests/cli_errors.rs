@@ -536,3 +536,129 @@ fn generate_streams_text_writes_the_trace_and_refuses_bad_sampling() {
     let (ok, _, stderr) = moescope(&bad);
     assert!(!ok && stderr.contains("--temperature"), "{stderr}");
 }
+
+/// Interventions the model cannot run are refused in one line that says why, before a pass.
+#[test]
+fn interventions_the_model_cannot_run_are_one_line_errors() {
+    let dir = copy_fixture("mixtral", "intervene");
+    for (args, expected) in [
+        (&["--top-k", "9"][..], "--top-k 9: top-k 9 is not in 1..=8"),
+        (
+            &["--ablate", "2:0"],
+            "block 2 is not an MoE layer (MoE layers: 0, 1)",
+        ),
+        (&["--zero-expert", "1:8"], "the model has experts 0..7"),
+        (
+            &["--ablate", "0:0,0:1,0:2,0:3,0:4,0:5,0:6"],
+            "top-2 needs 2 of the 8 experts",
+        ),
+        (
+            &["--force", "0:1:3"],
+            "1 experts given, the layer routes top-2",
+        ),
+        (&["--force", "0:1:3+3"], "an expert is given twice"),
+        (
+            &["--force", "0:5:1+2"],
+            "the run has 3 tokens (positions 0..2)",
+        ),
+        (
+            &["--router-noise", "jitter:1.5"],
+            "jitter eps must be in [0, 1)",
+        ),
+        (
+            &["--router-noise", "dropout:0.1"],
+            "noise kind 'dropout' is not gumbel or jitter",
+        ),
+        (
+            &["--report", "r.json"],
+            "--report describes an intervention",
+        ),
+    ] {
+        let stderr = trace_fails(&dir, args);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    assert!(
+        !dir.join("out.json").exists(),
+        "a refused run wrote a trace"
+    );
+}
+
+/// An intervened `trace` writes the intervened routing with the interventions recorded, and
+/// its report scores it against the unmodified run.
+#[test]
+fn an_intervened_trace_records_its_interventions_and_reports_the_effect() {
+    let dir = copy_fixture("mixtral", "intervened-trace");
+    let (out, report) = (dir.join("t.json"), dir.join("r.json"));
+    let (ok, _, stderr) = moescope(&[
+        "trace",
+        dir.to_str().unwrap(),
+        "--token-ids",
+        "5,17,42,99,3",
+        "--top-k",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("intervention (top-1)"), "{stderr}");
+    let trace = moescope::trace::Trace::read_json(&out).unwrap();
+    assert_eq!(trace.model.top_k, 1);
+    assert_eq!(trace.interventions.as_ref().unwrap().top_k, Some(1));
+    assert!(trace.moe_layers.iter().all(|l| l.topk_ids.cols() == 1));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["interventions"], "top-1");
+    assert_eq!(report["num_tokens"], 5);
+    assert_eq!(report["positions"].as_array().unwrap().len(), 5);
+    // Every token's expert set changes when k does.
+    for layer in report["moe_layers"].as_array().unwrap() {
+        assert_eq!(layer["tokens_rerouted"], 5);
+    }
+    // A stats run of trace files cannot intervene.
+    let (ok, _, stderr) = moescope(&["stats", out.to_str().unwrap(), "--top-k", "1"]);
+    assert!(
+        !ok && stderr.contains("give a checkpoint, not trace files"),
+        "{stderr}"
+    );
+}
+
+/// An intervened `generate` also generates without the interventions and reports both
+/// continuations, scored on the intervened run's tokens.
+#[test]
+fn an_intervened_generation_reports_both_continuations() {
+    let dir = copy_fixture("mixtral", "intervened-generate");
+    let (out, report) = (dir.join("g.json"), dir.join("r.json"));
+    let (ok, _, stderr) = moescope(&[
+        "generate",
+        dir.to_str().unwrap(),
+        "--token-ids",
+        "5,17,42",
+        "--max-new-tokens",
+        "4",
+        "--ignore-eos",
+        "--ablate",
+        "0:1,1:1",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let trace = moescope::trace::Trace::read_json(&out).unwrap();
+    assert_eq!(trace.tokens.len(), 7);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["num_tokens"], 7);
+    let continuation = &report["continuation"];
+    assert_eq!(continuation["baseline_ids"].as_array().unwrap().len(), 4);
+    let generated: Vec<u64> = trace.tokens[3..].iter().map(|t| u64::from(t.id)).collect();
+    let reported: Vec<u64> = continuation["intervened_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(reported, generated);
+}

@@ -541,3 +541,85 @@ fn chat_templates_render_and_tokenize_like_transformers() {
     assert!(!ok && stderr.contains("needs a chat template"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// Noise is keyed by position and pins by absolute position, so an intervened prompt routes the
+/// same in one pass, in chunks and token by token (what generation and live editing rely on);
+/// clearing the interventions routes as an engine that never had them.
+#[test]
+fn intervened_routing_is_the_same_in_one_pass_chunks_and_token_by_token() {
+    use moescope::routing::intervention::{ForcedRoute, RouterNoise};
+    use moescope::routing::Interventions;
+    for noise in [
+        RouterNoise::Gumbel {
+            scale: 0.7,
+            seed: 11,
+        },
+        RouterNoise::Jitter { eps: 0.2, seed: 5 },
+    ] {
+        let interventions = Interventions {
+            noise: Some(noise),
+            force: vec![ForcedRoute {
+                layer: 1,
+                token: 6,
+                experts: vec![0, 1, 2, 3, 4, 5, 6, 7],
+            }],
+            ..Interventions::default()
+        };
+        let options = EngineOptions {
+            interventions: interventions.clone(),
+            ..EngineOptions::default()
+        };
+        let mut engine = Engine::load(&fixture("olmoe"), options.clone()).unwrap();
+        let one_pass = engine.run(IDS).unwrap().clone();
+        assert_eq!(one_pass.interventions.as_ref(), Some(&interventions));
+        let mut pinned = one_pass.moe_layers[1].topk_ids.row(6).to_vec();
+        pinned.sort_unstable();
+        assert_eq!(pinned, [0, 1, 2, 3, 4, 5, 6, 7]);
+
+        let chunked_options = EngineOptions {
+            prefill_chunk_tokens: 3,
+            ..options
+        };
+        let mut chunked = Engine::load(&fixture("olmoe"), chunked_options).unwrap();
+        let in_chunks = chunked.run(IDS).unwrap().clone();
+        chunked.reset();
+        for &id in IDS {
+            chunked.push_tokens(&[id]).unwrap();
+        }
+        for other in [&in_chunks, chunked.trace()] {
+            for (a, b) in one_pass.moe_layers.iter().zip(&other.moe_layers) {
+                assert_eq!(a.topk_ids, b.topk_ids, "{noise:?}");
+                let d = common::max_abs_diff(a.topk_weights.as_slice(), b.topk_weights.as_slice());
+                assert!(d <= 1e-5, "{noise:?}: weights differ by {d}");
+            }
+        }
+
+        let mut plain = Engine::load(&fixture("olmoe"), EngineOptions::default()).unwrap();
+        let plain = plain.run(IDS).unwrap().clone();
+        assert_ne!(
+            plain.moe_layers[1].topk_ids,
+            one_pass.moe_layers[1].topk_ids
+        );
+        engine.set_interventions(Interventions::default()).unwrap();
+        let cleared = engine.run(IDS).unwrap();
+        assert!(cleared.interventions.is_none());
+        for (a, b) in plain.moe_layers.iter().zip(&cleared.moe_layers) {
+            assert_eq!(a.topk_ids, b.topk_ids);
+            assert_eq!(a.topk_weights, b.topk_weights);
+        }
+    }
+}
+
+/// Every-position logits end in the last position's, and are what the plain run computes.
+#[test]
+fn scoring_runs_return_every_positions_logits() {
+    let mut engine = Engine::load(&fixture("mixtral"), EngineOptions::default()).unwrap();
+    let logits = engine.run_scoring(IDS).unwrap();
+    let vocab = engine.checkpoint.spec.vocab_size;
+    assert_eq!(logits.len(), IDS.len() * vocab);
+    let last = engine.trace().last_logits.clone();
+    assert_eq!(&logits[(IDS.len() - 1) * vocab..], &last[..]);
+    let prefix = engine.run(&IDS[..3]).unwrap().last_logits.clone();
+    let d = common::max_abs_diff(&logits[2 * vocab..3 * vocab], &prefix);
+    assert!(d <= 1e-4, "position 2 differs by {d}");
+}

@@ -391,3 +391,86 @@ fn gguf_files_route_like_llama_cpp_itself() {
         );
     }
 }
+
+/// One intervention case of tests/fixtures/interventions (make_intervention_references.py).
+#[derive(serde::Deserialize)]
+struct InterventionCase {
+    interventions: moescope::routing::Interventions,
+    moe_layers: Vec<InterventionLayer>,
+    last_logits: Vec<f32>,
+}
+
+#[derive(serde::Deserialize)]
+struct InterventionLayer {
+    layer: usize,
+    topk_ids: Vec<Vec<u32>>,
+    topk_weights: Vec<Vec<f32>>,
+}
+
+#[derive(serde::Deserialize)]
+struct InterventionReference {
+    input_ids: Vec<u32>,
+    cases: Vec<InterventionCase>,
+}
+
+/// A row's (expert, weight) pairs by expert id, so the comparison ignores slot order.
+fn by_expert(ids: &[u32], weights: &[f32]) -> (Vec<u32>, Vec<f32>) {
+    let mut pairs: Vec<(u32, f32)> = ids.iter().copied().zip(weights.iter().copied()).collect();
+    pairs.sort_by_key(|p| p.0);
+    pairs.into_iter().unzip()
+}
+
+/// `--top-k`, `--ablate` and `--zero-expert` route and compute as transformers does when a user
+/// changes its modules' top_k, masks a router's logits (and selection bias) with −inf by a hook,
+/// or zeroes an expert's down projection: on a fixture of every family.
+#[test]
+fn interventions_match_transformers() {
+    let dir = common::fixtures_dir().join("interventions");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{} intervention references", files.len());
+    let mut cases = 0;
+    for file in files {
+        let name = file.file_stem().unwrap().to_string_lossy().to_string();
+        let reference: InterventionReference =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        for case in reference.cases {
+            let what = format!("{name} ({})", case.interventions.describe());
+            let options = EngineOptions {
+                interventions: case.interventions,
+                ..EngineOptions::default()
+            };
+            let mut engine = Engine::load(&common::fixtures_dir().join(&name), options)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let trace = engine.run(&reference.input_ids).unwrap();
+            assert_eq!(trace.moe_layers.len(), case.moe_layers.len(), "{what}");
+            for (got, want) in trace.moe_layers.iter().zip(&case.moe_layers) {
+                assert_eq!(got.layer, want.layer, "{what}");
+                for (t, (ids, weights)) in want.topk_ids.iter().zip(&want.topk_weights).enumerate()
+                {
+                    let (want_ids, want_w) = by_expert(ids, weights);
+                    let (got_ids, got_w) = by_expert(got.topk_ids.row(t), got.topk_weights.row(t));
+                    assert_eq!(
+                        got_ids, want_ids,
+                        "{what}: layer {} token {t} experts",
+                        want.layer
+                    );
+                    let d = max_abs_diff(&got_w, &want_w);
+                    assert!(
+                        d <= TOLERANCE,
+                        "{what}: layer {} token {t} weights differ by {d}",
+                        want.layer
+                    );
+                }
+            }
+            let scale = case.last_logits.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            let d = max_abs_diff(&trace.last_logits, &case.last_logits);
+            assert!(d <= TOLERANCE * scale, "{what}: last logits differ by {d}");
+            cases += 1;
+        }
+    }
+    assert!(cases >= 59, "{cases} intervention cases");
+}

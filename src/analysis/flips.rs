@@ -117,25 +117,6 @@ pub fn routing_flips(run: &Trace, reference: &Trace) -> Result<RoutingFlips, Ana
         num_tokens: t,
         moe_layers,
         tokens_with_any_flip: any.iter().filter(|&&f| f).count(),
-        last_logits_kl: kl_of_logits(&reference.last_logits, &run.last_logits),
+        last_logits_kl: super::token::kl_of_logits(&reference.last_logits, &run.last_logits),
     })
-}
-
-/// KL(P ‖ Q) of softmax(p_logits) and softmax(q_logits), in nats, computed in f64.
-fn kl_of_logits(p_logits: &[f32], q_logits: &[f32]) -> Option<f64> {
-    if p_logits.is_empty() || p_logits.len() != q_logits.len() {
-        return None;
-    }
-    let log_softmax = |l: &[f32]| -> Vec<f64> {
-        let lse = super::token::logsumexp(l);
-        l.iter().map(|&x| f64::from(x) - lse).collect()
-    };
-    let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
-    Some(
-        lp.iter()
-            .zip(&lq)
-            .map(|(a, b)| a.exp() * (a - b))
-            .sum::<f64>()
-            .max(0.0),
-    )
 }

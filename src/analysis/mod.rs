@@ -9,6 +9,7 @@
 //! `jaccard_next_layer`) are computed per trace and averaged, so no pair spans two prompts.
 
 pub mod capacity;
+pub mod effect;
 pub mod flips;
 pub mod health;
 pub mod load;
@@ -19,6 +20,7 @@ pub mod token;
 mod tests;
 
 pub use capacity::capacity;
+pub use effect::{intervention_effect, Continuations, InterventionEffect};
 pub use flips::{routing_flips, LayerFlips, RoutingFlips};
 pub use health::Band;
 pub use token::{token_metrics, TokenMetrics};

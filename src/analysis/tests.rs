@@ -67,6 +67,7 @@ fn trace(e: usize, scoring: &str, layers: Vec<L>) -> Trace {
         last_logits: Vec::new(),
         forward_ms: 0.0,
         prompt_tokens: None,
+        interventions: None,
     }
 }
 
@@ -597,4 +598,37 @@ fn routing_flips_weigh_agreeing_experts_and_the_next_token_drift() {
     // KL(a ‖ b) = ½ ln(½ / ¾) + ½ ln(½ / ¼).
     let kl = 0.5 * (0.5f64 / 0.75).ln() + 0.5 * (0.5f64 / 0.25).ln();
     close(f.last_logits_kl.unwrap(), kl, "kl");
+}
+
+/// The intervention effect on hand-worked numbers: two positions over a vocabulary of 2.
+#[test]
+fn intervention_effect_is_kl_top1_and_perplexity_of_the_two_runs() {
+    use crate::analysis::effect::intervention_effect;
+    let mut base = trace(2, "softmax", vec![layer(vec![vec![0], vec![1]], None)]);
+    base.tokens = vec![Token::given(0, "a".into()), Token::given(1, "b".into())];
+    let mut changed = base.clone();
+    // Token 1 moves from expert 1 to expert 0 in the intervened run.
+    changed.moe_layers[0].topk_ids = Matrix::from_vec(2, 1, vec![0, 0]);
+    // Position 0: baseline P = (1/2, 1/2), intervened P = (e/(1+e), 1/(1+e)); position 1: equal.
+    let base_logits = [0.0, 0.0, 3.0, 1.0];
+    let changed_logits = [1.0, 0.0, 3.0, 1.0];
+    let effect = intervention_effect(&base, &base_logits, &changed, &changed_logits).unwrap();
+    let q0 = 1f64.exp() / (1.0 + 1f64.exp());
+    let kl0 = 0.5 * (0.5 / q0).ln() + 0.5 * (0.5 / (1.0 - q0)).ln();
+    assert!((effect.positions[0].kl_nats - kl0).abs() < 1e-12);
+    assert!(effect.positions[1].kl_nats.abs() < 1e-12);
+    assert!((effect.mean_kl_nats - kl0 / 2.0).abs() < 1e-12);
+    // Ties pick the lowest id: both runs' most likely token after "a" is token 0.
+    assert_eq!(effect.top1_changed_positions, 0);
+    // The only predicted token is "b" (id 1) after "a": ln 1/2 against ln (1 − q0).
+    assert!((effect.log_prob_baseline.unwrap() - 0.5f64.ln()).abs() < 1e-12);
+    assert!((effect.log_prob_intervened.unwrap() - (1.0 - q0).ln()).abs() < 1e-12);
+    assert!((effect.perplexity_baseline.unwrap() - 2.0).abs() < 1e-12);
+    assert_eq!(effect.positions[1].next_logprob_baseline, None);
+    assert_eq!(effect.moe_layers[0].tokens_rerouted, 1);
+    assert_eq!(effect.moe_layers[0].top1_changed, 1);
+    assert_eq!(effect.tokens_rerouted_any_layer, 1);
+    // Different tokens cannot be compared.
+    changed.tokens[1].id = 0;
+    assert!(intervention_effect(&base, &base_logits, &changed, &changed_logits).is_err());
 }

@@ -124,3 +124,22 @@ pub fn token_metrics(layer: &MoeLayerTrace, router: &RouterInfo) -> Option<Vec<T
             .collect(),
     )
 }
+
+/// KL(P ‖ Q) of softmax(p_logits) and softmax(q_logits), in nats, computed in f64.
+pub fn kl_of_logits(p_logits: &[f32], q_logits: &[f32]) -> Option<f64> {
+    if p_logits.is_empty() || p_logits.len() != q_logits.len() {
+        return None;
+    }
+    let log_softmax = |l: &[f32]| -> Vec<f64> {
+        let lse = logsumexp(l);
+        l.iter().map(|&x| f64::from(x) - lse).collect()
+    };
+    let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
+    Some(
+        lp.iter()
+            .zip(&lq)
+            .map(|(a, b)| a.exp() * (a - b))
+            .sum::<f64>()
+            .max(0.0),
+    )
+}

@@ -1,14 +1,16 @@
 //! `moescope generate`: continue a prompt and write the routing of every position, prompt and
 //! generated tokens alike. The continuation streams to stdout as it is produced.
 
+use super::intervene::{self, InterventionArgs};
 use super::{InputArgs, RunArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use moescope::engine::generate::{GenerateOptions, Sampling};
-use moescope::engine::Engine;
+use moescope::engine::{Engine, EngineOptions};
 use moescope::input::TokenInput;
 use moescope::model::chat_template::ChatMessage;
 use moescope::model::checkpoint::Checkpoint;
+use moescope::routing::Interventions;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -19,6 +21,8 @@ pub struct GenerateArgs {
     pub input: InputArgs,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub intervene: InterventionArgs,
     /// Tokens to generate at most (generation also stops at the checkpoint's EOS tokens).
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
@@ -61,7 +65,11 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             args.out.display()
         );
     }
-    let mut engine = Engine::load(&args.model, args.run.options()?)?;
+    let options = EngineOptions {
+        interventions: args.intervene.interventions()?,
+        ..args.run.options()?
+    };
+    let mut engine = Engine::load(&args.model, options)?;
     let Some(tokens) = args.input.tokens() else {
         bail!("give --prompt TEXT or --token-ids 1,2,3");
     };
@@ -71,6 +79,10 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         }
         _ => tokens.ids(&engine.checkpoint)?,
     };
+    intervene::check_forced_positions(
+        &engine.options().interventions,
+        prompt.len() + args.max_new_tokens,
+    )?;
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling: match args.temperature {
@@ -129,7 +141,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     };
     drop(stdout);
     println!();
-    let trace = engine.trace();
+    let trace = engine.trace().clone();
     trace.write_json(&args.out)?;
     let generated = trace.tokens.len() - prompt.len();
     let decode_ms: f64 = decode_steps_ms.iter().sum();
@@ -145,7 +157,41 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         },
         args.out.display()
     );
+    if !engine.options().interventions.is_empty() {
+        compare_with_unmodified(
+            &mut engine,
+            &trace,
+            &prompt,
+            &options,
+            args.intervene.report.as_deref(),
+        )?;
+    }
     Ok(())
+}
+
+/// Generates from the same prompt without the interventions, scores both runs on the intervened
+/// run's tokens, and reports the effect and both continuations.
+fn compare_with_unmodified(
+    engine: &mut Engine,
+    intervened: &moescope::trace::Trace,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    report: Option<&std::path::Path>,
+) -> Result<()> {
+    let ids: Vec<u32> = intervened.tokens.iter().map(|t| t.id).collect();
+    let (_, mut effect) = moescope::probe::intervened_run(engine, &ids)?;
+    engine.set_interventions(Interventions::default())?;
+    engine.generate(prompt, options, &mut |_| {})?;
+    let baseline_ids: Vec<u32> = engine.trace().tokens[prompt.len()..]
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    let mut continuation =
+        moescope::analysis::Continuations::new(baseline_ids, ids[prompt.len()..].to_vec());
+    continuation.baseline_text = engine.checkpoint.decode(&continuation.baseline_ids);
+    continuation.intervened_text = engine.checkpoint.decode(&continuation.intervened_ids);
+    effect.continuation = Some(continuation);
+    intervene::report_effect(&effect, report)
 }
 
 /// The prompt as a user turn (after an optional system turn) rendered by the checkpoint's chat

@@ -6,6 +6,7 @@ mod devices;
 mod export;
 mod generate;
 mod info;
+mod intervene;
 mod stats;
 mod trace;
 

@@ -1,6 +1,7 @@
 //! `moescope stats`: routing metrics of trace files or of a model run, and routing flips between
 //! two runs.
 
+use super::intervene::{self, InterventionArgs};
 use super::{DtypeArg, InputArgs, RunArgs};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
@@ -24,6 +25,8 @@ pub struct StatsArgs {
     pub input: Option<InputArgs>,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub intervene: InterventionArgs,
     /// Capacity factor CF: each expert takes C = ceil(T·k/E·CF) assignments.
     #[arg(long, default_value_t = DEFAULT_CAPACITY_FACTOR)]
     pub capacity_factor: f64,
@@ -69,13 +72,18 @@ pub fn stats(args: StatsArgs) -> Result<()> {
         .input
         .as_ref()
         .is_some_and(|i| i.prompt.is_some() || i.token_ids.is_some());
+    let interventions = args.intervene.interventions()?;
     let mut flips = None;
+    let mut effect = None;
     let metrics = if args.inputs.iter().all(|p| is_trace_file(p)) {
         if given_input {
             bail!("--prompt and --token-ids run a model; trace files already hold their tokens");
         }
         if args.compare_dtype.is_some() || args.compare_model.is_some() {
             bail!("--compare-dtype and --compare-model run models; give a checkpoint, not trace files");
+        }
+        if !interventions.is_empty() {
+            bail!("interventions change a model run; give a checkpoint, not trace files");
         }
         let traces = args
             .inputs
@@ -95,7 +103,11 @@ pub fn stats(args: StatsArgs) -> Result<()> {
                     .join(", ")
             );
         };
-        let mut engine = Engine::load(model, args.run.options()?)?;
+        let engine_options = EngineOptions {
+            interventions,
+            ..args.run.options()?
+        };
+        let mut engine = Engine::load(model, engine_options)?;
         let Some(tokens) = args.input.as_ref().and_then(InputArgs::tokens) else {
             bail!(
                 "give --prompt TEXT or --token-ids 1,2,3 to run {}",
@@ -103,7 +115,14 @@ pub fn stats(args: StatsArgs) -> Result<()> {
             );
         };
         let ids = tokens.ids(&engine.checkpoint)?;
-        let trace = engine.run(&ids)?.clone();
+        let trace = if engine.options().interventions.is_empty() {
+            engine.run(&ids)?.clone()
+        } else {
+            intervene::check_forced_positions(&engine.options().interventions, ids.len())?;
+            let (trace, e) = moescope::probe::intervened_run(&mut engine, &ids)?;
+            effect = Some(e);
+            trace
+        };
         if let Some(dtype) = &args.compare_dtype {
             let reference_options = EngineOptions {
                 dtype: dtype.dtype(),
@@ -133,10 +152,16 @@ pub fn stats(args: StatsArgs) -> Result<()> {
         }
         analysis::analyze(&trace, &options).map_err(|e| name_trace(e, &args.inputs))?
     };
+    if let Some(effect) = &effect {
+        intervene::report_effect(effect, args.intervene.report.as_deref())?;
+    }
     if args.json {
         let mut value = serde_json::to_value(&metrics)?;
         if let (Some(flips), Some(object)) = (&flips, value.as_object_mut()) {
             object.insert("routing_flips".into(), serde_json::to_value(flips)?);
+        }
+        if let (Some(effect), Some(object)) = (&effect, value.as_object_mut()) {
+            object.insert("intervention_effect".into(), serde_json::to_value(effect)?);
         }
         println!("{}", serde_json::to_string(&value)?);
     } else {

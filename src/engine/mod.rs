@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::causal_lm::CausalLm;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::spec::WeightTarget;
-use crate::routing::{Normalization, RouterSpec, Selection};
+use crate::routing::{Interventions, Normalization, RouterSpec, Selection};
 use crate::trace::{self, LayerTimings, Matrix, MoeLayerTrace, RouterInfo, Token, Trace};
 use candle_core::{DType, Device};
 use capture::{CaptureLevel, ExpertKernel, ForwardOptions, LayerRecord};
@@ -43,6 +43,9 @@ pub struct EngineOptions {
     pub expert_kernel: ExpertKernel,
     /// Record each expert's compute time into the trace (see [`ForwardOptions::time_experts`]).
     pub time_experts: bool,
+    /// Changes to routing every forward pass applies (none by default); checked against the
+    /// model when it loads and by [`Engine::set_interventions`].
+    pub interventions: Interventions,
 }
 
 /// A callback told `(layers done, layers)` as a forward pass goes (progress of slow passes).
@@ -71,6 +74,7 @@ impl Default for EngineOptions {
             layer_progress: None,
             expert_kernel: ExpertKernel::Fused,
             time_experts: true,
+            interventions: Interventions::default(),
         }
     }
 }
@@ -100,15 +104,17 @@ impl Engine {
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Self> {
         let checkpoint = Checkpoint::open(path)?;
+        check_interventions(&checkpoint, &options.interventions)?;
         let weights = checkpoint.weights(options.dtype, &options.device)?;
         device::check_fits(&options.device, weights.device_bytes() as u64)?;
         let weight_bytes = weights.size_bytes();
-        let model = CausalLm::load_with_progress(
+        let mut model = CausalLm::load_with_progress(
             checkpoint.spec.clone(),
             &weights,
             options.expert_kernel,
             progress,
         )?;
+        model.set_interventions(&options.interventions);
         let trace = empty_trace(&checkpoint, &options);
         Ok(Self {
             checkpoint,
@@ -139,6 +145,25 @@ impl Engine {
     /// Changes what later forward passes record (the benchmark toggles it to price capture).
     pub fn set_capture(&mut self, capture: CaptureLevel) {
         self.options.capture = capture;
+    }
+
+    /// Makes later passes apply `interventions` (an empty set: route as configured) and forgets
+    /// the tokens run so far, whose KV cache was computed under the previous ones.
+    pub fn set_interventions(&mut self, interventions: Interventions) -> Result<()> {
+        check_interventions(&self.checkpoint, &interventions)?;
+        self.model.set_interventions(&interventions);
+        self.options.interventions = interventions;
+        self.reset();
+        Ok(())
+    }
+
+    /// Runs `ids` from an empty context like [`Engine::run`] and returns the LM-head logits of
+    /// every position (`[ids, vocab]`, f32): what scoring a run against another needs.
+    pub fn run_scoring(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.reset();
+        let mut logits = Vec::with_capacity(ids.len() * self.checkpoint.spec.vocab_size);
+        self.push(ids, Some(&mut logits))?;
+        Ok(logits)
     }
 
     /// Bytes of the model's weights as loaded (compute dtype).
@@ -176,6 +201,16 @@ impl Engine {
 
     /// Appends `ids` after what was already run, extending the trace.
     pub fn push_tokens(&mut self, ids: &[u32]) -> Result<()> {
+        self.push(ids, None)
+    }
+
+    /// [`Engine::push_tokens`], appending every position's logits to `every_position_logits`
+    /// when given.
+    fn push(
+        &mut self,
+        ids: &[u32],
+        mut every_position_logits: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::EmptyInput);
         }
@@ -195,6 +230,7 @@ impl Engine {
             capture: self.options.capture,
             synchronize_timings: self.options.synchronize_timings,
             time_experts: self.options.time_experts,
+            every_position_logits: every_position_logits.is_some(),
         };
         for chunk in ids.chunks(self.options.prefill_chunk_tokens.max(1)) {
             let started = Instant::now();
@@ -208,7 +244,16 @@ impl Engine {
                 &mut records,
             );
             let logits = match result {
-                Ok(logits) => logits,
+                Ok(mut logits) => match every_position_logits.as_deref_mut() {
+                    Some(every) => {
+                        let vocab = logits.len() / chunk.len();
+                        let last = logits.split_off(logits.len() - vocab);
+                        every.extend_from_slice(&logits);
+                        every.extend_from_slice(&last);
+                        last
+                    }
+                    None => logits,
+                },
                 Err(e) => {
                     // A pass that stopped part-way left some layers' KV caches longer than
                     // others: start clean rather than route later tokens against a torn cache.
@@ -278,6 +323,16 @@ impl Engine {
     }
 }
 
+/// [`Error::Intervention`] when `interventions` cannot run on the checkpoint's model.
+fn check_interventions(checkpoint: &Checkpoint, interventions: &Interventions) -> Result<()> {
+    let spec = &checkpoint.spec;
+    let moe_layers: Vec<usize> = (0..spec.num_layers).filter(|&l| spec.is_moe(l)).collect();
+    match interventions.problem(&spec.moe.router, &moe_layers) {
+        Some(why) => Err(Error::Intervention(why)),
+        None => Ok(()),
+    }
+}
+
 fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
     let spec = &checkpoint.spec;
     let moe_layers = (0..spec.num_layers)
@@ -299,7 +354,7 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
             architecture: spec.architecture.clone(),
             num_layers: spec.num_layers,
             num_experts: spec.moe.router.num_experts,
-            top_k: spec.moe.router.top_k,
+            top_k: options.interventions.top_k.unwrap_or(spec.moe.router.top_k),
             device: device::device_label(&options.device),
             dtype: device::dtype_label(options.dtype).into(),
             router: router_info(&spec.moe.router, spec.moe.weights_on),
@@ -309,6 +364,7 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
         last_logits: Vec::new(),
         forward_ms: 0.0,
         prompt_tokens: None,
+        interventions: (!options.interventions.is_empty()).then(|| options.interventions.clone()),
     }
 }
 

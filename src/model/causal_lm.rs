@@ -11,6 +11,7 @@ use super::spec::{AttentionSpec, FfnKind, LayerSpec, ModelSpec, QkNormKind, QkvP
 use super::stopwatch::Stopwatch;
 use super::weights::{Prefixed, Weights};
 use crate::error::{Error, Result};
+use crate::routing::Interventions;
 use crate::trace::LayerTimings;
 use candle_core::{DType, Device, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,6 +170,18 @@ impl CausalLm {
         self.cache.first().map_or(0, KvCache::len)
     }
 
+    /// Makes later forward passes apply `interventions` (checked by `Interventions::problem`
+    /// against this model) in every MoE block; an empty set routes as configured.
+    pub fn set_interventions(&mut self, interventions: &Interventions) {
+        for (layer, block) in self.blocks.iter_mut().enumerate() {
+            if let FeedForward::Moe(moe) = &mut block.ffn {
+                let change =
+                    (!interventions.is_empty()).then(|| interventions.layer(layer, moe.router()));
+                moe.set_intervention(change);
+            }
+        }
+    }
+
     pub fn clear_kv_cache(&mut self) {
         self.cache.iter_mut().for_each(|c| *c = KvCache::default());
     }
@@ -177,7 +190,7 @@ impl CausalLm {
     /// `sequence_end` positions (the whole prompt when the engine prefills it in chunks; LongRoPE
     /// scales by it as transformers does for one forward over the prompt). Appends one
     /// [`LayerRecord`] per block to `records` and returns the LM-head logits of the last position
-    /// (f32, `[vocab]`). `progress(done, layers)` is told after each block (the first pass over a
+    /// (f32, `[vocab]`), or of every position (`[ids, vocab]`) when `run.every_position_logits`. `progress(done, layers)` is told after each block (the first pass over a
     /// model larger than the page cache reads its weights from disk: minutes, not milliseconds).
     pub fn forward(
         &mut self,
@@ -199,6 +212,7 @@ impl CausalLm {
                 vocab_size: self.spec.vocab_size,
             });
         }
+        let first_position = self.cached_len();
         let device = self.device.clone();
         let multipliers = self.spec.multipliers;
         let scaled = |t: Tensor, factor: f64| -> Result<Tensor> {
@@ -232,7 +246,14 @@ impl CausalLm {
                     (y, None)
                 }
                 FeedForward::Moe(moe) => {
-                    let (y, record) = moe.forward(&normed, layer, run, &mut watch, &mut timings)?;
+                    let (y, record) = moe.forward(
+                        &normed,
+                        layer,
+                        first_position,
+                        run,
+                        &mut watch,
+                        &mut timings,
+                    )?;
                     (y, Some(record))
                 }
             };
@@ -247,8 +268,12 @@ impl CausalLm {
                 report(layer + 1, self.spec.num_layers);
             }
         }
-        let last = self.norm.forward(&x.narrow(0, ids.len() - 1, 1)?)?;
-        let mut logits = self.lm_head.forward_f32(&last)?;
+        let rows = if run.every_position_logits {
+            x
+        } else {
+            x.narrow(0, ids.len() - 1, 1)?
+        };
+        let mut logits = self.lm_head.forward_f32(&self.norm.forward(&rows)?)?;
         if multipliers.logits_divisor != 1.0 {
             let d = multipliers.logits_divisor as f32;
             logits.iter_mut().for_each(|l| *l /= d);

@@ -15,7 +15,8 @@ use super::spec::{
 use super::stopwatch::Stopwatch;
 use super::weights::Prefixed;
 use crate::error::{Error, Result};
-use crate::routing::{route, RouterSpec, Routing};
+use crate::routing::intervention::{keyed_uniform, LayerIntervention, RouterNoise};
+use crate::routing::{route, route_adjusted, RouterSpec, Routing};
 use crate::trace::LayerTimings;
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
@@ -95,6 +96,8 @@ pub struct MoeBlock {
     experts: ExpertWeights,
     kernel: ExpertKernel,
     shared: Option<SharedExperts>,
+    /// What this layer's routing changes in an intervened run ([`MoeBlock::set_intervention`]).
+    intervention: Option<LayerIntervention>,
 }
 
 impl MoeBlock {
@@ -147,25 +150,44 @@ impl MoeBlock {
             experts,
             kernel,
             shared,
+            intervention: None,
         })
     }
 
-    /// Runs the block on `x` (`[tokens, hidden]`), timing router/experts/shared phases into
-    /// `timings` and recording routing at `run.capture` level.
+    /// The router this block routes under as configured (before any intervention).
+    pub fn router(&self) -> &RouterSpec {
+        &self.router
+    }
+
+    /// Makes later forward passes apply `change` (checked by `Interventions::problem`), or route
+    /// as configured again with `None`.
+    pub fn set_intervention(&mut self, change: Option<LayerIntervention>) {
+        self.intervention = change;
+    }
+
+    /// Runs the block on `x` (`[tokens, hidden]`, the positions from `first_position` on),
+    /// timing router/experts/shared phases into `timings` and recording routing at `run.capture`
+    /// level. The recorded logits are the gate's output before any logit-level intervention
+    /// (ablation, Gumbel noise), so they stay finite and read as the router's own opinion.
     pub fn forward(
         &self,
         x: &Tensor,
         layer: usize,
+        first_position: usize,
         run: &ForwardOptions,
         watch: &mut Stopwatch,
         timings: &mut LayerTimings,
     ) -> Result<(Tensor, MoeRecord)> {
         let (tokens, _) = x.dims2()?;
-        let gate_input = if self.gate_in_f32 {
+        let mut gate_input = if self.gate_in_f32 {
             x.to_dtype(DType::F32)?
         } else {
             x.clone()
         };
+        let change = self.intervention.as_ref();
+        if let Some(&RouterNoise::Jitter { eps, seed }) = change.and_then(|c| c.noise.as_ref()) {
+            gate_input = jittered(&gate_input, eps, seed, layer, first_position)?;
+        }
         let logits: Vec<f32> = self
             .gate
             .forward(&gate_input)?
@@ -178,16 +200,29 @@ impl MoeBlock {
                 layer,
             });
         }
-        let routing = route(&logits, self.selection_bias.as_deref(), &self.router);
+        let bias = self.selection_bias.as_deref();
+        let routing = match change {
+            Some(c) if !c.routes_as_configured() => {
+                route_adjusted(&logits, bias, &self.router, c, first_position)
+            }
+            _ => route(&logits, bias, &self.router),
+        };
+        // Zeroed experts keep their place in the routing (what the trace records) and contribute
+        // weight 0 to the sum; with the weight on the input (Llama-4) the expert sees 0 and its
+        // bias-free gated MLP returns 0, so the output is the same either way.
+        let zeroed_routing = change
+            .filter(|c| !c.zeroed.is_empty())
+            .map(|c| without_experts(&routing, &c.zeroed));
+        let dispatched = zeroed_routing.as_ref().unwrap_or(&routing);
         timings.router = watch.lap_ms();
 
         let mut expert_ms = Vec::new();
         let time = run.time_experts.then_some(&mut expert_ms);
         let routed = match (&self.experts, self.kernel) {
-            (ExpertWeights::Host(host), _) => host_dispatch(host, x, &routing, &self.math, time)?,
+            (ExpertWeights::Host(host), _) => host_dispatch(host, x, dispatched, &self.math, time)?,
             (ExpertWeights::Tensors(t), kernel) => {
                 let fused = match kernel {
-                    ExpertKernel::Fused => batched::dispatch(t, x, &routing, &self.math)?,
+                    ExpertKernel::Fused => batched::dispatch(t, x, dispatched, &self.math)?,
                     ExpertKernel::Grouped => None,
                 };
                 match fused {
@@ -195,7 +230,7 @@ impl MoeBlock {
                     None => grouped_dispatch(
                         t,
                         x,
-                        &routing,
+                        dispatched,
                         &self.math,
                         tokens,
                         run.synchronize_timings,
@@ -234,6 +269,40 @@ impl MoeBlock {
         };
         Ok((out, record))
     }
+}
+
+/// `x` (`[tokens, hidden]`) times Switch-style jitter: factors U(1 − eps, 1 + eps) keyed by
+/// (seed, layer, absolute position, hidden index), so chunked and one-pass runs draw alike.
+fn jittered(
+    x: &Tensor,
+    eps: f32,
+    seed: u64,
+    layer: usize,
+    first_position: usize,
+) -> Result<Tensor> {
+    let (tokens, hidden) = x.dims2()?;
+    let eps = f64::from(eps);
+    let factors: Vec<f32> = (0..tokens)
+        .flat_map(|row| {
+            (0..hidden).map(move |i| {
+                let u = keyed_uniform(seed, layer, first_position + row, i);
+                (1.0 + eps * (2.0 * u - 1.0)) as f32
+            })
+        })
+        .collect();
+    let factors = Tensor::from_vec(factors, (tokens, hidden), x.device())?.to_dtype(x.dtype())?;
+    Ok((x * factors)?)
+}
+
+/// `routing` with the weights of `experts` set to 0 (the experts still count as chosen).
+fn without_experts(routing: &Routing, experts: &[u32]) -> Routing {
+    let mut out = routing.clone();
+    for (w, id) in out.weights.iter_mut().zip(&routing.ids) {
+        if experts.contains(id) {
+            *w = 0.0;
+        }
+    }
+    out
 }
 
 /// One expert's weights in the tensor paths' form: gate-then-up `[2I, H]`, down `[H, I]`.

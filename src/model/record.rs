@@ -49,6 +49,9 @@ pub struct ForwardOptions {
     /// all experts in one GEMM and records none). On a GPU the grouped path then synchronizes after
     /// every expert, which costs throughput; on CPU it is free.
     pub time_experts: bool,
+    /// Return the LM-head logits of every position of the call, not only the last: what scoring
+    /// an intervention against the unmodified run needs (the LM head then runs on every row).
+    pub every_position_logits: bool,
 }
 
 /// One MoE layer's record from one forward call.

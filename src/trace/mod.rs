@@ -29,6 +29,11 @@ pub struct Trace {
     /// In a generated trace, how many of `tokens` were the prompt (the rest were generated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<usize>,
+    /// The interventions the run applied (absent for an unmodified run). `model.top_k` is then
+    /// the k the layers routed with; `router_logits` are the gate's output before logit-level
+    /// interventions (ablation masks, Gumbel noise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interventions: Option<crate::routing::Interventions>,
 }
 
 /// What ran: enough to label a figure and to interpret the numbers.
