@@ -432,3 +432,66 @@ fn generate_streams_tokens_into_the_views_and_stop_keeps_them() {
     assert!(notice.contains("(cancelled)"), "{notice}");
     assert!(harness.state().errors.is_empty());
 }
+
+#[test]
+fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
+    let model = common::sample_models_dir().join("mixtral-tiny");
+    let ctx = egui::Context::default();
+    let mut harness = harness(app(&ctx, Some(model), StartWith::Welcome));
+    harness.run_steps(2);
+    harness.get_by_label("Open checkpoint…").click();
+    step_until(&mut harness, |app| app.data.is_some() && !app.is_busy());
+    assert!(harness.state().data.as_ref().unwrap().effect.is_none());
+    harness.get_by_label("none: the model routes as configured");
+
+    // Top-1 everywhere: the views show the intervened routing, the panel its effect.
+    harness.state_mut().intervention.top_k = 1;
+    harness.get_by_label("top-k").click();
+    step_until(&mut harness, |app| {
+        app.data.as_ref().is_some_and(|d| d.effect.is_some()) && !app.is_busy()
+    });
+    let data = harness.state().data.as_ref().unwrap();
+    assert_eq!(data.trace.model.top_k, 1);
+    assert!(data.trace.moe_layers.iter().all(|l| l.topk_ids.cols() == 1));
+    let tokens = data.num_tokens();
+    let effect = data.effect.as_ref().unwrap();
+    assert!(effect
+        .moe_layers
+        .iter()
+        .all(|l| l.tokens_rerouted == tokens));
+    harness.run_steps(2);
+    harness.get_by_label("against the unmodified run (top-1)");
+    harness.get_by_label_contains(&format!("of {tokens} positions"));
+
+    // A block that is not an MoE layer: refused with the reason, the app stays up.
+    harness.state_mut().intervention.ablate = "9:0".into();
+    harness.get_by_label("top-k").click();
+    step_until(&mut harness, |app| {
+        app.notice
+            .as_deref()
+            .is_some_and(|n| n.starts_with("intervention:"))
+            && !app.is_busy()
+    });
+    harness.run_steps(2);
+    // In the panel and in the status bar.
+    let shown = harness
+        .query_all_by_label_contains("block 9 is not an MoE layer (MoE layers: 0, 1, 2, 3)")
+        .count();
+    assert_eq!(shown, 2);
+
+    // Fixed: the run goes through and the reason disappears.
+    harness.state_mut().intervention.ablate = "1:3".into();
+    harness.get_by_label("top-k").click();
+    step_until(&mut harness, |app| {
+        app.data
+            .as_ref()
+            .and_then(|d| d.trace.interventions.as_ref())
+            .is_some_and(|i| i.top_k == Some(1) && !i.ablate.is_empty())
+            && !app.is_busy()
+    });
+    harness.run_steps(2);
+    harness.get_by_label("against the unmodified run (top-1; ablate 1:3)");
+    assert!(harness
+        .query_by_label_contains("is not an MoE layer")
+        .is_none());
+}

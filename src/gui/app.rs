@@ -4,6 +4,7 @@
 use super::command::Command;
 use super::dialogs::FileDialogs;
 use super::generation::{GenerationAction, GenerationControls};
+use super::intervention::InterventionControls;
 use super::run_data::RunData;
 use super::settings::{BottomTab, Settings};
 use super::views::balance::BalancePoint;
@@ -108,6 +109,9 @@ pub struct MoescopeApp {
     pub trace_file: Option<PathBuf>,
     focus_prompt: bool,
     pub generation: GenerationControls,
+    pub intervention: InterventionControls,
+    /// Why the model refused the interventions last asked for (cleared by the next good run).
+    intervention_problem: Option<String>,
     /// The generation in flight (its run id), while tokens stream in.
     generating: Option<u64>,
     theme_applied: Option<bool>,
@@ -188,6 +192,8 @@ impl MoescopeApp {
             trace_file: None,
             focus_prompt: true,
             generation: GenerationControls::default(),
+            intervention: InterventionControls::default(),
+            intervention_problem: None,
             generating: None,
             theme_applied: None,
             fonts_installed: false,
@@ -293,7 +299,8 @@ impl MoescopeApp {
         self.next_run_id += 1;
         self.pending = Some((run_id, edited_at));
         self.generating = None;
-        self.worker.run(run_id, input);
+        let interventions = self.requested_interventions();
+        self.worker.run(run_id, input, interventions);
     }
 
     /// Continues the current input token by token; tokens stream into the views.
@@ -311,7 +318,13 @@ impl MoescopeApp {
             input,
             self.generation.options(),
             self.generation.stop_at_eos,
+            self.requested_interventions(),
         );
+    }
+
+    /// The panel's interventions; none while a field does not parse (the panel says why).
+    fn requested_interventions(&self) -> crate::routing::Interventions {
+        self.intervention.interventions().unwrap_or_default()
     }
 
     /// What the input panel holds as the model's input; `None` (with the reason shown) when it
@@ -427,6 +440,9 @@ impl MoescopeApp {
                     self.generating = None;
                 }
                 self.pass_progress = None;
+                if message.starts_with("intervention:") {
+                    self.intervention_problem = Some(message.clone());
+                }
                 self.notice = Some(message);
             }
             Event::RunProgress { done, layers } => {
@@ -472,6 +488,7 @@ impl MoescopeApp {
 
     fn accept(&mut self, data: RunData) {
         let run_id = data.run_id;
+        self.intervention_problem = None;
         if let Ok(m) = &data.metrics {
             let util = m
                 .moe_layers
@@ -685,7 +702,12 @@ impl MoescopeApp {
         egui::Panel::left("input")
             .default_size(340.0)
             .resizable(true)
-            .show(ui, |ui| self.input_ui(ui));
+            .show(ui, |ui| {
+                // The panels grew past a laptop screen's height: scroll rather than clip.
+                egui::ScrollArea::vertical()
+                    .id_salt("input-scroll")
+                    .show(ui, |ui| self.input_ui(ui));
+            });
         egui::CentralPanel::default().show(ui, |ui| {
             self.errors_ui(ui);
             if let ModelState::Loading { path, fraction, .. } = &self.model {
@@ -890,6 +912,17 @@ impl MoescopeApp {
             Some(GenerationAction::Start) => self.start_generation(),
             Some(GenerationAction::Stop) => self.worker.stop(),
             None => {}
+        }
+        ui.separator();
+        ui.heading("Interventions");
+        let tokens = self.data.as_ref().map_or(0, RunData::num_tokens);
+        let effect = self.data.as_ref().and_then(|d| d.effect.as_ref());
+        if self
+            .intervention
+            .ui(ui, self.intervention_problem.as_deref(), effect, tokens)
+            && self.intervention.interventions().is_ok()
+        {
+            self.dirty_since = Some(Instant::now());
         }
         ui.separator();
         ui.heading("Run on");

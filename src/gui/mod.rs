@@ -6,6 +6,7 @@ pub mod app;
 pub mod command;
 pub mod dialogs;
 pub mod generation;
+pub mod intervention;
 pub mod run_data;
 pub mod settings;
 pub mod theme;

@@ -15,6 +15,8 @@ pub struct RunData {
     pub token_metrics: Vec<Option<Vec<TokenMetrics>>>,
     /// Tokenization and forward pass as the worker measured it.
     pub elapsed_ms: f64,
+    /// For an intervened run: its effect against the unmodified run of the same tokens.
+    pub effect: Option<crate::analysis::InterventionEffect>,
 }
 
 impl RunData {
@@ -32,6 +34,7 @@ impl RunData {
             metrics,
             token_metrics,
             elapsed_ms,
+            effect: None,
         }
     }
 

@@ -7,6 +7,7 @@ use super::run_data::RunData;
 use crate::engine::device::open_device_or_cpu;
 use crate::engine::generate::{GenerateOptions, StopReason};
 use crate::engine::{Engine, EngineOptions};
+use crate::routing::Interventions;
 use candle_core::DType;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +32,7 @@ pub enum Request {
     Run {
         run_id: u64,
         input: RunInput,
+        interventions: Interventions,
     },
     /// Run the input, then continue it token by token, streaming the trace.
     Generate {
@@ -39,6 +41,7 @@ pub enum Request {
         options: GenerateOptions,
         /// End at the checkpoint's EOS tokens (added to `options` by the worker).
         stop_at_eos: bool,
+        interventions: Interventions,
     },
 }
 
@@ -160,10 +163,14 @@ impl Worker {
     }
 
     /// Queues a run; earlier runs still queued are skipped and a running one is abandoned.
-    pub fn run(&self, run_id: u64, input: RunInput) {
+    pub fn run(&self, run_id: u64, input: RunInput, interventions: Interventions) {
         self.latest_run.store(run_id, Ordering::SeqCst);
         self.cancel_run.store(true, Ordering::SeqCst);
-        self.send(Request::Run { run_id, input });
+        self.send(Request::Run {
+            run_id,
+            input,
+            interventions,
+        });
     }
 
     /// Queues a generation; like [`Worker::run`], it supersedes runs and generations before it.
@@ -173,6 +180,7 @@ impl Worker {
         input: RunInput,
         options: GenerateOptions,
         stop_at_eos: bool,
+        interventions: Interventions,
     ) {
         self.latest_run.store(run_id, Ordering::SeqCst);
         self.cancel_run.store(true, Ordering::SeqCst);
@@ -181,6 +189,7 @@ impl Worker {
             input,
             options,
             stop_at_eos,
+            interventions,
         });
     }
 
@@ -229,7 +238,13 @@ impl WorkerState {
                 self.load(path, dtype, &device);
             }
             match run {
-                Some(Request::Run { run_id, input }) if self.is_latest(run_id) => {
+                Some(Request::Run {
+                    run_id,
+                    input,
+                    interventions,
+                }) if self.is_latest(run_id)
+                    && self.apply_interventions(run_id, &interventions) =>
+                {
                     self.run(run_id, input)
                 }
                 Some(Request::Generate {
@@ -237,7 +252,11 @@ impl WorkerState {
                     input,
                     mut options,
                     stop_at_eos,
+                    interventions,
                 }) if self.is_latest(run_id) => {
+                    if !self.apply_interventions(run_id, &interventions) {
+                        continue;
+                    }
                     if stop_at_eos {
                         match self.engine.as_ref().map(|e| e.checkpoint.stop_token_ids()) {
                             Some(Ok(ids)) => options.stop_ids = ids,
@@ -254,6 +273,28 @@ impl WorkerState {
                     self.generate(run_id, input, &options)
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Makes the engine apply `interventions` if it does not already; `false` (with the reason
+    /// sent as the run's failure) when the model cannot run them.
+    fn apply_interventions(&mut self, run_id: u64, interventions: &Interventions) -> bool {
+        let Some(engine) = self.engine.as_mut() else {
+            return true;
+        };
+        if engine.options().interventions == *interventions {
+            return true;
+        }
+        match engine.set_interventions(interventions.clone()) {
+            Ok(()) => true,
+            Err(e) => {
+                // The engine keeps routing as before; the next valid set replaces it.
+                self.emit(Event::RunFailed {
+                    run_id,
+                    message: e.to_string(),
+                });
+                false
             }
         }
     }
@@ -375,15 +416,25 @@ impl WorkerState {
         };
         self.cancel_run.store(false, Ordering::SeqCst);
         let started = Instant::now();
-        let result = match &input {
-            RunInput::Prompt(text) => engine.run_prompt(text).map(|t| Arc::new(t.clone())),
-            RunInput::TokenIds(ids) => engine.run(ids).map(|t| Arc::new(t.clone())),
+        let ids = match &input {
+            RunInput::Prompt(text) => engine.checkpoint.encode(text),
+            RunInput::TokenIds(ids) => Ok(ids.clone()),
         };
+        // An intervened run is scored against the unmodified run of the same tokens.
+        let result = ids.and_then(|ids| {
+            if engine.options().interventions.is_empty() {
+                engine.run(&ids).map(|t| (t.clone(), None))
+            } else {
+                crate::probe::intervened_run(engine, &ids).map(|(t, e)| (t, Some(e)))
+            }
+        });
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
-            Ok(trace) => self.emit(Event::RunFinished(Box::new(RunData::new(
-                run_id, trace, elapsed_ms,
-            )))),
+            Ok((trace, effect)) => {
+                let mut data = RunData::new(run_id, Arc::new(trace), elapsed_ms);
+                data.effect = effect;
+                self.emit(Event::RunFinished(Box::new(data)))
+            }
             // A newer run superseded this one; its own result follows.
             Err(crate::Error::Cancelled) => {}
             Err(e) => self.emit(Event::RunFailed {
@@ -431,10 +482,17 @@ impl WorkerState {
             // A newer run or generation superseded this one: its own result follows.
             Err(crate::Error::Cancelled) | Ok(StopReason::Cancelled) if superseded => {}
             Ok(stop) => {
-                let trace = engine.trace();
+                let trace = engine.trace().clone();
                 let generated = trace.tokens.len() - trace.prompt_tokens.unwrap_or(0);
                 let decode_s = prefill_done.map_or(0.0, |t| t.elapsed().as_secs_f64());
-                let data = RunData::new(run_id, Arc::new(trace.clone()), elapsed_ms);
+                let ids: Vec<u32> = trace.tokens.iter().map(|t| t.id).collect();
+                let mut data = RunData::new(run_id, Arc::new(trace), elapsed_ms);
+                if !engine.options().interventions.is_empty() {
+                    // Both runs scored on the generated tokens; a failure only loses the summary.
+                    data.effect = crate::probe::intervened_run(engine, &ids)
+                        .ok()
+                        .map(|(_, e)| e);
+                }
                 self.emit(Event::GenerationFinished {
                     data: Box::new(data),
                     stop,
