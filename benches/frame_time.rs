@@ -57,6 +57,7 @@ fn synthetic_trace() -> Trace {
                 topk_weights: Matrix::from_vec(TOKENS, TOP_K, weights),
                 selection_bias: None,
                 expert_timings_ms: Vec::new(),
+                capacity_dropped: Vec::new(),
                 timings_ms: LayerTimings {
                     attention: 1.0,
                     router: 0.1,

@@ -573,6 +573,10 @@ fn interventions_the_model_cannot_run_are_one_line_errors() {
             &["--report", "r.json"],
             "--report describes an intervention",
         ),
+        (
+            &["--drop-over-capacity", "0"],
+            "the capacity factor must be a positive number, not 0",
+        ),
     ] {
         let stderr = trace_fails(&dir, args);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -661,4 +665,18 @@ fn an_intervened_generation_reports_both_continuations() {
         .map(|v| v.as_u64().unwrap())
         .collect();
     assert_eq!(reported, generated);
+    // Capacity is decided over a whole sequence: generation, one token at a time, refuses it.
+    let (ok, _, stderr) = moescope(&[
+        "generate",
+        dir.to_str().unwrap(),
+        "--token-ids",
+        "5,17,42",
+        "--drop-over-capacity",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("generate adds one token at a time"),
+        "{stderr}"
+    );
 }

@@ -623,3 +623,62 @@ fn scoring_runs_return_every_positions_logits() {
     let d = common::max_abs_diff(&logits[2 * vocab..3 * vocab], &prefix);
     assert!(d <= 1e-4, "position 2 differs by {d}");
 }
+
+/// `--drop-over-capacity` drops exactly the assignments `stats` counts as over capacity for the
+/// same trace, under both policies; a capacity no expert reaches changes nothing; it refuses to
+/// extend a run, whose capacity was decided over the tokens it had.
+#[test]
+fn capacity_drops_are_the_assignments_the_analysis_counts() {
+    use moescope::analysis::{self, AnalysisOptions};
+    use moescope::routing::intervention::{CapacityDrops, DropPolicy};
+    use moescope::routing::Interventions;
+    let with = |capacity_factor: f64, policy: DropPolicy| EngineOptions {
+        interventions: Interventions {
+            capacity: Some(CapacityDrops {
+                capacity_factor,
+                policy,
+            }),
+            ..Interventions::default()
+        },
+        ..EngineOptions::default()
+    };
+    let mut plain = Engine::load(&fixture("olmoe"), EngineOptions::default()).unwrap();
+    let plain = plain.run(IDS).unwrap().clone();
+    for policy in [DropPolicy::Position, DropPolicy::Probs] {
+        let mut engine = Engine::load(&fixture("olmoe"), with(0.5, policy)).unwrap();
+        let trace = engine.run(IDS).unwrap().clone();
+        // The first MoE layer routes as before; its dropped assignments change what follows.
+        assert_eq!(trace.moe_layers[0].topk_ids, plain.moe_layers[0].topk_ids);
+        let d = common::max_abs_diff(&trace.last_logits, &plain.last_logits);
+        assert!(
+            d > 1e-3,
+            "{policy:?}: dropping changed the logits by only {d}"
+        );
+        let options = AnalysisOptions {
+            capacity_factor: 0.5,
+            token_range: None,
+        };
+        let metrics = analysis::analyze(&trace, &options).unwrap();
+        for (layer, m) in trace.moe_layers.iter().zip(&metrics.moe_layers) {
+            let counted = match policy {
+                DropPolicy::Position => m.dropped_tokens_position.clone(),
+                DropPolicy::Probs => m.dropped_tokens_probs.clone().unwrap(),
+            };
+            assert!(!layer.capacity_dropped.is_empty(), "{policy:?}");
+            assert_eq!(
+                layer.capacity_dropped, counted,
+                "{policy:?} layer {}",
+                layer.layer
+            );
+        }
+        let err = engine.push_tokens(&[7]).unwrap_err();
+        assert!(err.to_string().contains("cannot extend a run"), "{err}");
+    }
+    let mut roomy = Engine::load(&fixture("olmoe"), with(100.0, DropPolicy::Position)).unwrap();
+    let roomy = roomy.run(IDS).unwrap();
+    assert_eq!(roomy.last_logits, plain.last_logits);
+    for (a, b) in roomy.moe_layers.iter().zip(&plain.moe_layers) {
+        assert!(a.capacity_dropped.is_empty());
+        assert_eq!(a.topk_ids, b.topk_ids);
+    }
+}

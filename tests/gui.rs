@@ -494,4 +494,16 @@ fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
     assert!(harness
         .query_by_label_contains("is not an MoE layer")
         .is_none());
+
+    // Capacity drops: the panel counts the dropped assignments per layer.
+    harness.get_by_label("capacity").click();
+    step_until(&mut harness, |app| {
+        app.data
+            .as_ref()
+            .and_then(|d| d.effect.as_ref())
+            .is_some_and(|e| e.moe_layers.iter().any(|l| l.assignments_dropped > 0))
+            && !app.is_busy()
+    });
+    harness.run_steps(2);
+    harness.get_by_label("dropped");
 }

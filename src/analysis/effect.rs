@@ -35,6 +35,8 @@ pub struct LayerRoutingChange {
     pub tokens_rerouted: usize,
     /// Tokens whose first expert differs.
     pub top1_changed: usize,
+    /// Assignments the intervened run dropped over capacity (`--drop-over-capacity`).
+    pub assignments_dropped: usize,
 }
 
 /// `--report`'s content: the intervened run against the unmodified one.
@@ -175,6 +177,7 @@ pub fn intervention_effect(
             layer: a.layer,
             tokens_rerouted,
             top1_changed,
+            assignments_dropped: b.capacity_dropped.len(),
         });
     }
 

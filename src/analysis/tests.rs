@@ -39,6 +39,7 @@ fn trace(e: usize, scoring: &str, layers: Vec<L>) -> Trace {
             selection_bias: None,
             timings_ms: LayerTimings::default(),
             expert_timings_ms: Vec::new(),
+            capacity_dropped: Vec::new(),
         })
         .collect();
     Trace {

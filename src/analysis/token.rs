@@ -5,7 +5,7 @@
 //! scale. The scoring itself is [`crate::routing::scores`], the router's own function.
 
 use super::load::x_ln_x;
-use crate::routing::{scores, Scoring};
+use crate::routing::Scoring;
 use crate::trace::{MoeLayerTrace, RouterInfo};
 use serde::Serialize;
 
@@ -45,18 +45,7 @@ pub fn probability_meaning(router: &RouterInfo) -> String {
     format!("{p}{aux}")
 }
 
-/// p_{t,·} for one token's raw logits, in f64, summing to 1.
-pub fn probabilities(logits: &[f32], scoring: Scoring) -> Vec<f64> {
-    let mut raw = Vec::with_capacity(logits.len());
-    scores(logits, scoring, &mut raw);
-    let mut p: Vec<f64> = raw.iter().map(|&x| f64::from(x)).collect();
-    // Softmax already sums to 1 up to f32 rounding; sigmoid scores are normalized here (s').
-    let sum: f64 = p.iter().sum();
-    if sum > 0.0 {
-        p.iter_mut().for_each(|x| *x /= sum);
-    }
-    p
-}
+pub use crate::routing::probabilities;
 
 /// log Σ_e exp(logit_e) of raw logits, in f64 (the quantity ST-MoE's z-loss squares).
 pub fn logsumexp(logits: &[f32]) -> f64 {

@@ -65,8 +65,12 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             args.out.display()
         );
     }
+    let interventions = args.intervene.interventions()?;
+    if interventions.capacity.is_some() {
+        bail!("--drop-over-capacity decides over a whole sequence at once; generate adds one token at a time (use it with trace or stats)");
+    }
     let options = EngineOptions {
-        interventions: args.intervene.interventions()?,
+        interventions,
         ..args.run.options()?
     };
     let mut engine = Engine::load(&args.model, options)?;

@@ -2,16 +2,26 @@
 //! the unmodified run ([`moescope::probe`]) is reported.
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use moescope::analysis::InterventionEffect;
 use moescope::atomic;
 use moescope::routing::intervention::{
-    parse_expert_refs, parse_forced_route, parse_router_noise, ExpertRef, ForcedRoute,
+    parse_expert_refs, parse_forced_route, parse_router_noise, CapacityDrops, DropPolicy,
+    ExpertRef, ForcedRoute,
 };
 use moescope::routing::Interventions;
 use std::path::{Path, PathBuf};
 
-#[derive(Args, Clone, Debug, Default)]
+/// Which assignments an expert over capacity drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DropPolicyArg {
+    /// Its latest in token order (Switch Transformer).
+    Position,
+    /// Its least probable under the router.
+    Probs,
+}
+
+#[derive(Args, Clone, Debug)]
 pub struct InterventionArgs {
     /// Route every MoE layer with top-K instead of the config's k (the family's rule otherwise
     /// unchanged: renormalization, scaling, groups).
@@ -35,6 +45,15 @@ pub struct InterventionArgs {
     /// Seed of --router-noise (the same seed draws the same noise at every position).
     #[arg(long, requires = "router_noise", default_value_t = 0)]
     pub noise_seed: u64,
+    /// Tokens beyond each expert's capacity C = ceil(T·k/E·CF) really skip it (weight 0, the
+    /// residual carries them), CF given here or 1.25; decided over the whole prompt, so not for
+    /// generate.
+    #[arg(long, value_name = "CF", num_args = 0..=1, default_missing_value = "1.25")]
+    pub drop_over_capacity: Option<f64>,
+    /// Which assignments an expert over capacity drops: its latest (position) or its least
+    /// probable (probs).
+    #[arg(long, value_enum, default_value_t = DropPolicyArg::Position, requires = "drop_over_capacity")]
+    pub drop_policy: DropPolicyArg,
     /// Write the intervention's effect against the unmodified run (per-position KL, top-1
     /// changes, perplexity, rerouted tokens per layer) as JSON to this file.
     #[arg(long, value_name = "FILE.json")]
@@ -56,6 +75,15 @@ impl InterventionArgs {
             zero: self.zero_expert.concat(),
             force: self.force.clone(),
             noise,
+            capacity: self
+                .drop_over_capacity
+                .map(|capacity_factor| CapacityDrops {
+                    capacity_factor,
+                    policy: match self.drop_policy {
+                        DropPolicyArg::Position => DropPolicy::Position,
+                        DropPolicyArg::Probs => DropPolicy::Probs,
+                    },
+                }),
         };
         if interventions.is_empty() && self.report.is_some() {
             bail!("--report describes an intervention: give --top-k, --ablate, --zero-expert, --force or --router-noise");
@@ -113,6 +141,17 @@ pub fn report_effect(effect: &InterventionEffect, report: Option<&Path>) -> Resu
         effect.num_tokens,
         layers.join(", ")
     );
+    if effect.moe_layers.iter().any(|l| l.assignments_dropped > 0) {
+        let layers: Vec<String> = effect
+            .moe_layers
+            .iter()
+            .map(|l| format!("{}: {}", l.layer, l.assignments_dropped))
+            .collect();
+        eprintln!(
+            "assignments dropped over capacity, per MoE layer: {}",
+            layers.join(", ")
+        );
+    }
     if let Some(c) = &effect.continuation {
         match c.first_difference {
             Some(i) => eprintln!("the continuations differ from generated token {i} on"),

@@ -226,13 +226,23 @@ impl Engine {
                 limit,
             });
         }
+        // Capacity is shared by all tokens of a sequence: they are routed and dropped together.
+        let mut chunk_tokens = self.options.prefill_chunk_tokens.max(1);
+        if self.options.interventions.capacity.is_some() {
+            if self.model.cached_len() > 0 {
+                return Err(Error::Intervention(
+                    "--drop-over-capacity decides over a whole sequence at once; it cannot extend a run (generation, appended tokens)".into(),
+                ));
+            }
+            chunk_tokens = ids.len();
+        }
         let forward = ForwardOptions {
             capture: self.options.capture,
             synchronize_timings: self.options.synchronize_timings,
             time_experts: self.options.time_experts,
             every_position_logits: every_position_logits.is_some(),
         };
-        for chunk in ids.chunks(self.options.prefill_chunk_tokens.max(1)) {
+        for chunk in ids.chunks(chunk_tokens) {
             let started = Instant::now();
             let mut records: Vec<LayerRecord> = Vec::with_capacity(self.checkpoint.spec.num_layers);
             let result = self.model.forward(
@@ -303,6 +313,7 @@ impl Engine {
                 layer.router_logits.append_rows(e, &moe.logits);
             }
             layer.selection_bias = moe.selection_bias;
+            layer.capacity_dropped.extend(moe.capacity_dropped);
             if !moe.expert_ms.is_empty() {
                 let sums = &mut layer.expert_timings_ms;
                 sums.resize(moe.expert_ms.len(), 0.0);
@@ -345,6 +356,7 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
             selection_bias: None,
             timings_ms: Default::default(),
             expert_timings_ms: Vec::new(),
+            capacity_dropped: Vec::new(),
         })
         .collect();
     Trace {

@@ -6,7 +6,8 @@
 
 use crate::analysis::InterventionEffect;
 use crate::routing::intervention::{
-    parse_expert_refs, parse_forced_route, parse_router_noise, RouterNoise,
+    parse_expert_refs, parse_forced_route, parse_router_noise, CapacityDrops, DropPolicy,
+    RouterNoise,
 };
 use crate::routing::Interventions;
 use egui::{Color32, RichText, Ui};
@@ -34,6 +35,9 @@ pub struct InterventionControls {
     /// Gumbel scale or jitter eps.
     pub noise_amount: f32,
     pub noise_seed: u64,
+    pub drop_over_capacity: bool,
+    pub capacity_factor: f64,
+    pub drop_policy: DropPolicy,
 }
 
 impl Default for InterventionControls {
@@ -47,6 +51,9 @@ impl Default for InterventionControls {
             noise: NoiseKind::None,
             noise_amount: 0.5,
             noise_seed: 0,
+            drop_over_capacity: false,
+            capacity_factor: 1.25,
+            drop_policy: DropPolicy::Position,
         }
     }
 }
@@ -77,6 +84,10 @@ impl InterventionControls {
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("force: {e}"))?,
             noise,
+            capacity: self.drop_over_capacity.then_some(CapacityDrops {
+                capacity_factor: self.capacity_factor,
+                policy: self.drop_policy,
+            }),
         })
     }
 
@@ -161,6 +172,34 @@ impl InterventionControls {
                     ui.add_enabled(on, egui::DragValue::new(&mut self.noise_seed).prefix("seed "));
                 });
                 ui.end_row();
+                ui.checkbox(&mut self.drop_over_capacity, "capacity").on_hover_text(
+                    "assignments beyond C = ceil(T·k/E·CF) skip their expert (runs only; \
+                     Generate refuses it)",
+                );
+                ui.horizontal(|ui| {
+                    let on = self.drop_over_capacity;
+                    ui.add_enabled(
+                        on,
+                        egui::DragValue::new(&mut self.capacity_factor)
+                            .range(0.05..=16.0)
+                            .speed(0.01)
+                            .prefix("CF "),
+                    );
+                    let label = ui.label("drop");
+                    ui.add_enabled_ui(on, |ui| {
+                        egui::ComboBox::from_id_salt("drop-policy")
+                            .selected_text(self.drop_policy.label())
+                            .show_ui(ui, |ui| {
+                                ui.selectable_value(&mut self.drop_policy, DropPolicy::Position, "position")
+                                    .on_hover_text("each expert keeps its first C tokens");
+                                ui.selectable_value(&mut self.drop_policy, DropPolicy::Probs, "probs")
+                                    .on_hover_text("each expert keeps its C most probable tokens");
+                            })
+                            .response
+                            .labelled_by(label.id);
+                    });
+                });
+                ui.end_row();
             });
         let parsed = self.interventions();
         let error_color = ui.visuals().error_fg_color;
@@ -234,5 +273,17 @@ fn effect_summary(ui: &mut Ui, effect: &InterventionEffect) {
             ui.label(layers.join(" · "))
                 .on_hover_text("per MoE layer, tokens whose expert set changed");
             ui.end_row();
+            if effect.moe_layers.iter().any(|l| l.assignments_dropped > 0) {
+                ui.label("dropped");
+                let layers: Vec<String> = effect
+                    .moe_layers
+                    .iter()
+                    .map(|l| format!("L{} {}", l.layer, l.assignments_dropped))
+                    .collect();
+                ui.label(layers.join(" · ")).on_hover_text(
+                    "per MoE layer, assignments over capacity that skipped their expert",
+                );
+                ui.end_row();
+            }
         });
 }

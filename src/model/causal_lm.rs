@@ -5,7 +5,7 @@
 use super::host::{HostMatrix, Layout, Projection};
 use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, Projections, QkNorm};
 use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary, Weight};
-use super::moe::{resolve_kernel, MoeBlock};
+use super::moe::{resolve_kernel, ChunkPosition, MoeBlock};
 use super::record::{ExpertKernel, ForwardOptions, LayerRecord};
 use super::spec::{AttentionSpec, FfnKind, LayerSpec, ModelSpec, QkNormKind, QkvProjections};
 use super::stopwatch::Stopwatch;
@@ -249,7 +249,10 @@ impl CausalLm {
                     let (y, record) = moe.forward(
                         &normed,
                         layer,
-                        first_position,
+                        ChunkPosition {
+                            first: first_position,
+                            sequence_end,
+                        },
                         run,
                         &mut watch,
                         &mut timings,

@@ -15,8 +15,11 @@ use super::spec::{
 use super::stopwatch::Stopwatch;
 use super::weights::Prefixed;
 use crate::error::{Error, Result};
-use crate::routing::intervention::{keyed_uniform, LayerIntervention, RouterNoise};
-use crate::routing::{route, route_adjusted, RouterSpec, Routing};
+use crate::routing::capacity::{capacity, dropped_by_position, dropped_by_probs, Assignment};
+use crate::routing::intervention::{
+    keyed_uniform, CapacityDrops, DropPolicy, LayerIntervention, RouterNoise,
+};
+use crate::routing::{probabilities, route, route_adjusted, RouterSpec, Routing};
 use crate::trace::LayerTimings;
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
@@ -83,6 +86,14 @@ struct SharedExperts {
     mlp: GatedMlp,
     /// Qwen2-MoE's `shared_expert_gate` (`[1, H]`), applied through a sigmoid.
     gate: Option<Linear>,
+}
+
+/// Where a forward call's tokens sit: the first one's absolute position, and where the sequence
+/// they belong to ends (the whole prompt when it is prefilled in chunks).
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkPosition {
+    pub first: usize,
+    pub sequence_end: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -165,7 +176,7 @@ impl MoeBlock {
         self.intervention = change;
     }
 
-    /// Runs the block on `x` (`[tokens, hidden]`, the positions from `first_position` on),
+    /// Runs the block on `x` (`[tokens, hidden]`, the positions from `at.first` on),
     /// timing router/experts/shared phases into `timings` and recording routing at `run.capture`
     /// level. The recorded logits are the gate's output before any logit-level intervention
     /// (ablation, Gumbel noise), so they stay finite and read as the router's own opinion.
@@ -173,12 +184,16 @@ impl MoeBlock {
         &self,
         x: &Tensor,
         layer: usize,
-        first_position: usize,
+        at: ChunkPosition,
         run: &ForwardOptions,
         watch: &mut Stopwatch,
         timings: &mut LayerTimings,
     ) -> Result<(Tensor, MoeRecord)> {
         let (tokens, _) = x.dims2()?;
+        let ChunkPosition {
+            first: first_position,
+            sequence_end,
+        } = at;
         let mut gate_input = if self.gate_in_f32 {
             x.to_dtype(DType::F32)?
         } else {
@@ -207,13 +222,30 @@ impl MoeBlock {
             }
             _ => route(&logits, bias, &self.router),
         };
-        // Zeroed experts keep their place in the routing (what the trace records) and contribute
-        // weight 0 to the sum; with the weight on the input (Llama-4) the expert sees 0 and its
-        // bias-free gated MLP returns 0, so the output is the same either way.
-        let zeroed_routing = change
-            .filter(|c| !c.zeroed.is_empty())
-            .map(|c| without_experts(&routing, &c.zeroed));
-        let dispatched = zeroed_routing.as_ref().unwrap_or(&routing);
+        let capacity_dropped = match change.and_then(|c| c.capacity) {
+            None => Vec::new(),
+            Some(drops) => {
+                if first_position != 0 || tokens != sequence_end {
+                    return Err(Error::Intervention(
+                        "capacity drops are decided over the whole sequence in one pass".into(),
+                    ));
+                }
+                dropped_over_capacity(&routing, &logits, &self.router, drops)
+            }
+        };
+        // Zeroed experts and dropped assignments keep their place in the routing (what the trace
+        // records) and contribute weight 0 to the sum; with the weight on the input (Llama-4)
+        // the expert sees 0 and its bias-free gated MLP returns 0, so the output is the same.
+        let zeroed = change.map_or(&[][..], |c| c.zeroed.as_slice());
+        let adjusted_routing = (!zeroed.is_empty() || !capacity_dropped.is_empty()).then(|| {
+            weighted_zero(&routing, |token, expert| {
+                zeroed.contains(&expert)
+                    || capacity_dropped
+                        .binary_search(&[token, expert as usize])
+                        .is_ok()
+            })
+        });
+        let dispatched = adjusted_routing.as_ref().unwrap_or(&routing);
         timings.router = watch.lap_ms();
 
         let mut expert_ms = Vec::new();
@@ -266,6 +298,7 @@ impl MoeBlock {
                 routing
             },
             expert_ms,
+            capacity_dropped,
         };
         Ok((out, record))
     }
@@ -294,15 +327,47 @@ fn jittered(
     Ok((x * factors)?)
 }
 
-/// `routing` with the weights of `experts` set to 0 (the experts still count as chosen).
-fn without_experts(routing: &Routing, experts: &[u32]) -> Routing {
+/// `routing` with the weight of every (token, expert) assignment `zero` names set to 0 (the
+/// experts still count as chosen).
+fn weighted_zero(routing: &Routing, zero: impl Fn(usize, u32) -> bool) -> Routing {
     let mut out = routing.clone();
-    for (w, id) in out.weights.iter_mut().zip(&routing.ids) {
-        if experts.contains(id) {
+    let k = routing.top_k.max(1);
+    for (i, (w, &id)) in out.weights.iter_mut().zip(&routing.ids).enumerate() {
+        if zero(i / k, id) {
             *w = 0.0;
         }
     }
     out
+}
+
+/// The `[token, expert]` assignments of `routing` (one whole sequence) that exceed each
+/// expert's capacity under `drops`, sorted: the selection `stats` reports for the same trace.
+fn dropped_over_capacity(
+    routing: &Routing,
+    logits: &[f32],
+    router: &RouterSpec,
+    drops: CapacityDrops,
+) -> Vec<[usize; 2]> {
+    let (e, k) = (router.num_experts, routing.top_k);
+    let tokens = routing.num_tokens();
+    let rows: Vec<Assignment> = routing
+        .ids
+        .chunks_exact(k.max(1))
+        .enumerate()
+        .map(|(token, ids)| Assignment { token, ids })
+        .collect();
+    let c = capacity(tokens, k, e, drops.capacity_factor);
+    match drops.policy {
+        DropPolicy::Position => dropped_by_position(&rows, e, c),
+        DropPolicy::Probs => {
+            let scoring = router.rule.probability_scoring();
+            let probs: Vec<Vec<f64>> = logits
+                .chunks_exact(e)
+                .map(|row| probabilities(row, scoring))
+                .collect();
+            dropped_by_probs(&rows, &probs, e, c)
+        }
+    }
 }
 
 /// One expert's weights in the tensor paths' form: gate-then-up `[2I, H]`, down `[H, I]`.

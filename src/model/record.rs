@@ -64,6 +64,8 @@ pub struct MoeRecord {
     pub selection_bias: Option<Vec<f32>>,
     /// Compute time per expert in ms (`[experts]`, 0 for unused experts); empty unless timed.
     pub expert_ms: Vec<f64>,
+    /// `[position, expert]` assignments dropped over capacity (`--drop-over-capacity`), sorted.
+    pub capacity_dropped: Vec<[usize; 2]>,
 }
 
 /// One transformer block's record.

@@ -40,6 +40,35 @@ pub enum RouterNoise {
     Jitter { eps: f32, seed: u64 },
 }
 
+/// Which assignments an expert over capacity drops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicy {
+    /// Each expert keeps its first C assignments in token order (Switch Transformer).
+    #[default]
+    Position,
+    /// Each expert keeps the C assignments with the highest router probability.
+    Probs,
+}
+
+impl DropPolicy {
+    pub fn label(self) -> &'static str {
+        match self {
+            DropPolicy::Position => "position",
+            DropPolicy::Probs => "probs",
+        }
+    }
+}
+
+/// Switch-style capacity: each expert of a layer takes C = ceil(T·k/E·CF) assignments of the T
+/// tokens; the others skip it (their weight on that expert is 0; the residual carries them).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapacityDrops {
+    pub capacity_factor: f64,
+    #[serde(default)]
+    pub policy: DropPolicy,
+}
+
 /// Everything an intervened run changes. The default changes nothing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Interventions {
@@ -56,6 +85,10 @@ pub struct Interventions {
     pub force: Vec<ForcedRoute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise: Option<RouterNoise>,
+    /// Assignments beyond each expert's capacity really skip the expert. Decided over the whole
+    /// sequence, so a run with it starts from an empty context and is not extended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityDrops>,
 }
 
 /// What one MoE layer does differently, resolved from [`Interventions`].
@@ -68,6 +101,7 @@ pub struct LayerIntervention {
     /// `(position, experts)` pinned in this layer.
     pub forced: Vec<(usize, Vec<u32>)>,
     pub noise: Option<RouterNoise>,
+    pub capacity: Option<CapacityDrops>,
     /// The block index, part of the noise key.
     pub layer: usize,
 }
@@ -185,6 +219,14 @@ impl Interventions {
                 return Some(format!("{what}: the token is pinned twice in that layer"));
             }
         }
+        if let Some(c) = self.capacity {
+            if !(c.capacity_factor.is_finite() && c.capacity_factor > 0.0) {
+                return Some(format!(
+                    "--drop-over-capacity: the capacity factor must be a positive number, not {}",
+                    c.capacity_factor
+                ));
+            }
+        }
         match self.noise {
             Some(RouterNoise::Gumbel { scale, .. }) if !(scale.is_finite() && scale >= 0.0) => {
                 Some(format!("gumbel noise scale must be ≥ 0, not {scale}"))
@@ -232,6 +274,7 @@ impl Interventions {
                 .map(|f| (f.token, f.experts.clone()))
                 .collect(),
             noise: self.noise,
+            capacity: self.capacity,
             layer,
         }
     }
@@ -271,6 +314,13 @@ impl Interventions {
                 parts.push(format!("input jitter {eps} (seed {seed})"))
             }
             None => {}
+        }
+        if let Some(c) = self.capacity {
+            parts.push(format!(
+                "drop over capacity CF {}, {} policy",
+                c.capacity_factor,
+                c.policy.label()
+            ));
         }
         if parts.is_empty() {
             "none".into()

@@ -8,6 +8,7 @@
 //! how experts are selected (plain or group-limited top-k, with an optional selection-only bias),
 //! how the chosen weights are normalized, and a final scaling factor.
 
+pub mod capacity;
 pub mod intervention;
 mod rules;
 #[cfg(test)]
@@ -300,6 +301,19 @@ pub fn scores(logits: &[f32], scoring: Scoring, out: &mut Vec<f32>) {
         }
         Scoring::Sigmoid => out.extend(logits.iter().map(|&l| sigmoid(l))),
     }
+}
+
+/// p_{t,·} for one token's raw logits, in f64, summing to 1.
+pub fn probabilities(logits: &[f32], scoring: Scoring) -> Vec<f64> {
+    let mut raw = Vec::with_capacity(logits.len());
+    scores(logits, scoring, &mut raw);
+    let mut p: Vec<f64> = raw.iter().map(|&x| f64::from(x)).collect();
+    // Softmax already sums to 1 up to f32 rounding; sigmoid scores are normalized here (s').
+    let sum: f64 = p.iter().sum();
+    if sum > 0.0 {
+        p.iter_mut().for_each(|x| *x /= sum);
+    }
+    p
 }
 
 fn sigmoid(x: f32) -> f32 {

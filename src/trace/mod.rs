@@ -124,6 +124,11 @@ pub struct MoeLayerTrace {
     /// the entries can add up to more than `timings_ms.experts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expert_timings_ms: Vec<f64>,
+    /// `[token, expert]` assignments that skipped their expert because it was over capacity
+    /// (`--drop-over-capacity`; their weight above is what the router gave, the expert's output
+    /// was not added), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_dropped: Vec<[usize; 2]>,
 }
 
 /// Wall time of each phase of one transformer block, in milliseconds.
@@ -260,6 +265,16 @@ impl Trace {
             }
             if layer.selection_bias.as_ref().is_some_and(|b| b.len() != e) {
                 return Err(at(format!("selection_bias does not have {e} entries")));
+            }
+            if let Some([t, x]) = layer
+                .capacity_dropped
+                .iter()
+                .find(|[t, x]| *t >= self.tokens.len() || *x >= e)
+            {
+                return Err(at(format!(
+                    "capacity_dropped names token {t}, expert {x}, outside {} tokens × {e} experts",
+                    self.tokens.len()
+                )));
             }
             if !layer.expert_timings_ms.is_empty() && layer.expert_timings_ms.len() != e {
                 return Err(at(format!("expert_timings_ms does not have {e} entries")));
