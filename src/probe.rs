@@ -9,8 +9,8 @@ use crate::routing::Interventions;
 use crate::trace::Trace;
 
 /// Runs `ids` through `engine` with its interventions and without them, and returns the
-/// intervened trace and its effect. The engine keeps its interventions; its own trace is then
-/// the unmodified run's, so callers keep the returned one.
+/// intervened trace and its effect. The engine keeps its interventions and an empty context
+/// (setting them back forgets the tokens), so callers keep the returned trace.
 pub fn intervened_run(engine: &mut Engine, ids: &[u32]) -> Result<(Trace, InterventionEffect)> {
     let interventions = engine.options().interventions.clone();
     let intervened_logits = engine.run_scoring(ids)?;

@@ -495,6 +495,20 @@ fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
         .query_by_label_contains("is not an MoE layer")
         .is_none());
 
+    // A field that does not parse runs nothing: the views keep the intervened run.
+    let runs_before = harness.state().data.as_ref().unwrap().run_id;
+    harness.state_mut().intervention.ablate = "1:x".into();
+    harness.get_by_label("top-k").click();
+    harness.run_steps(20);
+    assert_eq!(harness.state().data.as_ref().unwrap().run_id, runs_before);
+    assert!(!harness.state().is_busy());
+    harness.get_by_label_contains("'x' in '1:x' is not a non-negative integer");
+    harness.state_mut().intervention.ablate = "1:3".into();
+    harness.get_by_label("top-k").click();
+    step_until(&mut harness, |app| {
+        app.data.as_ref().is_some_and(|d| d.run_id != runs_before) && !app.is_busy()
+    });
+
     // Capacity drops: the panel counts the dropped assignments per layer.
     harness.get_by_label("capacity").click();
     step_until(&mut harness, |app| {

@@ -161,6 +161,20 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         },
         args.out.display()
     );
+    if let Some(f) = engine
+        .options()
+        .interventions
+        .force
+        .iter()
+        .find(|f| f.token >= trace.tokens.len())
+    {
+        eprintln!(
+            "warning: --force {}:{}: generation stopped at {} tokens, so that pin never applied",
+            f.layer,
+            f.token,
+            trace.tokens.len()
+        );
+    }
     if !engine.options().interventions.is_empty() {
         compare_with_unmodified(
             &mut engine,

@@ -86,7 +86,7 @@ impl InterventionArgs {
                 }),
         };
         if interventions.is_empty() && self.report.is_some() {
-            bail!("--report describes an intervention: give --top-k, --ablate, --zero-expert, --force or --router-noise");
+            bail!("--report describes an intervention: give --top-k, --ablate, --zero-expert, --force, --router-noise or --drop-over-capacity");
         }
         if let Some(report) = &self.report {
             if report.extension().and_then(|e| e.to_str()) != Some("json") {

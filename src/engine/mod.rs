@@ -58,6 +58,10 @@ impl std::fmt::Debug for LayerProgress {
     }
 }
 
+/// Most f32 logits [`Engine::run_scoring`] keeps (1 GiB): an intervention's report holds two runs'
+/// `[tokens, vocab]` logits, which for a 150k vocabulary is ~1700 tokens each.
+pub const MAX_SCORED_LOGITS: usize = 1 << 28;
+
 /// Default [`EngineOptions::max_tokens`]: far beyond what a person inspects token by token.
 pub const DEFAULT_MAX_TOKENS: usize = 16_384;
 
@@ -161,7 +165,22 @@ impl Engine {
     /// every position (`[ids, vocab]`, f32): what scoring a run against another needs.
     pub fn run_scoring(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         self.reset();
-        let mut logits = Vec::with_capacity(ids.len() * self.checkpoint.spec.vocab_size);
+        let vocab = self.checkpoint.spec.vocab_size;
+        let values = ids.len().saturating_mul(vocab);
+        let too_large = || {
+            Error::Intervention(format!(
+                "scoring {} tokens against the unmodified run keeps {:.1} GB of logits per run ({} tokens × {vocab} vocabulary entries); shorten the input to at most {} tokens",
+                ids.len(),
+                values as f64 * 4.0 / 1e9,
+                ids.len(),
+                MAX_SCORED_LOGITS / vocab.max(1)
+            ))
+        };
+        if values > MAX_SCORED_LOGITS {
+            return Err(too_large());
+        }
+        let mut logits = Vec::new();
+        logits.try_reserve_exact(values).map_err(|_| too_large())?;
         self.push(ids, Some(&mut logits))?;
         Ok(logits)
     }

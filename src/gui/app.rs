@@ -292,6 +292,11 @@ impl MoescopeApp {
 
     fn send_run(&mut self, edited_at: Instant) {
         self.dirty_since = None;
+        // A field that does not parse runs nothing: the views keep the last run and the panel
+        // says what is wrong, rather than showing an unmodified run as if it were intervened.
+        let Ok(interventions) = self.intervention.interventions() else {
+            return;
+        };
         let Some(input) = self.current_input() else {
             return;
         };
@@ -299,13 +304,22 @@ impl MoescopeApp {
         self.next_run_id += 1;
         self.pending = Some((run_id, edited_at));
         self.generating = None;
-        let interventions = self.requested_interventions();
         self.worker.run(run_id, input, interventions);
     }
 
     /// Continues the current input token by token; tokens stream into the views.
     fn start_generation(&mut self) {
         self.dirty_since = None;
+        let interventions = match self.intervention.interventions() {
+            Ok(i) if i.capacity.is_some() => {
+                self.intervention_problem = Some(
+                    "capacity drops are decided over a whole sequence: Generate adds one token at a time (untick capacity)".into(),
+                );
+                return;
+            }
+            Ok(i) => i,
+            Err(_) => return,
+        };
         let Some(input) = self.current_input() else {
             return;
         };
@@ -318,13 +332,8 @@ impl MoescopeApp {
             input,
             self.generation.options(),
             self.generation.stop_at_eos,
-            self.requested_interventions(),
+            interventions,
         );
-    }
-
-    /// The panel's interventions; none while a field does not parse (the panel says why).
-    fn requested_interventions(&self) -> crate::routing::Interventions {
-        self.intervention.interventions().unwrap_or_default()
     }
 
     /// What the input panel holds as the model's input; `None` (with the reason shown) when it
@@ -370,6 +379,7 @@ impl MoescopeApp {
                 }
             }
             Event::Loaded(summary) => {
+                self.intervention_problem = None;
                 self.settings.remember(summary.path.clone());
                 if let Some(note) = &summary.device_note {
                     self.errors.push(note.clone());

@@ -224,7 +224,8 @@ impl InterventionControls {
                 }
             }
         }
-        if let (Some(effect), Ok(i)) = (effect, &parsed) {
+        // The summary belongs to the last run that went through, not to a refused set.
+        if let (Some(effect), Ok(i), None) = (effect, &parsed, problem) {
             if !i.is_empty() {
                 effect_summary(ui, effect);
             }

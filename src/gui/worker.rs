@@ -488,7 +488,10 @@ impl WorkerState {
                 let ids: Vec<u32> = trace.tokens.iter().map(|t| t.id).collect();
                 let mut data = RunData::new(run_id, Arc::new(trace), elapsed_ms);
                 if !engine.options().interventions.is_empty() {
-                    // Both runs scored on the generated tokens; a failure only loses the summary.
+                    // Both runs scored on the generated tokens. Stop set the cancel flag to end the
+                    // generation, not the scoring of what it kept (a newer run sets it again and
+                    // supersedes this summary anyway); a failure only loses the summary.
+                    self.cancel_run.store(false, Ordering::SeqCst);
                     data.effect = crate::probe::intervened_run(engine, &ids)
                         .ok()
                         .map(|(_, e)| e);

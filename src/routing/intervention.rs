@@ -160,7 +160,10 @@ impl Interventions {
             }
         }
         for &layer in moe_layers {
-            let removed = self.ablated_in(layer).count();
+            let removed = self
+                .ablated_in(layer)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
             // Enough experts must survive wherever the rule may look for them: all experts, or,
             // group-limited, the kept groups even if every ablated expert sits in them.
             let reachable = match router.selection {

@@ -342,6 +342,20 @@ fn impossible_interventions_are_named() {
         ..Default::default()
     };
     assert_eq!(ok.problem(&s, &moe), None);
+    // An expert named twice is removed once: two of the four stay for top-2.
+    let twice = Interventions {
+        ablate: vec![expert(1, 0), expert(1, 0), expert(1, 3)],
+        ..Default::default()
+    };
+    assert_eq!(twice.problem(&s, &moe), None);
+    assert!(problem(Interventions {
+        capacity: Some(super::intervention::CapacityDrops {
+            capacity_factor: 0.0,
+            policy: Default::default(),
+        }),
+        ..Default::default()
+    })
+    .contains("capacity factor must be a positive number"));
     assert!(problem(Interventions {
         top_k: Some(5),
         ..Default::default()
