@@ -8,10 +8,23 @@ use crate::error::{Error, Result};
 use crate::routing::Interventions;
 use crate::trace::Trace;
 
+/// An intervened run, the unmodified run of the same tokens, and what the interventions changed.
+pub struct Probe {
+    pub intervened: Trace,
+    pub baseline: Trace,
+    pub effect: InterventionEffect,
+}
+
 /// Runs `ids` through `engine` with its interventions and without them, and returns the
 /// intervened trace and its effect. The engine keeps its interventions and an empty context
 /// (setting them back forgets the tokens), so callers keep the returned trace.
 pub fn intervened_run(engine: &mut Engine, ids: &[u32]) -> Result<(Trace, InterventionEffect)> {
+    let probe = probe(engine, ids)?;
+    Ok((probe.intervened, probe.effect))
+}
+
+/// [`intervened_run`] keeping the unmodified run's trace too (the app shows both).
+pub fn probe(engine: &mut Engine, ids: &[u32]) -> Result<Probe> {
     let interventions = engine.options().interventions.clone();
     let intervened_logits = engine.run_scoring(ids)?;
     let intervened = engine.trace().clone();
@@ -23,5 +36,9 @@ pub fn intervened_run(engine: &mut Engine, ids: &[u32]) -> Result<(Trace, Interv
     let effect =
         analysis::intervention_effect(&baseline, &baseline_logits, &intervened, &intervened_logits)
             .map_err(|e| Error::Intervention(e.to_string()))?;
-    Ok((intervened, effect))
+    Ok(Probe {
+        intervened,
+        baseline,
+        effect,
+    })
 }

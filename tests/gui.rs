@@ -461,6 +461,11 @@ fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
         .all(|l| l.tokens_rerouted == tokens));
     harness.run_steps(2);
     harness.get_by_label("against the unmodified run (top-1)");
+    // The routing map shows the unmodified run under the intervened one.
+    let baseline = &harness.state().data.as_ref().unwrap().baseline;
+    assert_eq!(baseline.as_ref().unwrap().trace.model.top_k, 2);
+    harness.get_by_label("intervened");
+    harness.get_by_label("unmodified");
     harness.get_by_label_contains(&format!("of {tokens} positions"));
 
     // A block that is not an MoE layer: refused with the reason, the app stays up.

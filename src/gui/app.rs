@@ -96,6 +96,8 @@ pub struct MoescopeApp {
     /// Layers done of the forward pass in flight, when it is slow enough to report.
     pass_progress: Option<(usize, usize)>,
     routing_map: RoutingMap,
+    /// The unmodified run's map, under the intervened one.
+    baseline_map: RoutingMap,
     layer_heatmap: LayerHeatmap,
     colored_text: ColoredText,
     load: LoadView,
@@ -181,6 +183,7 @@ impl MoescopeApp {
             notice: None,
             pass_progress: None,
             routing_map: RoutingMap::default(),
+            baseline_map: RoutingMap::default(),
             layer_heatmap: LayerHeatmap::default(),
             colored_text: ColoredText::default(),
             load: LoadView::default(),
@@ -1090,10 +1093,32 @@ impl MoescopeApp {
                 .weak(),
             );
         });
-        ui.allocate_ui(egui::vec2(ui.available_width(), map_height), |ui| {
-            self.routing_map
-                .ui(ui, data, self.selection, &mut self.commands);
-        });
+        match &data.baseline {
+            None => {
+                ui.allocate_ui(egui::vec2(ui.available_width(), map_height), |ui| {
+                    self.routing_map
+                        .ui(ui, data, self.selection, &mut self.commands);
+                });
+            }
+            Some(baseline) => {
+                // The intervened run above the unmodified one, token for token, one selection.
+                let half = (map_height / 2.0 - 10.0).max(90.0);
+                ui.label(RichText::new("intervened").small().strong());
+                ui.allocate_ui(egui::vec2(ui.available_width(), half), |ui| {
+                    self.routing_map
+                        .ui(ui, data, self.selection, &mut self.commands);
+                });
+                ui.label(RichText::new("unmodified").small().strong());
+                self.baseline_map.cell_width = self.routing_map.cell_width;
+                self.baseline_map.zoom_control = false;
+                ui.push_id("baseline-map", |ui| {
+                    ui.allocate_ui(egui::vec2(ui.available_width(), half), |ui| {
+                        self.baseline_map
+                            .ui(ui, baseline, self.selection, &mut self.commands);
+                    });
+                });
+            }
+        }
         ui.separator();
         ui.horizontal(|ui| {
             let tab = &mut self.settings.bottom_tab;

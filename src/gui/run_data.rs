@@ -17,6 +17,8 @@ pub struct RunData {
     pub elapsed_ms: f64,
     /// For an intervened run: its effect against the unmodified run of the same tokens.
     pub effect: Option<crate::analysis::InterventionEffect>,
+    /// For an intervened run: the unmodified run of the same tokens, shown beside it.
+    pub baseline: Option<Box<RunData>>,
 }
 
 impl RunData {
@@ -35,6 +37,7 @@ impl RunData {
             token_metrics,
             elapsed_ms,
             effect: None,
+            baseline: None,
         }
     }
 

@@ -425,14 +425,22 @@ impl WorkerState {
             if engine.options().interventions.is_empty() {
                 engine.run(&ids).map(|t| (t.clone(), None))
             } else {
-                crate::probe::intervened_run(engine, &ids).map(|(t, e)| (t, Some(e)))
+                crate::probe::probe(engine, &ids)
+                    .map(|p| (p.intervened, Some((p.effect, p.baseline))))
             }
         });
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
-            Ok((trace, effect)) => {
+            Ok((trace, probed)) => {
                 let mut data = RunData::new(run_id, Arc::new(trace), elapsed_ms);
-                data.effect = effect;
+                if let Some((effect, baseline)) = probed {
+                    data.effect = Some(effect);
+                    data.baseline = Some(Box::new(RunData::new(
+                        run_id,
+                        Arc::new(baseline),
+                        elapsed_ms,
+                    )));
+                }
                 self.emit(Event::RunFinished(Box::new(data)))
             }
             // A newer run superseded this one; its own result follows.
@@ -492,9 +500,14 @@ impl WorkerState {
                     // generation, not the scoring of what it kept (a newer run sets it again and
                     // supersedes this summary anyway); a failure only loses the summary.
                     self.cancel_run.store(false, Ordering::SeqCst);
-                    data.effect = crate::probe::intervened_run(engine, &ids)
-                        .ok()
-                        .map(|(_, e)| e);
+                    if let Ok(p) = crate::probe::probe(engine, &ids) {
+                        data.effect = Some(p.effect);
+                        data.baseline = Some(Box::new(RunData::new(
+                            run_id,
+                            Arc::new(p.baseline),
+                            elapsed_ms,
+                        )));
+                    }
                 }
                 self.emit(Event::GenerationFinished {
                     data: Box::new(data),

@@ -27,6 +27,8 @@ pub struct RoutingMap {
     built_for: Option<(u64, usize)>,
     /// Column width in points; the zoom slider sets it.
     pub cell_width: f32,
+    /// Show the zoom slider (a map drawn under another one follows that one's zoom instead).
+    pub zoom_control: bool,
 }
 
 impl Default for RoutingMap {
@@ -35,6 +37,7 @@ impl Default for RoutingMap {
             tiles: Vec::new(),
             built_for: None,
             cell_width: 18.0,
+            zoom_control: true,
         }
     }
 }
@@ -89,20 +92,22 @@ impl RoutingMap {
             return;
         }
         self.ensure_textures(ui, data);
-        ui.horizontal(|ui| {
-            ui.add(
-                egui::Slider::new(&mut self.cell_width, 2.0..=48.0)
-                    .show_value(false)
-                    .text("zoom"),
-            );
-            ui.label(
-                egui::RichText::new(
-                    "cell = top-1 expert; paler = lower weight share; click to select",
-                )
-                .small()
-                .weak(),
-            );
-        });
+        if self.zoom_control {
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::Slider::new(&mut self.cell_width, 2.0..=48.0)
+                        .show_value(false)
+                        .text("zoom"),
+                );
+                ui.label(
+                    egui::RichText::new(
+                        "cell = top-1 expert; paler = lower weight share; click to select",
+                    )
+                    .small()
+                    .weak(),
+                );
+            });
+        }
         let label_band = if self.cell_width >= 10.0 { 64.0 } else { 0.0 };
         let avail = ui.available_size();
         let cell_h = ((avail.y - label_band - 16.0) / layers as f32).clamp(4.0, 26.0);
