@@ -680,3 +680,54 @@ fn an_intervened_generation_reports_both_continuations() {
         "{stderr}"
     );
 }
+
+/// `compare` lines two traces up layer by layer, and names both files when they cannot be.
+#[test]
+fn compare_reports_per_layer_divergence_and_refuses_unlike_models() {
+    let dir = copy_fixture("mixtral", "compare");
+    let trace = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec![
+            "trace",
+            dir.to_str().unwrap(),
+            "--token-ids",
+            "5,17,42,99",
+            "--out",
+        ];
+        args.push(out.to_str().unwrap());
+        args.extend(extra);
+        let (ok, _, stderr) = moescope(&args);
+        assert!(ok, "{stderr}");
+        out
+    };
+    let (plain, top1) = (trace("a.json", &[]), trace("b.json", &["--top-k", "1"]));
+    let (ok, stdout, stderr) = moescope(&[
+        "compare",
+        plain.to_str().unwrap(),
+        top1.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["same_tokens"], true);
+    for layer in report["moe_layers"].as_array().unwrap() {
+        // Top-1 inside top-2: every token keeps half its set.
+        assert_eq!(layer["mean_jaccard"], 0.5);
+    }
+    let other = common::fixtures_dir().join("deepseek-v3");
+    let out = dir.join("c.json");
+    let (ok, _, stderr) = moescope(&[
+        "trace",
+        other.to_str().unwrap(),
+        "--token-ids",
+        "5,17,42,99",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = moescope(&["compare", plain.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(
+        !ok && stderr.starts_with("error: cannot compare ") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+}

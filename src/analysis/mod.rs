@@ -9,6 +9,7 @@
 //! `jaccard_next_layer`) are computed per trace and averaged, so no pair spans two prompts.
 
 pub mod capacity;
+pub mod compare;
 pub mod effect;
 pub mod flips;
 pub mod health;
@@ -20,6 +21,7 @@ pub mod token;
 mod tests;
 
 pub use capacity::capacity;
+pub use compare::{compare_runs, RunComparison};
 pub use effect::{intervention_effect, Continuations, InterventionEffect};
 pub use flips::{routing_flips, LayerFlips, RoutingFlips};
 pub use health::Band;

@@ -633,3 +633,61 @@ fn intervention_effect_is_kl_top1_and_perplexity_of_the_two_runs() {
     changed.tokens[1].id = 0;
     assert!(intervention_effect(&base, &base_logits, &changed, &changed_logits).is_err());
 }
+
+/// Two runs compared on hand-worked numbers: load JSD, Jaccard and top-1 agreement.
+#[test]
+fn two_runs_compare_by_load_jsd_and_per_token_agreement() {
+    use crate::analysis::compare::{compare_runs, jsd_bits};
+    // Disjoint loads are 1 bit apart, equal ones 0.
+    assert!((jsd_bits(&[1.0, 0.0], &[0.0, 1.0]) - 1.0).abs() < 1e-12);
+    assert!(jsd_bits(&[0.5, 0.5], &[0.5, 0.5]).abs() < 1e-12);
+    // Top-2 of 4 experts, two tokens. A: {0,1},{0,2}; B: {0,1},{3,2}.
+    let a = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![0, 1], vec![0, 2]], None)],
+    );
+    let b = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![0, 1], vec![3, 2]], None)],
+    );
+    let c = compare_runs(&a, &b).unwrap();
+    assert!(c.same_tokens);
+    let l = &c.moe_layers[0];
+    // Jaccard 1 and 1/3; first experts agree on token 0 only.
+    close(
+        l.mean_jaccard.unwrap(),
+        (1.0 + 1.0 / 3.0) / 2.0,
+        "mean jaccard",
+    );
+    close(l.top1_agreement.unwrap(), 0.5, "top-1 agreement");
+    // Loads (2,1,1,0)/4 and (1,1,1,1)/4.
+    let (p, q) = ([0.5, 0.25, 0.25, 0.0], [0.25; 4]);
+    close(l.load_jsd_bits, jsd_bits(&p, &q), "load jsd");
+    let m: [f64; 4] = [0.375, 0.25, 0.25, 0.125];
+    let kl = |x: &[f64]| -> f64 {
+        x.iter()
+            .zip(&m)
+            .filter(|(&xi, _)| xi > 0.0)
+            .map(|(xi, mi)| xi * (xi / mi).log2())
+            .sum()
+    };
+    close(
+        l.load_jsd_bits,
+        0.5 * kl(&p) + 0.5 * kl(&q),
+        "load jsd by hand",
+    );
+    // Different tokens: load only.
+    let mut other = b.clone();
+    other.tokens[0].id = 9;
+    let c = compare_runs(&a, &other).unwrap();
+    assert!(!c.same_tokens && c.moe_layers[0].mean_jaccard.is_none());
+    // Different experts cannot be compared.
+    let wide = trace(
+        8,
+        "softmax",
+        vec![layer(vec![vec![0, 1], vec![0, 2]], None)],
+    );
+    assert!(compare_runs(&a, &wide).is_err());
+}

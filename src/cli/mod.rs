@@ -2,6 +2,7 @@
 //! file per command; this one holds what several share (run options, token input).
 
 mod bench;
+mod compare;
 mod devices;
 mod export;
 mod generate;
@@ -47,6 +48,9 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Routing metrics (docs/metrics.md) of trace files, pooled as one batch, or of a model run.
     Stats(stats::StatsArgs),
+    /// Two traces layer by layer: load divergence, and per-token agreement when they read the
+    /// same tokens (two checkpoints, two dtypes, a run and its intervention).
+    Compare(compare::CompareArgs),
     /// Draw a heatmap (PNG/SVG) or write the routing data (CSV/JSON) from a trace or a model run.
     Export(export::ExportArgs),
     /// Prefill speed, per-phase times, capture overhead, FLOP efficiency and memory of a checkpoint.
@@ -191,6 +195,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Trace(args)) => trace::trace(args),
         Some(Command::Generate(args)) => generate::generate(args),
         Some(Command::Stats(args)) => stats::stats(args),
+        Some(Command::Compare(args)) => compare::compare(args),
         Some(Command::Export(args)) => export::export(args),
         Some(Command::Bench(args)) => bench::bench(args),
         Some(Command::Devices { json }) => devices::devices(json),

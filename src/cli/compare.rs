@@ -1,0 +1,59 @@
+//! `moescope compare`: two traces layer by layer — two prompts, two checkpoints, two dtypes or a
+//! run and its intervention.
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use moescope::analysis;
+use moescope::trace::Trace;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// The first trace (.json).
+    pub a: PathBuf,
+    /// The second trace (.json).
+    pub b: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn compare(args: CompareArgs) -> Result<()> {
+    let (a, b) = (Trace::read_json(&args.a)?, Trace::read_json(&args.b)?);
+    let comparison = analysis::compare_runs(&a, &b).map_err(|e| match e {
+        analysis::AnalysisError::Mismatch { problem, .. } => anyhow!(
+            "cannot compare {} with {}: {problem}",
+            args.a.display(),
+            args.b.display()
+        ),
+        other => anyhow!("{other}: {}", args.b.display()),
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&comparison)?);
+        return Ok(());
+    }
+    println!(
+        "A {} ({} tokens) against B {} ({} tokens){}",
+        args.a.display(),
+        comparison.num_tokens_a,
+        args.b.display(),
+        comparison.num_tokens_b,
+        if comparison.same_tokens {
+            ", the same tokens"
+        } else {
+            ": different tokens, load only"
+        }
+    );
+    println!("layer  load JSD (bits)  mean Jaccard  same top-1");
+    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    for l in &comparison.moe_layers {
+        println!(
+            "{:>5} {:>16.4} {:>13} {:>11}",
+            l.layer,
+            l.load_jsd_bits,
+            num(l.mean_jaccard),
+            num(l.top1_agreement)
+        );
+    }
+    Ok(())
+}
