@@ -382,14 +382,20 @@ fn hostile_files_dropped_on_the_window_show_a_banner_and_keep_the_model_and_its_
     let _ = std::fs::remove_dir_all(&root);
 }
 
-#[test]
-fn generate_streams_tokens_into_the_views_and_stop_keeps_them() {
+/// The app with mixtral-tiny opened from the welcome screen and its prompt run.
+fn mixtral_tiny_opened() -> Harness<'static, MoescopeApp> {
     let model = common::sample_models_dir().join("mixtral-tiny");
     let ctx = egui::Context::default();
     let mut harness = harness(app(&ctx, Some(model), StartWith::Welcome));
     harness.run_steps(2);
     harness.get_by_label("Open checkpoint…").click();
     step_until(&mut harness, |app| app.data.is_some() && !app.is_busy());
+    harness
+}
+
+#[test]
+fn generate_streams_tokens_into_the_views_and_stop_keeps_them() {
+    let mut harness = mixtral_tiny_opened();
     let prompt_len = harness.state().data.as_ref().unwrap().num_tokens();
 
     // Greedy, stopping at EOS or after 8 tokens: the trace grows by the generated tokens.
@@ -435,12 +441,7 @@ fn generate_streams_tokens_into_the_views_and_stop_keeps_them() {
 
 #[test]
 fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
-    let model = common::sample_models_dir().join("mixtral-tiny");
-    let ctx = egui::Context::default();
-    let mut harness = harness(app(&ctx, Some(model), StartWith::Welcome));
-    harness.run_steps(2);
-    harness.get_by_label("Open checkpoint…").click();
-    step_until(&mut harness, |app| app.data.is_some() && !app.is_busy());
+    let mut harness = mixtral_tiny_opened();
     assert!(harness.state().data.as_ref().unwrap().effect.is_none());
     harness.get_by_label("none: the model routes as configured");
 

@@ -437,14 +437,27 @@ fn interventions_match_transformers() {
         let name = file.file_stem().unwrap().to_string_lossy().to_string();
         let reference: InterventionReference =
             serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        for case in reference.cases {
-            let what = format!("{name} ({})", case.interventions.describe());
+        // The -v4 twin holds the same weights under the older config layout.
+        let twin = common::fixtures_dir().join(format!("{name}-v4"));
+        let folders: Vec<_> = std::iter::once(common::fixtures_dir().join(&name))
+            .chain(twin.is_dir().then_some(twin))
+            .collect();
+        for (folder, case) in reference
+            .cases
+            .iter()
+            .flat_map(|case| folders.iter().map(move |f| (f, case)))
+        {
+            let what = format!(
+                "{} ({})",
+                folder.file_name().unwrap().to_string_lossy(),
+                case.interventions.describe()
+            );
             let options = EngineOptions {
-                interventions: case.interventions,
+                interventions: case.interventions.clone(),
                 ..EngineOptions::default()
             };
-            let mut engine = Engine::load(&common::fixtures_dir().join(&name), options)
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let mut engine =
+                Engine::load(folder, options).unwrap_or_else(|e| panic!("{what}: {e}"));
             let trace = engine.run(&reference.input_ids).unwrap();
             assert_eq!(trace.moe_layers.len(), case.moe_layers.len(), "{what}");
             for (got, want) in trace.moe_layers.iter().zip(&case.moe_layers) {
@@ -472,5 +485,5 @@ fn interventions_match_transformers() {
             cases += 1;
         }
     }
-    assert!(cases >= 59, "{cases} intervention cases");
+    assert!(cases >= 103, "{cases} intervention runs");
 }

@@ -4,7 +4,7 @@
 //! many tokens were routed to a different set of experts (the intervened layer itself, and the
 //! later layers whose input it changed).
 
-use super::token::{kl_of_logits, logsumexp};
+use super::token::{argmax, kl_of_logits, logsumexp};
 use super::AnalysisError;
 use crate::trace::Trace;
 use serde::Serialize;
@@ -145,8 +145,8 @@ pub fn intervention_effect(
             position,
             token: baseline.tokens[position].text.clone(),
             kl_nats: kl_of_logits(p, q).unwrap_or(0.0),
-            top1_baseline: arg_max(p),
-            top1_intervened: arg_max(q),
+            top1_baseline: argmax(p),
+            top1_intervened: argmax(q),
             next_logprob_baseline: lb,
             next_logprob_intervened: li,
         });
@@ -205,15 +205,4 @@ pub fn intervention_effect(
         positions,
         continuation: None,
     })
-}
-
-/// The index of the largest value, the lowest on a tie.
-fn arg_max(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best as u32
 }

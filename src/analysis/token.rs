@@ -132,3 +132,14 @@ pub fn kl_of_logits(p_logits: &[f32], q_logits: &[f32]) -> Option<f64> {
             .max(0.0),
     )
 }
+
+/// Index of the largest logit; the lowest index among equal ones (torch's `argmax`).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

@@ -6,6 +6,7 @@
 //! probability reaches top-p, and draws from it.
 
 use super::Engine;
+pub use crate::analysis::token::argmax;
 use crate::error::{Error, Result};
 use std::sync::atomic::Ordering;
 
@@ -165,17 +166,6 @@ impl Sampler {
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
-}
-
-/// Index of the largest logit; the lowest index among equal ones (torch's `argmax`).
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// `ln softmax(logits)[index]`, computed in f64.

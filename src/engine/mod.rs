@@ -273,13 +273,11 @@ impl Engine {
                 &mut records,
             );
             let logits = match result {
-                Ok(mut logits) => match every_position_logits.as_deref_mut() {
+                Ok(logits) => match every_position_logits.as_deref_mut() {
                     Some(every) => {
-                        let vocab = logits.len() / chunk.len();
-                        let last = logits.split_off(logits.len() - vocab);
                         every.extend_from_slice(&logits);
-                        every.extend_from_slice(&last);
-                        last
+                        let vocab = logits.len() / chunk.len();
+                        logits[logits.len() - vocab..].to_vec()
                     }
                     None => logits,
                 },

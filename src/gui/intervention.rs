@@ -6,8 +6,7 @@
 
 use crate::analysis::InterventionEffect;
 use crate::routing::intervention::{
-    parse_expert_refs, parse_forced_route, parse_router_noise, CapacityDrops, DropPolicy,
-    RouterNoise,
+    parse_expert_refs, parse_forced_route, CapacityDrops, DropPolicy, RouterNoise,
 };
 use crate::routing::Interventions;
 use egui::{Color32, RichText, Ui};
@@ -67,10 +66,10 @@ impl InterventionControls {
                 scale: self.noise_amount,
                 seed: self.noise_seed,
             }),
-            NoiseKind::Jitter => Some(parse_router_noise(
-                &format!("jitter:{}", self.noise_amount),
-                self.noise_seed,
-            )?),
+            NoiseKind::Jitter => Some(RouterNoise::Jitter {
+                eps: self.noise_amount,
+                seed: self.noise_seed,
+            }),
         };
         Ok(Interventions {
             top_k: self.top_k_enabled.then_some(self.top_k),
