@@ -172,6 +172,20 @@ fn view_snapshots() {
         harness.run_steps(3);
         harness.snapshot(name);
     }
+    // Compare: the fixed run pinned as B, A the same model on other tokens.
+    harness.get_by_label("Pin as B").click();
+    harness.run_steps(2);
+    let mut other = (*fixed_trace()).clone();
+    let dir = common::fixtures_dir().join("deepseek-v3");
+    let mut engine = Engine::load(&dir, EngineOptions::default()).unwrap();
+    let run = engine
+        .run(&[11, 23, 42, 57, 3, 64, 101, 120, 7, 88])
+        .unwrap();
+    other.tokens = run.tokens.clone();
+    other.moe_layers = run.moe_layers.clone();
+    harness.state_mut().accept_trace(2, Arc::new(other), 5.0);
+    harness.run_steps(3);
+    harness.snapshot("compare");
 }
 
 /// A file dropped from a file manager: egui hands the app its path.
@@ -468,6 +482,27 @@ fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
     harness.get_by_label("intervened");
     harness.get_by_label("unmodified");
     harness.get_by_label_contains(&format!("of {tokens} positions"));
+    // Nothing pinned: the Compare tab compares the intervened run with the unmodified one.
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, "Compare")
+        .click();
+    harness.run_steps(2);
+    harness.get_by_label(&format!(
+        "the same {tokens} tokens: load and per-token agreement"
+    ));
+    let expected = {
+        let data = harness.state().data.as_ref().unwrap();
+        let baseline = data.baseline.as_ref().unwrap();
+        moescope::analysis::compare_runs(&data.trace, &baseline.trace).unwrap()
+    };
+    let first = &expected.moe_layers[0];
+    assert_eq!(first.mean_jaccard, Some(0.5), "top-1 against top-2");
+    harness.get_by_label(&format!(
+        "layer 0: load JSD {:.4} bits · Jaccard 0.500 · same top-1 {:.3}",
+        first.load_jsd_bits,
+        first.top1_agreement.unwrap()
+    ));
+    harness.get_by_label("Layer heatmap").click();
 
     // A block that is not an MoE layer: refused with the reason, the app stays up.
     harness.state_mut().intervention.ablate = "9:0".into();
@@ -526,4 +561,107 @@ fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
     });
     harness.run_steps(2);
     harness.get_by_label("dropped");
+}
+
+#[test]
+fn a_pinned_run_or_trace_file_is_compared_with_later_runs_layer_by_layer() {
+    let root = std::env::temp_dir().join(format!("moescope-gui-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let other_model = root.join("deepseek-trace.json");
+    fixed_trace().write_json(&other_model).unwrap();
+    let exported = root.join("comparison.json");
+    let ctx = egui::Context::default();
+    let settings = Settings {
+        prompt: "the quick brown fox jumps over the lazy dog".into(),
+        debounce_ms: 0,
+        ..Settings::default()
+    };
+    let dialogs = FixedDialogs {
+        checkpoint: Some(common::sample_models_dir().join("mixtral-tiny")),
+        trace: Some(other_model.clone()),
+        save: Some(exported.clone()),
+    };
+    let app = MoescopeApp::with_settings(&ctx, settings, StartWith::Welcome, Box::new(dialogs));
+    let mut harness = harness(app);
+    harness.run_steps(2);
+    harness.get_by_label("Open checkpoint…").click();
+    step_until(&mut harness, |app| app.data.is_some() && !app.is_busy());
+    harness.get_by_label("nothing pinned: an intervened run is compared with its unmodified run");
+
+    // Pinned: B is this run, the Compare tab opens, and A equals B in every layer.
+    harness.get_by_label("Pin as B").click();
+    harness.run_steps(3);
+    assert_eq!(harness.state().settings.bottom_tab, BottomTab::Compare);
+    let tokens = harness.state().data.as_ref().unwrap().num_tokens();
+    harness.get_by_label(&format!(
+        "the same {tokens} tokens: load and per-token agreement"
+    ));
+    harness.get_by_label("layer 0: load JSD 0.0000 bits · Jaccard 1.000 · same top-1 1.000");
+    harness.get_by_label("A · this run");
+    let pinned_label = harness.state().pinned.as_ref().unwrap().label.clone();
+    assert!(
+        pinned_label.starts_with(&format!("mixtral-tiny · f32 · {tokens} tokens «"))
+            && pinned_label.contains("the quick brown fox"),
+        "{pinned_label}"
+    );
+    harness.get_by_label(&format!("B · {pinned_label}"));
+
+    // Another prompt: A is the new run; only the loads can be compared, as compare_runs does.
+    let first_run = harness.state().data.as_ref().unwrap().run_id;
+    harness
+        .get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .click();
+    harness.run_steps(1);
+    harness
+        .get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .type_text(" 机器学习模型的专家路由");
+    step_until(&mut harness, |app| {
+        app.data.as_ref().is_some_and(|d| d.run_id > first_run) && !app.is_busy()
+    });
+    harness.run_steps(2);
+    let state = harness.state();
+    let (a, b) = (
+        &state.data.as_ref().unwrap().trace,
+        &state.pinned.as_ref().unwrap().data.trace,
+    );
+    let expected = moescope::analysis::compare_runs(a, b).unwrap();
+    assert!(!expected.same_tokens);
+    let first = &expected.moe_layers[0];
+    assert!(first.load_jsd_bits > 0.0);
+    harness.get_by_label(&format!(
+        "different tokens ({} against {tokens}): load divergence only",
+        a.tokens.len()
+    ));
+    harness.get_by_label(&format!(
+        "layer 0: load JSD {:.4} bits · Jaccard – · same top-1 –",
+        first.load_jsd_bits
+    ));
+
+    // The comparison exported is compare --json's.
+    harness.get_by_label("Export comparison…").click();
+    step_until(&mut harness, |app| {
+        app.notice
+            .as_deref()
+            .is_some_and(|n| n.starts_with("wrote"))
+    });
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&exported).unwrap()).unwrap();
+    assert_eq!(written, serde_json::to_value(&expected).unwrap());
+
+    // A trace of another model as B: refused in the tab with the reason; the app stays up.
+    harness.get_by_label("Open trace as B…").click();
+    step_until(&mut harness, |app| {
+        app.pinned
+            .as_ref()
+            .is_some_and(|p| p.label.starts_with("deepseek-trace.json"))
+    });
+    harness.run_steps(2);
+    harness.get_by_label_contains("these runs cannot be compared: MoE layers [0, 1, 2, 3] against");
+    assert!(harness.state().errors.is_empty());
+
+    harness.get_by_label("Unpin").click();
+    harness.run_steps(2);
+    assert!(harness.state().pinned.is_none());
+    harness.get_by_label_contains("Nothing to compare yet");
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -9,6 +9,7 @@ use super::run_data::RunData;
 use super::settings::{BottomTab, Settings};
 use super::views::balance::BalancePoint;
 use super::views::colored_text::ColoredText;
+use super::views::compare::CompareView;
 use super::views::export::{self, FigureKind};
 use super::views::layer_heatmap::LayerHeatmap;
 use super::views::load::LoadView;
@@ -69,6 +70,16 @@ enum Background {
     FigurePath(FigureKind, Option<PathBuf>),
     DataPath(Option<PathBuf>),
     Wrote(Result<PathBuf, String>),
+    ReferencePicked(Option<PathBuf>),
+    ReferenceRead(PathBuf, Result<Box<RunData>, String>),
+    ComparisonPath(Option<PathBuf>),
+}
+
+/// Run B of a comparison: a run kept while the prompt, dtype or checkpoint changes, or a trace
+/// file, with the words that name it in the views.
+pub struct PinnedRun {
+    pub data: RunData,
+    pub label: String,
 }
 
 pub struct MoescopeApp {
@@ -96,8 +107,11 @@ pub struct MoescopeApp {
     /// Layers done of the forward pass in flight, when it is slow enough to report.
     pass_progress: Option<(usize, usize)>,
     routing_map: RoutingMap,
-    /// The unmodified run's map, under the intervened one.
+    /// Run B's map (the pinned run, or the unmodified run of an intervention), under A's.
     baseline_map: RoutingMap,
+    /// The run later runs are compared with, until unpinned.
+    pub pinned: Option<PinnedRun>,
+    compare: CompareView,
     layer_heatmap: LayerHeatmap,
     colored_text: ColoredText,
     load: LoadView,
@@ -184,6 +198,8 @@ impl MoescopeApp {
             pass_progress: None,
             routing_map: RoutingMap::default(),
             baseline_map: RoutingMap::default(),
+            pinned: None,
+            compare: CompareView::default(),
             layer_heatmap: LayerHeatmap::default(),
             colored_text: ColoredText::default(),
             load: LoadView::default(),
@@ -555,6 +571,22 @@ impl MoescopeApp {
             Background::Picked(None)
             | Background::FigurePath(_, None)
             | Background::DataPath(None) => {}
+            Background::ReferencePicked(Some(path)) => {
+                self.commands.push(Command::OpenReference(path))
+            }
+            Background::ReferenceRead(path, Ok(mut data)) => {
+                data.run_id = self.next_run_id;
+                self.next_run_id += 1;
+                let label = file_label(&path, &data);
+                self.notice = Some(format!("comparing with {}", path.display()));
+                self.pinned = Some(PinnedRun { data: *data, label });
+                self.settings.bottom_tab = BottomTab::Compare;
+            }
+            Background::ReferenceRead(_, Err(message)) => self.errors.push(message),
+            Background::ComparisonPath(Some(path)) => {
+                self.commands.push(Command::WriteComparison(path))
+            }
+            Background::ReferencePicked(None) | Background::ComparisonPath(None) => {}
             Background::Wrote(Ok(path)) => self.notice = Some(format!("wrote {}", path.display())),
             Background::Wrote(Err(e)) => self.errors.push(e),
         }
@@ -624,10 +656,7 @@ impl MoescopeApp {
             }
             Command::OpenTrace(path) => {
                 self.background("read-trace", move || {
-                    let data = Trace::read_json(&path)
-                        .map(|trace| Box::new(RunData::new(0, Arc::new(trace), 0.0)))
-                        .map_err(|e| e.to_string());
-                    Background::TraceRead(path, data)
+                    Background::TraceRead(path.clone(), read_run(&path))
                 });
             }
             Command::CancelLoad => self.worker.cancel_load(),
@@ -694,6 +723,58 @@ impl MoescopeApp {
                 }
             }
             Command::FocusPrompt => self.focus_prompt = true,
+            Command::PinRun => {
+                if let Some(data) = &self.data {
+                    let label = self.run_label(data);
+                    self.notice = Some(format!("B is now {label}"));
+                    self.pinned = Some(PinnedRun {
+                        data: data.clone(),
+                        label,
+                    });
+                    self.settings.bottom_tab = BottomTab::Compare;
+                }
+            }
+            Command::Unpin => self.pinned = None,
+            Command::OpenReferenceDialog => {
+                let dialogs = self.dialogs.clone();
+                self.background("open-dialog", move || {
+                    Background::ReferencePicked(dialogs.pick_trace())
+                });
+            }
+            Command::OpenReference(path) => {
+                self.background("read-trace", move || {
+                    Background::ReferenceRead(path.clone(), read_run(&path))
+                });
+            }
+            Command::ExportComparison => {
+                let name = format!("{}-comparison.json", self.model_name());
+                let dialogs = self.dialogs.clone();
+                self.background("save-dialog", move || {
+                    Background::ComparisonPath(dialogs.save_file(&name, &["json"]))
+                });
+            }
+            Command::WriteComparison(path) => {
+                let Some((a, b)) = compared_runs(&self.data, &self.pinned) else {
+                    return;
+                };
+                let comparison = self.compare.comparison(a, b).clone();
+                self.background("export", move || {
+                    let written = comparison
+                        .and_then(|c| serde_json::to_vec(&c).map_err(|e| e.to_string()))
+                        .and_then(|bytes| {
+                            crate::atomic::write_bytes(&path, &bytes).map_err(|e| e.to_string())
+                        });
+                    Background::Wrote(written.map(|()| path))
+                });
+            }
+        }
+    }
+
+    /// Names the views' run for the comparison: its trace file, else what produced it.
+    fn run_label(&self, data: &RunData) -> String {
+        match &self.trace_file {
+            Some(path) => file_label(path, data),
+            None => data.describe(),
         }
     }
 
@@ -938,6 +1019,8 @@ impl MoescopeApp {
             self.dirty_since = Some(Instant::now());
         }
         ui.separator();
+        self.compare_panel_ui(ui);
+        ui.separator();
         ui.heading("Run on");
         let mut rerun = false;
         egui::ComboBox::from_label("device")
@@ -1002,6 +1085,48 @@ impl MoescopeApp {
                 ui.label(format!("{:.0} ms", s.load_ms));
                 ui.end_row();
             });
+        }
+    }
+
+    /// Pin a run (or open a trace) as B; every later run is A, compared with it.
+    fn compare_panel_ui(&mut self, ui: &mut Ui) {
+        ui.heading("Compare");
+        ui.horizontal(|ui| {
+            let pin = ui
+                .add_enabled(self.data.is_some(), egui::Button::new("Pin as B"))
+                .on_hover_text(
+                    "keep this run; then change the prompt, dtype or checkpoint (or set an \
+                     intervention) and the views compare the new run A with it",
+                );
+            if pin.clicked() {
+                self.commands.push(Command::PinRun);
+            }
+            if ui
+                .button("Open trace as B…")
+                .on_hover_text("compare with a trace file: another machine, engine or checkpoint")
+                .clicked()
+            {
+                self.commands.push(Command::OpenReferenceDialog);
+            }
+        });
+        match &self.pinned {
+            Some(pinned) => {
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(RichText::new("B").strong());
+                    ui.label(&pinned.label);
+                });
+                if ui.button("Unpin").clicked() {
+                    self.commands.push(Command::Unpin);
+                }
+            }
+            None => {
+                ui.label(
+                    RichText::new(
+                        "nothing pinned: an intervened run is compared with its unmodified run",
+                    )
+                    .weak(),
+                );
+            }
         }
     }
 
@@ -1093,22 +1218,33 @@ impl MoescopeApp {
                 .weak(),
             );
         });
-        match &data.baseline {
+        let pinned = self.pinned.as_ref().map(|p| (&p.data, p.label.as_str()));
+        let lower = match (pinned, &data.baseline) {
+            (Some((b, label)), _) => Some((b, "A · this run".to_owned(), format!("B · {label}"))),
+            (None, Some(baseline)) => Some((
+                &**baseline,
+                "intervened".to_owned(),
+                "unmodified".to_owned(),
+            )),
+            (None, None) => None,
+        };
+        match lower {
             None => {
                 ui.allocate_ui(egui::vec2(ui.available_width(), map_height), |ui| {
                     self.routing_map
                         .ui(ui, data, self.selection, &mut self.commands);
                 });
             }
-            Some(baseline) => {
-                // The intervened run above the unmodified one, token for token, one selection.
+            Some((baseline, upper_label, lower_label)) => {
+                // Run A above run B (the intervened run above the unmodified one, token for
+                // token), one selection and one zoom for both.
                 let half = (map_height / 2.0 - 10.0).max(90.0);
-                ui.label(RichText::new("intervened").small().strong());
+                ui.label(RichText::new(upper_label).small().strong());
                 ui.allocate_ui(egui::vec2(ui.available_width(), half), |ui| {
                     self.routing_map
                         .ui(ui, data, self.selection, &mut self.commands);
                 });
-                ui.label(RichText::new("unmodified").small().strong());
+                ui.label(RichText::new(lower_label).small().strong());
                 self.baseline_map.cell_width = self.routing_map.cell_width;
                 self.baseline_map.zoom_control = false;
                 ui.push_id("baseline-map", |ui| {
@@ -1127,6 +1263,7 @@ impl MoescopeApp {
             ui.selectable_value(tab, BottomTab::Load, "Load");
             ui.selectable_value(tab, BottomTab::Balance, "Balance");
             ui.selectable_value(tab, BottomTab::Timings, "Timings");
+            ui.selectable_value(tab, BottomTab::Compare, "Compare");
             ui.separator();
             let layers = &data.trace.moe_layers;
             if !layers.is_empty() {
@@ -1160,6 +1297,32 @@ impl MoescopeApp {
             }
             BottomTab::Balance => balance::ui(ui, data, self.selection, &self.balance_history),
             BottomTab::Timings => self.timings.ui(ui, data, &self.timing_history),
+            BottomTab::Compare => {
+                let a_label = self.run_label(data);
+                let b = match &self.pinned {
+                    Some(p) => Some((&p.data, p.label.clone())),
+                    None => data
+                        .baseline
+                        .as_deref()
+                        .map(|b| (b, "unmodified".to_owned())),
+                };
+                match b {
+                    Some((b, b_label)) => self.compare.ui(
+                        ui,
+                        (data, &a_label),
+                        (b, &b_label),
+                        self.selection,
+                        &mut self.commands,
+                    ),
+                    None => {
+                        ui.label(
+                            "Nothing to compare yet: pin this run as B (Compare, on the left) \
+                             and change the prompt, dtype or checkpoint, open a trace as B, or \
+                             set an intervention.",
+                        );
+                    }
+                }
+            }
         }
     }
 }
@@ -1184,6 +1347,36 @@ impl eframe::App for MoescopeApp {
             }
         }
     }
+}
+
+/// The runs the Compare tab and the lower routing map show: the views' run as A, and as B the
+/// pinned run, else the unmodified run of an intervention.
+fn compared_runs<'a>(
+    data: &'a Option<RunData>,
+    pinned: &'a Option<PinnedRun>,
+) -> Option<(&'a RunData, &'a RunData)> {
+    let a = data.as_ref()?;
+    let b = match pinned {
+        Some(pinned) => &pinned.data,
+        None => a.baseline.as_deref()?,
+    };
+    Some((a, b))
+}
+
+/// Reads and analyses a trace file (on a background thread).
+fn read_run(path: &std::path::Path) -> Result<Box<RunData>, String> {
+    Trace::read_json(path)
+        .map(|trace| Box::new(RunData::new(0, Arc::new(trace), 0.0)))
+        .map_err(|e| e.to_string())
+}
+
+/// A trace file's run, named by the file.
+fn file_label(path: &std::path::Path, data: &RunData) -> String {
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    format!("{name} ({} tokens)", data.num_tokens())
 }
 
 fn push_bounded<T>(history: &mut Vec<T>, item: T) {

@@ -35,4 +35,14 @@ pub enum Command {
     Rerun,
     Reload,
     FocusPrompt,
+    /// Keep the views' run as run B, which later runs are compared with.
+    PinRun,
+    Unpin,
+    /// Show the open-trace dialog for run B.
+    OpenReferenceDialog,
+    /// Read a trace file as run B.
+    OpenReference(PathBuf),
+    /// Ask where to save the A/B comparison as JSON, then write it.
+    ExportComparison,
+    WriteComparison(PathBuf),
 }

@@ -5,6 +5,7 @@ use crate::analysis::{self, AnalysisOptions, Metrics, TokenMetrics};
 use crate::trace::Trace;
 use std::sync::Arc;
 
+#[derive(Clone)]
 pub struct RunData {
     /// Increases with every run; views key their caches (textures) on it.
     pub run_id: u64,
@@ -76,6 +77,34 @@ impl RunData {
             layer.router_logits.row(token),
             scoring,
         ))
+    }
+
+    /// The run in a few words, to name it in a comparison: the checkpoint, its dtype, the start
+    /// of the text and the interventions.
+    pub fn describe(&self) -> String {
+        let model = &self.trace.model;
+        let name = std::path::Path::new(&model.path).file_name().map_or_else(
+            || model.architecture.clone(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let text: String = self.trace.tokens.iter().map(|t| t.text.as_str()).collect();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        const SHOWN_CHARS: usize = 32;
+        let excerpt: String = text.chars().take(SHOWN_CHARS).collect();
+        let more = if text.chars().count() > SHOWN_CHARS {
+            "…"
+        } else {
+            ""
+        };
+        let mut label = format!(
+            "{name} · {} · {} tokens «{excerpt}{more}»",
+            model.dtype,
+            self.num_tokens()
+        );
+        if let Some(interventions) = self.trace.interventions.as_ref().filter(|i| !i.is_empty()) {
+            label.push_str(&format!(" · {}", interventions.describe()));
+        }
+        label
     }
 
     /// Token text for display: whitespace made visible, empty pieces shown by id.

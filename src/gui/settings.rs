@@ -32,6 +32,7 @@ pub enum BottomTab {
     Load,
     Balance,
     Timings,
+    Compare,
 }
 
 impl Default for Settings {
