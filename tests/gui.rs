@@ -467,6 +467,8 @@ fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
     });
     let data = harness.state().data.as_ref().unwrap();
     assert_eq!(data.trace.model.top_k, 1);
+    let described = &data.trace.model.router.description;
+    assert!(described.contains("top-1"), "{described}");
     assert!(data.trace.moe_layers.iter().all(|l| l.topk_ids.cols() == 1));
     let tokens = data.num_tokens();
     let effect = data.effect.as_ref().unwrap();
@@ -498,7 +500,7 @@ fn the_interventions_panel_reruns_live_and_shows_the_effect_or_why_not() {
     let first = &expected.moe_layers[0];
     assert_eq!(first.mean_jaccard, Some(0.5), "top-1 against top-2");
     harness.get_by_label(&format!(
-        "layer 0: load JSD {:.4} bits · Jaccard 0.500 · same top-1 {:.3}",
+        "layer 0: load JSD {:.4} bits · Jaccard 0.500 · saturation 0.500 · same top-1 {:.3}",
         first.load_jsd_bits,
         first.top1_agreement.unwrap()
     ));
@@ -596,7 +598,9 @@ fn a_pinned_run_or_trace_file_is_compared_with_later_runs_layer_by_layer() {
     harness.get_by_label(&format!(
         "the same {tokens} tokens: load and per-token agreement"
     ));
-    harness.get_by_label("layer 0: load JSD 0.0000 bits · Jaccard 1.000 · same top-1 1.000");
+    harness.get_by_label(
+        "layer 0: load JSD 0.0000 bits · Jaccard 1.000 · saturation 1.000 · same top-1 1.000",
+    );
     harness.get_by_label("A · this run");
     let pinned_label = harness.state().pinned.as_ref().unwrap().label.clone();
     assert!(
@@ -633,7 +637,7 @@ fn a_pinned_run_or_trace_file_is_compared_with_later_runs_layer_by_layer() {
         a.tokens.len()
     ));
     harness.get_by_label(&format!(
-        "layer 0: load JSD {:.4} bits · Jaccard – · same top-1 –",
+        "layer 0: load JSD {:.4} bits · Jaccard – · saturation – · same top-1 –",
         first.load_jsd_bits
     ));
 

@@ -18,6 +18,11 @@ pub struct LayerDivergence {
     /// Same tokens only: mean over tokens of |A ∩ B| / |A ∪ B| of the two runs' expert sets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_jaccard: Option<f64>,
+    /// Same tokens only: OLMoE's router saturation, with B the reference (its final training
+    /// checkpoint): the mean over tokens of |A ∩ B| / |B|, the share of B's expert choices that
+    /// A makes too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saturation: Option<f64>,
     /// Same tokens only: the share of tokens whose first expert is the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top1_agreement: Option<f64>,
@@ -67,6 +72,7 @@ pub fn compare_runs(a: &Trace, b: &Trace) -> Result<RunComparison, AnalysisError
                 layer: la.layer,
                 load_jsd_bits: jsd_bits(&load_fractions(&ra, e), &load_fractions(&rb, e)),
                 mean_jaccard: per_token.then(|| mean_jaccard(&ra, &rb)).flatten(),
+                saturation: per_token.then(|| saturation(&ra, &rb)),
                 top1_agreement: per_token.then(|| {
                     let same = ra.iter().zip(&rb).filter(|(x, y)| x.first() == y.first());
                     same.count() as f64 / ra.len() as f64
@@ -84,6 +90,16 @@ pub fn compare_runs(a: &Trace, b: &Trace) -> Result<RunComparison, AnalysisError
 
 fn rows(layer: &MoeLayerTrace) -> Vec<&[u32]> {
     layer.topk_ids.iter_rows().collect()
+}
+
+/// Mean over tokens of the share of `b`'s experts that `a` chose too (rows of equal count, not
+/// empty).
+fn saturation(a: &[&[u32]], b: &[&[u32]]) -> f64 {
+    let share = |(x, y): (&&[u32], &&[u32])| {
+        let shared = y.iter().filter(|e| x.contains(e)).count();
+        shared as f64 / y.len().max(1) as f64
+    };
+    a.iter().zip(b).map(share).sum::<f64>() / a.len() as f64
 }
 
 fn list(layers: &[usize]) -> String {

@@ -662,6 +662,8 @@ fn two_runs_compare_by_load_jsd_and_per_token_agreement() {
         "mean jaccard",
     );
     close(l.top1_agreement.unwrap(), 0.5, "top-1 agreement");
+    // B's experts that A chose too: 2 of 2, then 1 of 2.
+    close(l.saturation.unwrap(), 0.75, "router saturation");
     // Loads (2,1,1,0)/4 and (1,1,1,1)/4.
     let (p, q) = ([0.5, 0.25, 0.25, 0.0], [0.25; 4]);
     close(l.load_jsd_bits, jsd_bits(&p, &q), "load jsd");
@@ -683,6 +685,7 @@ fn two_runs_compare_by_load_jsd_and_per_token_agreement() {
     other.tokens[0].id = 9;
     let c = compare_runs(&a, &other).unwrap();
     assert!(!c.same_tokens && c.moe_layers[0].mean_jaccard.is_none());
+    assert!(c.moe_layers[0].saturation.is_none());
     // Different experts cannot be compared.
     let wide = trace(
         8,

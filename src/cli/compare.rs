@@ -44,14 +44,15 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             ": different tokens, load only"
         }
     );
-    println!("layer  load JSD (bits)  mean Jaccard  same top-1");
+    println!("layer  load JSD (bits)  mean Jaccard  saturation  same top-1");
     let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     for l in &comparison.moe_layers {
         println!(
-            "{:>5} {:>16.4} {:>13} {:>11}",
+            "{:>5} {:>16.4} {:>13} {:>11} {:>11}",
             l.layer,
             l.load_jsd_bits,
             num(l.mean_jaccard),
+            num(l.saturation),
             num(l.top1_agreement)
         );
     }

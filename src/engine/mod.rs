@@ -376,6 +376,9 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
             capacity_dropped: Vec::new(),
         })
         .collect();
+    // The router as the layers ran it: a top-k intervention changes k, and the description.
+    let mut routed = spec.moe.router.clone();
+    routed.top_k = options.interventions.top_k.unwrap_or(routed.top_k);
     Trace {
         format_version: trace::FORMAT_VERSION,
         model: trace::ModelInfo {
@@ -383,10 +386,10 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
             architecture: spec.architecture.clone(),
             num_layers: spec.num_layers,
             num_experts: spec.moe.router.num_experts,
-            top_k: options.interventions.top_k.unwrap_or(spec.moe.router.top_k),
+            top_k: routed.top_k,
             device: device::device_label(&options.device),
             dtype: device::dtype_label(options.dtype).into(),
-            router: router_info(&spec.moe.router, spec.moe.weights_on),
+            router: router_info(&routed, spec.moe.weights_on),
         },
         tokens: Vec::new(),
         moe_layers,

@@ -22,6 +22,7 @@ type CacheKey = ((u64, usize), (u64, usize));
 const JSD_COLOR: Color32 = Color32::from_rgb(255, 123, 114);
 const JACCARD_COLOR: Color32 = Color32::from_rgb(210, 168, 255);
 const TOP1_COLOR: Color32 = Color32::from_rgb(126, 231, 135);
+const SATURATION_COLOR: Color32 = Color32::from_rgb(255, 166, 87);
 const A_COLOR: Color32 = Color32::from_rgb(88, 166, 255);
 const B_COLOR: Color32 = Color32::from_rgb(160, 160, 160);
 
@@ -112,13 +113,15 @@ fn divergence_plot(
     let jsd = series(&|l| Some(l.load_jsd_bits));
     let jaccard = series(&|l| l.mean_jaccard);
     let top1 = series(&|l| l.top1_agreement);
+    let saturation = series(&|l| l.saturation);
     if let Some(l) = layers.get(selected) {
         let num = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3}"));
         ui.label(format!(
-            "layer {}: load JSD {:.4} bits · Jaccard {} · same top-1 {}",
+            "layer {}: load JSD {:.4} bits · Jaccard {} · saturation {} · same top-1 {}",
             l.layer,
             l.load_jsd_bits,
             num(l.mean_jaccard),
+            num(l.saturation),
             num(l.top1_agreement)
         ));
     }
@@ -138,6 +141,11 @@ fn divergence_plot(
                 ("load JSD (bits)", jsd, JSD_COLOR),
                 ("mean Jaccard of expert sets", jaccard, JACCARD_COLOR),
                 ("same top-1 expert", top1, TOP1_COLOR),
+                (
+                    "router saturation (share of B's experts in A)",
+                    saturation,
+                    SATURATION_COLOR,
+                ),
             ] {
                 if points.is_empty() {
                     continue;
