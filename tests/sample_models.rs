@@ -312,3 +312,29 @@ fn collapsed_model_is_flagged_and_balanced_models_are_not() {
         }
     }
 }
+
+/// Chinese through a real byte-level tokenizer: the pieces it splits characters into are shown as
+/// the characters again, each once, and the shown text reads as the prompt.
+#[test]
+fn characters_split_over_tokens_are_shown_once() {
+    use moescope::trace::token_text::{token_texts, CONTINUATION};
+    let prompt = "敏捷的棕色狐狸跳过了懒狗。";
+    let mut engine = Engine::load(
+        &sample_models_dir().join("mixtral-tiny"),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    let trace = engine.run_prompt(prompt).unwrap();
+    assert!(
+        trace.tokens.iter().any(|t| t.text.starts_with('‹')),
+        "the tokenizer no longer splits these characters: the test needs another prompt"
+    );
+    let shown = token_texts(&trace.tokens);
+    assert!(shown.iter().any(|t| t.continues_from.is_some()));
+    let read: String = shown[1..]
+        .iter()
+        .map(|t| t.text.as_str())
+        .filter(|t| *t != CONTINUATION)
+        .collect();
+    assert_eq!(read, prompt);
+}

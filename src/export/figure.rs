@@ -5,6 +5,7 @@
 use super::palette::{self, Rgb};
 use super::FigureKind;
 use crate::analysis;
+use crate::trace::token_text::{axis_label, token_texts};
 use crate::trace::Trace;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -43,25 +44,13 @@ fn model_name(trace: &Trace) -> String {
         .unwrap_or_else(|| trace.model.architecture.clone())
 }
 
-/// Token text for an axis label: whitespace made visible, long pieces shortened.
-pub fn token_label(text: &str) -> String {
-    let visible = text.replace('\n', "⏎").replace('\t', "⇥");
-    let visible = if visible.trim().is_empty() {
-        visible.replace(' ', "␣")
-    } else {
-        visible.trim().to_owned()
-    };
-    if visible.chars().count() > 12 {
-        visible.chars().take(11).collect::<String>() + "…"
-    } else {
-        visible
-    }
-}
-
 pub fn build(trace: &Trace, kind: &FigureKind) -> Result<Figure, String> {
     let tokens = trace.tokens.len();
     let name = model_name(trace);
-    let token_labels: Vec<String> = trace.tokens.iter().map(|t| token_label(&t.text)).collect();
+    let token_labels: Vec<String> = token_texts(&trace.tokens)
+        .iter()
+        .map(|t| axis_label(&t.text, 12))
+        .collect();
     if trace.moe_layers.is_empty() || tokens == 0 {
         return Err("the trace has no MoE layers or no tokens".into());
     }

@@ -2,6 +2,7 @@
 //! (metrics, per-token router statistics), computed once on the worker thread, never in `ui()`.
 
 use crate::analysis::{self, AnalysisOptions, Metrics, TokenMetrics};
+use crate::trace::token_text::{axis_label, token_texts, TokenText};
 use crate::trace::Trace;
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ pub struct RunData {
     pub token_metrics: Vec<Option<Vec<TokenMetrics>>>,
     /// Tokenization and forward pass as the worker measured it.
     pub elapsed_ms: f64,
+    /// Each token as shown (characters split over byte-level tokens put back together).
+    pub texts: Vec<TokenText>,
     /// For an intervened run: its effect against the unmodified run of the same tokens.
     pub effect: Option<crate::analysis::InterventionEffect>,
     /// For an intervened run: the unmodified run of the same tokens, shown beside it.
@@ -33,6 +36,7 @@ impl RunData {
             .collect();
         Self {
             run_id,
+            texts: token_texts(&trace.tokens),
             trace,
             metrics,
             token_metrics,
@@ -107,14 +111,25 @@ impl RunData {
         label
     }
 
-    /// Token text for display: whitespace made visible, empty pieces shown by id.
+    /// Token text for display: whitespace made visible.
     pub fn token_label(&self, token: usize) -> String {
-        let t = &self.trace.tokens[token];
-        let text = t.text.replace('\n', "⏎").replace('\t', "⇥");
-        if text.trim().is_empty() {
-            format!("␣{}", text.len().saturating_sub(1)).replace("␣0", "␣")
-        } else {
-            text
+        axis_label(&self.texts[token].text, 40)
+    }
+
+    /// For a token that shares a character with its neighbours: the bytes it holds and how.
+    pub fn span_note(&self, token: usize) -> Option<String> {
+        let shown = &self.texts[token];
+        let bytes = shown.bytes.as_deref()?;
+        let mut parts = vec![format!("holds bytes {bytes}")];
+        if let Some(from) = shown.continues_from {
+            parts.push(format!(
+                "finishes “{}” of token {from}",
+                self.texts[from].text.chars().last().unwrap_or(' ')
+            ));
         }
+        if shown.opens_span {
+            parts.push("its last character ends in the next token".to_owned());
+        }
+        Some(parts.join(" · "))
     }
 }

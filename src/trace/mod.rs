@@ -4,6 +4,7 @@
 //! [`FORMAT_VERSION`].
 
 mod matrix;
+pub mod token_text;
 
 pub use matrix::Matrix;
 

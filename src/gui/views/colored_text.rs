@@ -47,10 +47,11 @@ impl ColoredText {
                 continue;
             };
             let background = theme::expert_color(expert, share);
-            let text = if token.text.is_empty() {
+            let shown = &data.texts[t].text;
+            let text = if shown.is_empty() {
                 "∅".to_owned()
             } else {
-                token.text.clone()
+                shown.clone()
             };
             chars += text.chars().count();
             // Generated tokens in italics, so the prompt and its continuation read apart.

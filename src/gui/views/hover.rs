@@ -25,6 +25,9 @@ pub fn token_card(ui: &mut Ui, data: &RunData, moe_layer: usize, token: usize) {
         "token {token} (id {}) · layer {}",
         t.id, layer.layer
     ));
+    if let Some(note) = data.span_note(token) {
+        ui.label(RichText::new(note).small());
+    }
     ui.separator();
     ui.label(RichText::new("chosen experts (weight applied)").small());
     egui::Grid::new("chosen").num_columns(3).show(ui, |ui| {
