@@ -12,6 +12,7 @@ pub mod capacity;
 pub mod compare;
 pub mod effect;
 pub mod flips;
+pub mod grid;
 pub mod health;
 pub mod load;
 pub mod structure;

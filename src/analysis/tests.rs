@@ -694,3 +694,41 @@ fn two_runs_compare_by_load_jsd_and_per_token_agreement() {
     );
     assert!(compare_runs(&a, &wide).is_err());
 }
+
+/// The figure grids the views and exports share, on hand-worked numbers.
+#[test]
+fn figure_grids_hold_top1_cells_heatmap_values_and_relative_load() {
+    use crate::analysis::grid::{layer_heatmap, relative_load, top1_cells};
+    // Top-2 of 3 experts, two tokens, weights 1/2 each; logits for the softmax heatmap.
+    let t = trace(
+        3,
+        "softmax",
+        vec![layer(
+            vec![vec![2, 0], vec![1, 2]],
+            Some(vec![vec![0.0, 0.0, 0.0], vec![0.0, 2f32.ln(), 0.0]]),
+        )],
+    );
+    assert_eq!(top1_cells(&t, 0..2), vec![Some((2, 0.5)), Some((1, 0.5))]);
+    assert_eq!(top1_cells(&t, 1..2), vec![Some((1, 0.5))]);
+    let weights = layer_heatmap(&t, 0, false).unwrap();
+    assert!(!weights.probabilities);
+    // values[expert * tokens + token]
+    assert_eq!(weights.values, vec![0.5, 0.0, 0.0, 0.5, 0.5, 0.5]);
+    assert_eq!(weights.chosen, vec![(2, 0), (0, 0), (1, 1), (2, 1)]);
+    let probs = layer_heatmap(&t, 0, true).unwrap();
+    assert!(probs.probabilities);
+    // Token 0: uniform thirds; token 1: softmax(0, ln 2, 0) = (1/4, 1/2, 1/4).
+    let want = [1.0 / 3.0, 0.25, 1.0 / 3.0, 0.5, 1.0 / 3.0, 0.25];
+    for (got, want) in probs.values.iter().zip(want) {
+        close(*got as f64, want, "probability");
+    }
+    close(probs.max() as f64, 0.5, "max");
+    assert!(layer_heatmap(&t, 1, false).is_none());
+    // Loads (1, 1, 2)/4 against the uniform 1/3: ×0.75, ×0.75, ×1.5, halved for the scale.
+    let metrics =
+        crate::analysis::analyze(&t, &crate::analysis::AnalysisOptions::default()).unwrap();
+    let load = relative_load(&metrics);
+    for (got, want) in load.iter().zip([0.375, 0.375, 0.75]) {
+        close(*got as f64, want, "relative load");
+    }
+}

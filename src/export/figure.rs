@@ -59,12 +59,10 @@ pub fn build(trace: &Trace, kind: &FigureKind) -> Result<Figure, String> {
             let rows = trace.moe_layers.len();
             let mut cells = Vec::with_capacity(rows * tokens);
             let mut used = std::collections::BTreeSet::new();
-            for l in 0..rows {
-                for t in 0..tokens {
-                    let (expert, share) = trace.moe_layers[l].top1_share(t).unwrap_or((0, 0.0));
-                    used.insert(expert);
-                    cells.push(palette::expert_color(expert, share));
-                }
+            for cell in analysis::grid::top1_cells(trace, 0..tokens) {
+                let (expert, share) = cell.unwrap_or((0, 0.0));
+                used.insert(expert);
+                cells.push(palette::expert_color(expert, share));
             }
             Ok(Figure {
                 title: format!(
@@ -94,28 +92,14 @@ pub fn build(trace: &Trace, kind: &FigureKind) -> Result<Figure, String> {
                 .get(*moe_layer)
                 .ok_or_else(|| format!("MoE layer index {moe_layer} is out of range"))?;
             let experts = trace.model.num_experts;
-            let scoring = analysis::token::scoring(&trace.model.router);
-            let use_probs = *probabilities && !layer.router_logits.is_empty() && scoring.is_some();
-            let mut values = vec![0f32; experts * tokens];
-            let mut outlined = Vec::new();
-            for t in 0..tokens {
-                if let (true, Some(scoring)) = (use_probs, scoring) {
-                    for (e, p) in
-                        analysis::token::probabilities(layer.router_logits.row(t), scoring)
-                            .iter()
-                            .enumerate()
-                    {
-                        values[e * tokens + t] = *p as f32;
-                    }
-                }
-                for (&id, &w) in layer.topk_ids.row(t).iter().zip(layer.topk_weights.row(t)) {
-                    if !use_probs {
-                        values[id as usize * tokens + t] = w;
-                    }
-                    outlined.push((id as usize, t));
-                }
-            }
-            let max = values.iter().copied().fold(f32::EPSILON, f32::max);
+            let heatmap = analysis::grid::layer_heatmap(trace, *moe_layer, *probabilities)
+                .ok_or_else(|| format!("MoE layer index {moe_layer} is out of range"))?;
+            let (values, outlined, use_probs) = (
+                &heatmap.values,
+                heatmap.chosen.clone(),
+                heatmap.probabilities,
+            );
+            let max = heatmap.max();
             let what = if use_probs {
                 "router probability"
             } else {
@@ -149,14 +133,9 @@ pub fn build(trace: &Trace, kind: &FigureKind) -> Result<Figure, String> {
                 .map_err(|e| e.to_string())?;
             let experts = metrics.num_experts;
             let rows = metrics.moe_layers.len();
-            let cells = metrics
-                .moe_layers
-                .iter()
-                .flat_map(|l| {
-                    l.load_fraction
-                        .iter()
-                        .map(move |f| palette::sequential((f * experts as f64 / 2.0) as f32))
-                })
+            let cells = analysis::grid::relative_load(&metrics)
+                .into_iter()
+                .map(palette::sequential)
                 .collect();
             Ok(Figure {
                 title: format!(

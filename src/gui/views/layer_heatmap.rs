@@ -24,27 +24,9 @@ pub struct LayerHeatmap {
 /// Value of each (expert row, token column) cell: probability or applied weight (0 if unchosen).
 /// Row-major over experts: `values[expert * tokens + token]`.
 pub fn heatmap_values(data: &RunData, moe_layer: usize, probabilities: bool) -> Vec<f32> {
-    let tokens = data.num_tokens();
-    let experts = data.trace.model.num_experts;
-    let mut values = vec![0.0f32; tokens * experts];
-    let Some(layer) = data.trace.moe_layers.get(moe_layer) else {
-        return values;
-    };
-    for t in 0..tokens.min(layer.topk_ids.rows()) {
-        match data.probabilities(moe_layer, t).filter(|_| probabilities) {
-            Some(p) => {
-                for (e, v) in p.iter().enumerate() {
-                    values[e * tokens + t] = *v as f32;
-                }
-            }
-            None => {
-                for (&id, &w) in layer.topk_ids.row(t).iter().zip(layer.topk_weights.row(t)) {
-                    values[id as usize * tokens + t] = w;
-                }
-            }
-        }
-    }
-    values
+    crate::analysis::grid::layer_heatmap(&data.trace, moe_layer, probabilities)
+        .map(|h| h.values)
+        .unwrap_or_else(|| vec![0.0; data.num_tokens() * data.trace.model.num_experts])
 }
 
 impl LayerHeatmap {

@@ -15,23 +15,6 @@ pub struct LoadView {
     built_for: Option<(u64, usize)>,
 }
 
-/// Load of each (MoE layer, expert) relative to uniform, clamped to [0, 2] and mapped to 0..1.
-pub fn relative_load(data: &RunData) -> Vec<f32> {
-    let Ok(metrics) = &data.metrics else {
-        return Vec::new();
-    };
-    let e = data.trace.model.num_experts as f64;
-    metrics
-        .moe_layers
-        .iter()
-        .flat_map(|l| {
-            l.load_fraction
-                .iter()
-                .map(move |f| ((f * e) / 2.0).clamp(0.0, 1.0) as f32)
-        })
-        .collect()
-}
-
 impl LoadView {
     pub fn ui(
         &mut self,
@@ -108,7 +91,7 @@ impl LoadView {
                 });
             let layers = metrics.moe_layers.len();
             if self.built_for != Some(data.view_key()) {
-                let pixels = relative_load(data).into_iter().map(theme::sequential).collect();
+                let pixels = analysis::grid::relative_load(metrics).into_iter().map(theme::sequential).collect();
                 let image = ColorImage::new([experts, layers], pixels);
                 self.texture = Some(cols[1].ctx().load_texture("load-heatmap", image, TextureOptions::NEAREST));
                 self.built_for = Some(data.view_key());

@@ -44,16 +44,13 @@ impl Default for RoutingMap {
 
 /// Pixels of the map, layer-major: `pixels[layer * tokens + token]`.
 pub fn map_pixels(data: &RunData, tokens: std::ops::Range<usize>) -> Vec<Color32> {
-    let mut pixels = Vec::with_capacity(data.num_moe_layers() * tokens.len());
-    for l in 0..data.num_moe_layers() {
-        for t in tokens.clone() {
-            pixels.push(match data.top1(l, t) {
-                Some((expert, share)) => theme::expert_color(expert, share),
-                None => Color32::TRANSPARENT,
-            });
-        }
-    }
-    pixels
+    crate::analysis::grid::top1_cells(&data.trace, tokens)
+        .into_iter()
+        .map(|cell| match cell {
+            Some((expert, share)) => theme::expert_color(expert, share),
+            None => Color32::TRANSPARENT,
+        })
+        .collect()
 }
 
 impl RoutingMap {
