@@ -64,7 +64,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
 fn print_bench(r: &BenchReport) {
     println!(
-        "{} ({}), {} tokens, {} {} ({} threads), expert kernel {}, capture {:?}",
+        "{} ({}), {} tokens, {} {} ({} threads), expert kernel {}, capture {}",
         r.model,
         r.architecture,
         r.tokens,
@@ -72,7 +72,7 @@ fn print_bench(r: &BenchReport) {
         r.dtype,
         r.threads,
         r.implementation,
-        r.capture
+        r.capture.label()
     );
     println!(
         "prefill        {:.1} ms median of {} (min {:.1}, max {:.1}), {:.0} tokens/s; load {:.0} ms",

@@ -17,6 +17,17 @@ pub enum CaptureLevel {
     Off,
 }
 
+impl CaptureLevel {
+    /// The level as the CLI and reports name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            CaptureLevel::Full => "full",
+            CaptureLevel::Routing => "routing",
+            CaptureLevel::Off => "off",
+        }
+    }
+}
+
 /// How the routed experts are computed. Routing is identical either way (it is decided before).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
