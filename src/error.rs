@@ -25,6 +25,10 @@ pub enum Error {
     #[error("cannot export {path}: {problem}")]
     Export { path: PathBuf, problem: String },
 
+    /// Corpus input that cannot be used at all (a missing path, no documents).
+    #[error("corpus input {path}: {problem}")]
+    Corpus { path: PathBuf, problem: String },
+
     #[error("bad config: {problem} in {path}")]
     BadConfig { path: PathBuf, problem: String },
 

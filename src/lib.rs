@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod atomic;
+pub mod corpus;
 pub mod engine;
 pub mod error;
 pub mod export;

@@ -102,7 +102,7 @@ fn saturation(a: &[&[u32]], b: &[&[u32]]) -> f64 {
     a.iter().zip(b).map(share).sum::<f64>() / a.len() as f64
 }
 
-fn list(layers: &[usize]) -> String {
+pub(crate) fn list(layers: &[usize]) -> String {
     let shown: Vec<String> = layers.iter().map(usize::to_string).collect();
     format!("[{}]", shown.join(", "))
 }

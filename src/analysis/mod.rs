@@ -10,6 +10,7 @@
 
 pub mod capacity;
 pub mod compare;
+pub mod corpus;
 pub mod effect;
 pub mod flips;
 pub mod grid;

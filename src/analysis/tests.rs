@@ -732,3 +732,96 @@ fn figure_grids_hold_top1_cells_heatmap_values_and_relative_load() {
         close(*got as f64, want, "relative load");
     }
 }
+
+/// Corpus counts on hand-worked numbers: domain shares and their JSD, co-activation, agreement
+/// with the next layer, top-1 repeats and the vocabulary share.
+#[test]
+fn corpus_counts_and_report_by_hand() {
+    use crate::analysis::corpus::{CorpusCounts, VocabularyOptions};
+    // Top-2 of 4 experts, two MoE layers. Domain "a": two tokens; domain "b": two tokens.
+    let a = trace(
+        4,
+        "softmax",
+        vec![
+            layer(vec![vec![0, 1], vec![0, 2]], None),
+            layer(vec![vec![0, 1], vec![3, 2]], None),
+        ],
+    );
+    let mut b = trace(
+        4,
+        "softmax",
+        vec![
+            layer(vec![vec![2, 3], vec![3, 2]], None),
+            layer(vec![vec![2, 3], vec![3, 2]], None),
+        ],
+    );
+    b.tokens[1].id = 0; // the same token id as a's first, so token 0 occurs three times
+    let mut counts = CorpusCounts::new(&a);
+    counts.add("a", &a, true).unwrap();
+    counts.add("b", &b, true).unwrap();
+    let report = counts.report(VocabularyOptions {
+        top_tokens: 5,
+        min_occurrences: 1,
+    });
+    assert_eq!((report.documents, report.tokens), (2, 4));
+    assert_eq!(
+        report.domains[0].moe_layers[0].expert_counts,
+        vec![2, 1, 1, 0]
+    );
+    assert_eq!(
+        report.domains[1].moe_layers[0].expert_counts,
+        vec![0, 0, 2, 2]
+    );
+    let l0 = &report.moe_layers[0];
+    assert_eq!(l0.domain_distribution[0], vec![0.5, 0.25, 0.25, 0.0]);
+    // JSD((.5,.25,.25,0), (0,0,.5,.5)): mid (.25,.125,.375,.25).
+    let m: [f64; 4] = [0.25, 0.125, 0.375, 0.25];
+    let kl = |x: &[f64]| -> f64 {
+        x.iter()
+            .zip(&m)
+            .filter(|(&xi, _)| xi > 0.0)
+            .map(|(xi, mi)| xi * (xi / mi).log2())
+            .sum()
+    };
+    let want = 0.5 * kl(&[0.5, 0.25, 0.25, 0.0]) + 0.5 * kl(&[0.0, 0.0, 0.5, 0.5]);
+    close(l0.domain_jsd_bits[0].jsd_bits, want, "domain jsd");
+    close(l0.mean_pairwise_jsd_bits.unwrap(), want, "mean jsd");
+    // Expert 2 was chosen by 3 tokens, with 0 once, with 3 twice: P(0|2) = 1/3, P(3|2) = 2/3.
+    close(l0.coactivation[2][0], 1.0 / 3.0, "P(0|2)");
+    close(l0.coactivation[2][3], 2.0 / 3.0, "P(3|2)");
+    close(l0.coactivation[2][2], 1.0, "P(2|2)");
+    assert!(l0.coactivation[1]
+        .iter()
+        .zip([1.0, 1.0, 0.0, 0.0])
+        .all(|(g, w)| *g == w));
+    // Next layer: Jaccard 1, 1/3, 1, 1 → 5/6 over 4 tokens; same top-1 for 3 of 4 tokens.
+    close(
+        l0.jaccard_with_next.unwrap(),
+        (3.0 + 1.0 / 3.0) / 4.0,
+        "jaccard",
+    );
+    close(l0.top1_same_as_next.unwrap(), 0.75, "top-1 same");
+    assert!(report.moe_layers[1].jaccard_with_next.is_none());
+    // Neighbours: a's (0, 0) repeat, b's (2, 3) do not: 1 of 2 pairs.
+    close(l0.top1_repeat_rate.unwrap(), 0.5, "repeat");
+    // Token id 0 occurs three times (a's first token, b's second); it went to expert 0 twice?
+    // No: a's token 0 chose {0, 1}; b's token 1 chose {3, 2}. So expert 0 got 1 of 3.
+    let expert0 = &l0.experts[0];
+    let entry = expert0.top_tokens.iter().find(|t| t.id == 0).unwrap();
+    assert_eq!((entry.routed, entry.occurrences), (1, 3));
+    close(entry.share, 1.0 / 3.0, "vocabulary share");
+    assert_eq!(expert0.top_domain.as_deref(), Some("a"));
+    close(expert0.share_of_assignments, 2.0 / 8.0, "expert share");
+    // A token seen fewer times than asked for is not ranked.
+    let strict = counts.report(VocabularyOptions {
+        top_tokens: 5,
+        min_occurrences: 2,
+    });
+    assert!(strict.moe_layers[0].experts[1]
+        .top_tokens
+        .iter()
+        .all(|t| t.id == 0));
+    // A trace of another shape is refused.
+    let wide = trace(8, "softmax", vec![layer(vec![vec![0, 1]], None)]);
+    assert!(counts.add("a", &wide, true).is_err());
+}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod compare;
+mod corpus;
 mod devices;
 mod export;
 mod generate;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Two traces layer by layer: load divergence, and per-token agreement when they read the
     /// same tokens (two checkpoints, two dtypes, a run and its intervention).
     Compare(compare::CompareArgs),
+    /// Which experts specialize in what: texts (.txt, .jsonl, folders) through the model, per
+    /// domain and MoE layer, into a corpus JSON.
+    Corpus(corpus::CorpusArgs),
     /// Draw a heatmap (PNG/SVG) or write the routing data (CSV/JSON) from a trace or a model run.
     Export(export::ExportArgs),
     /// Prefill speed, per-phase times, capture overhead, FLOP efficiency and memory of a checkpoint.
@@ -196,6 +200,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Generate(args)) => generate::generate(args),
         Some(Command::Stats(args)) => stats::stats(args),
         Some(Command::Compare(args)) => compare::compare(args),
+        Some(Command::Corpus(args)) => corpus::corpus(args),
         Some(Command::Export(args)) => export::export(args),
         Some(Command::Bench(args)) => bench::bench(args),
         Some(Command::Devices { json }) => devices::devices(json),
