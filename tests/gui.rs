@@ -669,3 +669,68 @@ fn a_pinned_run_or_trace_file_is_compared_with_later_runs_layer_by_layer() {
     harness.get_by_label_contains("Nothing to compare yet");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_corpus_file_opens_in_its_own_view_and_exports_its_figure() {
+    use moescope::corpus::{documents, run_corpus, CorpusOptions};
+    let root = std::env::temp_dir().join(format!("moescope-gui-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let mut engine = Engine::load(
+        &common::sample_models_dir().join("mixtral-tiny"),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    let sources = documents::sources(&[common::fixtures_dir().join("corpus")]).unwrap();
+    let run = run_corpus(
+        &mut engine,
+        &sources,
+        &CorpusOptions::default(),
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    let corpus = root.join("fixtures-corpus.json");
+    std::fs::write(&corpus, serde_json::to_vec(&run.report).unwrap()).unwrap();
+    let figure = root.join("domains.png");
+    let ctx = egui::Context::default();
+    let dialogs = FixedDialogs {
+        checkpoint: None,
+        trace: Some(corpus.clone()),
+        save: Some(figure.clone()),
+    };
+    let app = MoescopeApp::with_settings(
+        &ctx,
+        Settings::default(),
+        StartWith::Welcome,
+        Box::new(dialogs),
+    );
+    let mut harness = harness(app);
+    harness.run_steps(2);
+    harness.get_by_label("Open trace or corpus…").click();
+    step_until(&mut harness, |app| app.corpus.is_some());
+    assert!(harness.state().show_corpus);
+    harness.get_by_label("Corpus · fixtures-corpus.json");
+    harness.get_by_label_contains("12 documents");
+    harness.get_by_label_contains("expert 0");
+    let jsd = run.report.moe_layers[0].mean_pairwise_jsd_bits.unwrap();
+    harness.get_by_label_contains(&format!("mean JSD between domains {jsd:.3} bits"));
+
+    harness.get_by_label("Export figure…").click();
+    step_until(&mut harness, |app| {
+        app.notice
+            .as_deref()
+            .is_some_and(|n| n.starts_with("wrote"))
+    });
+    let png = std::fs::read(&figure).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+
+    // Back to the run's views (the welcome screen here), then closed.
+    harness.get_by_label("Run").click();
+    harness.run_steps(2);
+    assert!(!harness.state().show_corpus);
+    harness.get_by_label("Close corpus").click();
+    harness.run_steps(2);
+    assert!(harness.state().corpus.is_none());
+    assert!(harness.state().errors.is_empty());
+    std::fs::remove_dir_all(&root).unwrap();
+}

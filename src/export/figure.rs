@@ -163,3 +163,57 @@ pub fn build(trace: &Trace, kind: &FigureKind) -> Result<Figure, String> {
         }
     }
 }
+
+/// A corpus layer's domains × experts: each domain's share of its assignments per expert
+/// (Mixtral's domain-routing figure).
+pub fn corpus_domains(
+    report: &crate::analysis::corpus::CorpusReport,
+    moe_layer: usize,
+) -> Result<Figure, String> {
+    let layer = report
+        .moe_layers
+        .get(moe_layer)
+        .ok_or_else(|| format!("MoE layer index {moe_layer} is out of range"))?;
+    let (rows, cols) = (report.domains.len(), report.model.num_experts);
+    if rows == 0 || cols == 0 {
+        return Err("the corpus has no domains or no experts".into());
+    }
+    let max = layer
+        .domain_distribution
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f64::EPSILON, f64::max);
+    let name = std::path::Path::new(&report.model.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| report.model.architecture.clone());
+    Ok(Figure {
+        title: format!(
+            "{name}: layer {} expert share per domain ({} tokens, top-{})",
+            layer.layer, report.tokens, report.model.top_k
+        ),
+        x_title: "expert".into(),
+        y_title: "domain".into(),
+        rows,
+        cols,
+        cells: layer
+            .domain_distribution
+            .iter()
+            .flatten()
+            .map(|v| palette::sequential((v / max) as f32))
+            .collect(),
+        row_labels: report
+            .domains
+            .iter()
+            .map(|d| axis_label(&d.name, 12))
+            .collect(),
+        col_labels: (0..cols).map(|e| e.to_string()).collect(),
+        outlined: Vec::new(),
+        legend: Legend::ColorBar {
+            caption: "share of the domain's assignments".into(),
+            low: "0".into(),
+            high: format!("{max:.2}"),
+        },
+    })
+}

@@ -54,9 +54,33 @@ pub fn write_figure(trace: &Trace, kind: &FigureKind, path: &Path) -> Result<()>
         .validate()
         .map_err(|problem| export_error(path, format!("the trace is malformed: {problem}")))?;
     let figure = figure::build(trace, kind).map_err(|problem| export_error(path, problem))?;
+    write_rendered(&figure, path)
+}
+
+/// Writes a corpus layer's domain × expert figure as PNG or SVG, atomically.
+pub fn write_corpus_figure(
+    report: &crate::analysis::corpus::CorpusReport,
+    moe_layer: usize,
+    path: &Path,
+) -> Result<()> {
+    let format = extension(path);
+    if format != "png" && format != "svg" {
+        return Err(export_error(
+            path,
+            format!("unsupported figure format '.{format}': use .png or .svg"),
+        ));
+    }
+    let figure =
+        figure::corpus_domains(report, moe_layer).map_err(|problem| export_error(path, problem))?;
+    write_rendered(&figure, path)
+}
+
+/// Renders `figure` as the PNG or SVG `path` names and writes it atomically.
+fn write_rendered(figure: &figure::Figure, path: &Path) -> Result<()> {
+    let format = extension(path);
     if format == "png" {
         let mut bytes = Vec::new();
-        png::render(&figure)
+        png::render(figure)
             .write_to(
                 &mut std::io::Cursor::new(&mut bytes),
                 image::ImageFormat::Png,
@@ -64,7 +88,7 @@ pub fn write_figure(trace: &Trace, kind: &FigureKind, path: &Path) -> Result<()>
             .map_err(|e| export_error(path, format!("PNG encoding failed: {e}")))?;
         crate::atomic::write_bytes(path, &bytes)
     } else {
-        crate::atomic::write_bytes(path, svg::render(&figure).as_bytes())
+        crate::atomic::write_bytes(path, svg::render(figure).as_bytes())
     }
 }
 

@@ -45,4 +45,10 @@ pub enum Command {
     /// Ask where to save the A/B comparison as JSON, then write it.
     ExportComparison,
     WriteComparison(PathBuf),
+    /// Ask where to save the open corpus's domain × expert figure of this MoE layer.
+    ExportCorpusFigure(usize),
+    WriteCorpusFigure(usize, PathBuf),
+    /// Show the corpus view (true) or the run's views.
+    ShowCorpus(bool),
+    CloseCorpus,
 }

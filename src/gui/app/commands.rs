@@ -51,6 +51,11 @@ impl MoescopeApp {
                     Background::Picked(dialogs.pick_trace())
                 });
             }
+            Command::OpenTrace(path) if is_corpus_file(&path) => {
+                self.background("read-corpus", move || {
+                    Background::CorpusRead(path.clone(), read_corpus(&path))
+                });
+            }
             Command::OpenTrace(path) => {
                 self.background("read-trace", move || {
                     Background::TraceRead(path.clone(), read_run(&path))
@@ -149,6 +154,37 @@ impl MoescopeApp {
                 self.background("save-dialog", move || {
                     Background::ComparisonPath(dialogs.save_file(&name, &["json"]))
                 });
+            }
+            Command::ExportCorpusFigure(layer) => {
+                let Some(corpus) = &self.corpus else { return };
+                let name = format!(
+                    "{}-layer{}.png",
+                    corpus
+                        .path
+                        .file_stem()
+                        .map_or_else(|| "corpus".to_owned(), |s| s.to_string_lossy().into_owned()),
+                    corpus.report.moe_layers.get(layer).map_or(0, |l| l.layer)
+                );
+                let dialogs = self.dialogs.clone();
+                self.background("save-dialog", move || {
+                    Background::CorpusFigurePath(layer, dialogs.save_file(&name, &["png", "svg"]))
+                });
+            }
+            Command::WriteCorpusFigure(layer, path) => {
+                let Some(corpus) = &self.corpus else { return };
+                let report = corpus.report.clone();
+                self.background("export", move || {
+                    Background::Wrote(
+                        crate::export::write_corpus_figure(&report, layer, &path)
+                            .map(|()| path)
+                            .map_err(|e| e.to_string()),
+                    )
+                });
+            }
+            Command::ShowCorpus(show) => self.show_corpus = show && self.corpus.is_some(),
+            Command::CloseCorpus => {
+                self.corpus = None;
+                self.show_corpus = false;
             }
             Command::WriteComparison(path) => {
                 let Some((a, b)) = compared_runs(&self.data, &self.pinned) else {

@@ -15,6 +15,7 @@ use super::settings::{BottomTab, Settings};
 use super::views::balance::BalancePoint;
 use super::views::colored_text::ColoredText;
 use super::views::compare::CompareView;
+use super::views::corpus::CorpusView;
 use super::views::export::{self, FigureKind};
 use super::views::layer_heatmap::LayerHeatmap;
 use super::views::load::LoadView;
@@ -22,6 +23,7 @@ use super::views::routing_map::RoutingMap;
 use super::views::timings::{TimingPoint, TimingsView};
 use super::views::{balance, Selection};
 use super::worker::{Event, ModelSummary, RunInput, Worker};
+use crate::analysis::corpus::CorpusReport;
 use crate::engine::device::{available_devices, parse_dtype, DeviceInfo};
 use crate::trace::Trace;
 use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText, Ui};
@@ -79,6 +81,8 @@ enum Background {
     ReferencePicked(Option<PathBuf>),
     ReferenceRead(PathBuf, Result<Box<RunData>, String>),
     ComparisonPath(Option<PathBuf>),
+    CorpusRead(PathBuf, Result<Box<CorpusReport>, String>),
+    CorpusFigurePath(usize, Option<PathBuf>),
 }
 
 /// Run B of a comparison: a run kept while the prompt, dtype or checkpoint changes, or a trace
@@ -118,6 +122,9 @@ pub struct MoescopeApp {
     /// The run later runs are compared with, until unpinned.
     pub pinned: Option<PinnedRun>,
     compare: CompareView,
+    /// An opened corpus file, and whether the central area shows it rather than the run.
+    pub corpus: Option<CorpusView>,
+    pub show_corpus: bool,
     layer_heatmap: LayerHeatmap,
     colored_text: ColoredText,
     load: LoadView,
@@ -206,6 +213,8 @@ impl MoescopeApp {
             baseline_map: RoutingMap::default(),
             pinned: None,
             compare: CompareView::default(),
+            corpus: None,
+            show_corpus: false,
             layer_heatmap: LayerHeatmap::default(),
             colored_text: ColoredText::default(),
             load: LoadView::default(),
@@ -592,7 +601,18 @@ impl MoescopeApp {
             Background::ComparisonPath(Some(path)) => {
                 self.commands.push(Command::WriteComparison(path))
             }
-            Background::ReferencePicked(None) | Background::ComparisonPath(None) => {}
+            Background::CorpusRead(path, Ok(report)) => {
+                self.notice = Some(format!("showing corpus {}", path.display()));
+                self.corpus = Some(CorpusView::new(path, *report));
+                self.show_corpus = true;
+            }
+            Background::CorpusRead(_, Err(message)) => self.errors.push(message),
+            Background::CorpusFigurePath(layer, Some(path)) => {
+                self.commands.push(Command::WriteCorpusFigure(layer, path))
+            }
+            Background::ReferencePicked(None)
+            | Background::ComparisonPath(None)
+            | Background::CorpusFigurePath(_, None) => {}
             Background::Wrote(Ok(path)) => self.notice = Some(format!("wrote {}", path.display())),
             Background::Wrote(Err(e)) => self.errors.push(e),
         }
@@ -667,6 +687,30 @@ fn compared_runs<'a>(
         None => a.baseline.as_deref()?,
     };
     Some((a, b))
+}
+
+/// Whether `path` holds a corpus JSON (its first field names the format) rather than a trace.
+fn is_corpus_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut head));
+    read.is_ok_and(|n| head[..n].windows(17).any(|w| w == b"\"moescope-corpus\""))
+}
+
+/// Reads a corpus file (on a background thread).
+fn read_corpus(path: &std::path::Path) -> Result<Box<CorpusReport>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let report: CorpusReport = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("not a corpus file: {} ({e})", path.display()))?;
+    if report.format_version != crate::analysis::corpus::CORPUS_FORMAT_VERSION {
+        return Err(format!(
+            "{}: corpus format version {} is not the {} this build reads",
+            path.display(),
+            report.format_version,
+            crate::analysis::corpus::CORPUS_FORMAT_VERSION
+        ));
+    }
+    Ok(Box::new(report))
 }
 
 /// Reads and analyses a trace file (on a background thread).

@@ -34,6 +34,13 @@ impl MoescopeApp {
                     }
                 });
             }
+            self.corpus_switch_ui(ui);
+            if self.show_corpus {
+                if let Some(corpus) = &mut self.corpus {
+                    corpus.ui(ui, &mut self.commands);
+                    return;
+                }
+            }
             match self.data.take() {
                 Some(data) => {
                     self.views_ui(ui, &data);
@@ -42,6 +49,24 @@ impl MoescopeApp {
                 None => self.welcome_ui(ui),
             }
         });
+    }
+
+    /// With a corpus open: switch between it and the run's views, or close it.
+    fn corpus_switch_ui(&mut self, ui: &mut Ui) {
+        let Some(corpus) = &self.corpus else { return };
+        let name = corpus.file_name();
+        ui.horizontal(|ui| {
+            let mut show = self.show_corpus;
+            ui.selectable_value(&mut show, false, "Run");
+            ui.selectable_value(&mut show, true, format!("Corpus · {name}"));
+            if show != self.show_corpus {
+                self.commands.push(Command::ShowCorpus(show));
+            }
+            if ui.small_button("Close corpus").clicked() {
+                self.commands.push(Command::CloseCorpus);
+            }
+        });
+        ui.separator();
     }
 
     fn menu_ui(&mut self, ui: &mut Ui) {
@@ -53,7 +78,7 @@ impl MoescopeApp {
                 if ui.button("Open GGUF file…").on_hover_text("a llama.cpp model file (any part of a split set)").clicked() {
                     self.commands.push(Command::OpenGgufDialog);
                 }
-                if ui.button("Open trace…").on_hover_text("a trace JSON written by moescope trace or Export data").clicked() {
+                if ui.button("Open trace or corpus…").on_hover_text("a trace JSON written by moescope trace or Export data, or a corpus JSON written by moescope corpus").clicked() {
                     self.commands.push(Command::OpenTraceDialog);
                 }
                 ui.menu_button("Open recent", |ui| {
@@ -387,6 +412,12 @@ impl MoescopeApp {
                 .clicked()
             {
                 self.commands.push(Command::OpenGgufDialog);
+            }
+            if ui
+                .button(RichText::new("Open trace or corpus…").size(16.0))
+                .clicked()
+            {
+                self.commands.push(Command::OpenTraceDialog);
             }
             ui.label(
                 RichText::new(

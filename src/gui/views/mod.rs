@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod colored_text;
 pub mod compare;
+pub mod corpus;
 pub mod export;
 pub mod hover;
 pub mod layer_heatmap;
