@@ -102,11 +102,7 @@ fn main() {
     let started = Instant::now();
     let trace = Arc::new(synthetic_trace());
     let ctx = egui::Context::default();
-    let dialogs = FixedDialogs {
-        checkpoint: None,
-        trace: None,
-        save: None,
-    };
+    let dialogs = FixedDialogs::default();
     let mut app = MoescopeApp::with_settings(
         &ctx,
         Settings::default(),

@@ -19,6 +19,15 @@ pub fn is_trace_file(path: &Path) -> bool {
         && !name.ends_with(".index.json")
 }
 
+/// Whether `path` holds a corpus JSON rather than a trace: `moescope corpus` writes its format name
+/// first, so the head of the file tells without parsing it all.
+pub fn is_corpus_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut head));
+    read.is_ok_and(|n| head[..n].windows(17).any(|w| w == b"\"moescope-corpus\""))
+}
+
 /// Tokens to run: text for the checkpoint's tokenizer, or ids fed as they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenInput {

@@ -251,3 +251,64 @@ fn bad_input_is_skipped_with_file_and_line_and_an_empty_corpus_is_refused() {
     assert!(!out2.exists());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn compare_lines_up_two_corpus_files_by_domain() {
+    let root = std::env::temp_dir().join(format!("moescope-corpus-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let model = common::sample_models_dir().join("mixtral-tiny");
+    let data = corpus_dir();
+    let (f32_out, bf16_out) = (root.join("f32.json"), root.join("bf16.json"));
+    for (dtype, out) in [("f32", &f32_out), ("bf16", &bf16_out)] {
+        let (ok, _, stderr) = common::moescope(&[
+            "corpus",
+            model.to_str().unwrap(),
+            data.to_str().unwrap(),
+            "--dtype",
+            dtype,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+    }
+    let (ok, stdout, stderr) = common::moescope(&[
+        "compare",
+        f32_out.to_str().unwrap(),
+        bf16_out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let c: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        c["domains"],
+        serde_json::json!(["chinese", "code", "english"])
+    );
+    for layer in c["moe_layers"].as_array().unwrap() {
+        // The sample model's bf16 weights route nearly as f32 does.
+        assert!(layer["load_jsd_bits"].as_f64().unwrap() < 0.01, "{layer}");
+        assert_eq!(layer["domain_jsd_bits"].as_array().unwrap().len(), 3);
+    }
+    // A corpus against a trace: refused in one line naming the file.
+    let trace = root.join("t.json");
+    let (ok, _, stderr) = common::moescope(&[
+        "trace",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hello",
+        "--out",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = common::moescope(&[
+        "compare",
+        f32_out.to_str().unwrap(),
+        trace.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("t.json") && stderr.contains("not a corpus file"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

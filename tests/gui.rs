@@ -27,6 +27,7 @@ fn app(
         checkpoint,
         trace: None,
         save: None,
+        corpus_data: None,
     };
     MoescopeApp::with_settings(ctx, settings, start, Box::new(dialogs))
 }
@@ -582,6 +583,7 @@ fn a_pinned_run_or_trace_file_is_compared_with_later_runs_layer_by_layer() {
         checkpoint: Some(common::sample_models_dir().join("mixtral-tiny")),
         trace: Some(other_model.clone()),
         save: Some(exported.clone()),
+        corpus_data: None,
     };
     let app = MoescopeApp::with_settings(&ctx, settings, StartWith::Welcome, Box::new(dialogs));
     let mut harness = harness(app);
@@ -697,6 +699,7 @@ fn a_corpus_file_opens_in_its_own_view_and_exports_its_figure() {
         checkpoint: None,
         trace: Some(corpus.clone()),
         save: Some(figure.clone()),
+        corpus_data: Some(common::fixtures_dir().join("corpus")),
     };
     let app = MoescopeApp::with_settings(
         &ctx,
@@ -731,6 +734,43 @@ fn a_corpus_file_opens_in_its_own_view_and_exports_its_figure() {
     harness.get_by_label("Close corpus").click();
     harness.run_steps(2);
     assert!(harness.state().corpus.is_none());
+    assert!(harness.state().errors.is_empty());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn the_app_runs_a_corpus_over_a_folder_and_shows_what_it_wrote() {
+    let root = std::env::temp_dir().join(format!("moescope-gui-corpus-run-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let out = root.join("corpus.json");
+    let ctx = egui::Context::default();
+    let settings = Settings {
+        debounce_ms: 0,
+        ..Settings::default()
+    };
+    let dialogs = FixedDialogs {
+        checkpoint: Some(common::sample_models_dir().join("mixtral-tiny")),
+        save: Some(out.clone()),
+        corpus_data: Some(common::fixtures_dir().join("corpus")),
+        ..FixedDialogs::default()
+    };
+    let app = MoescopeApp::with_settings(&ctx, settings, StartWith::Welcome, Box::new(dialogs));
+    let mut harness = harness(app);
+    harness.run_steps(2);
+    harness.get_by_label("Open checkpoint…").click();
+    step_until(&mut harness, |app| app.data.is_some() && !app.is_busy());
+    harness.get_by_label("Run corpus on a folder…").click();
+    step_until(&mut harness, |app| app.corpus.is_some());
+    // The file written is the one shown, with every fixture document.
+    let written = moescope::corpus::read_report(&out).unwrap();
+    let shown = &harness.state().corpus.as_ref().unwrap().report;
+    assert_eq!(**shown, written);
+    assert_eq!(written.documents, 12);
+    assert!(!written.input.cancelled);
+    assert!(harness.state().show_corpus && harness.state().corpus_run.is_none());
+    harness.run_steps(2);
+    harness.get_by_label("Corpus · corpus.json");
+    harness.get_by_label("Run corpus on a folder…");
     assert!(harness.state().errors.is_empty());
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -437,3 +437,87 @@ pub struct InputSummary {
     pub cancelled: bool,
     pub max_seq_tokens: usize,
 }
+
+/// Two corpus files of the same texts compared per MoE layer: two training checkpoints (how far
+/// the routing still moves) or two quantizations (drift). Only counts are in a corpus file, so
+/// this is agreement of distributions; per-token agreement needs traces (`compare`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CorpusComparison {
+    /// Domains present in both, in A's order.
+    pub domains: Vec<String>,
+    pub moe_layers: Vec<CorpusLayerDivergence>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CorpusLayerDivergence {
+    pub layer: usize,
+    /// JSD of the whole corpus's expert load in A and B, in bits.
+    pub load_jsd_bits: f64,
+    /// Per shared domain, the JSD of its expert distribution in A and B (in `domains` order).
+    pub domain_jsd_bits: Vec<f64>,
+    pub mean_domain_jsd_bits: Option<f64>,
+}
+
+/// Compares corpus `a` with `b`: the same MoE layers and number of experts required.
+pub fn compare_corpora(
+    a: &CorpusReport,
+    b: &CorpusReport,
+) -> Result<CorpusComparison, AnalysisError> {
+    let mismatch = |problem: String| AnalysisError::Mismatch { trace: 1, problem };
+    let layers = |r: &CorpusReport| r.moe_layers.iter().map(|l| l.layer).collect::<Vec<_>>();
+    if layers(a) != layers(b) {
+        return Err(mismatch(format!(
+            "MoE layers {} against {}",
+            list(&layers(a)),
+            list(&layers(b))
+        )));
+    }
+    if a.model.num_experts != b.model.num_experts {
+        return Err(mismatch(format!(
+            "{} experts against {}",
+            a.model.num_experts, b.model.num_experts
+        )));
+    }
+    let shared: Vec<(usize, usize)> = a
+        .domains
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| Some((i, b.domains.iter().position(|x| x.name == d.name)?)))
+        .collect();
+    let load = |r: &CorpusReport, l: usize| -> Vec<f64> {
+        let mut counts = vec![0u64; r.model.num_experts];
+        for d in &r.domains {
+            for (c, x) in counts.iter_mut().zip(&d.moe_layers[l].expert_counts) {
+                *c += x;
+            }
+        }
+        shares(&counts)
+    };
+    let moe_layers = (0..a.moe_layers.len())
+        .map(|l| {
+            let domain_jsd_bits: Vec<f64> = shared
+                .iter()
+                .map(|&(i, j)| {
+                    jsd_bits(
+                        &a.moe_layers[l].domain_distribution[i],
+                        &b.moe_layers[l].domain_distribution[j],
+                    )
+                })
+                .collect();
+            CorpusLayerDivergence {
+                layer: a.moe_layers[l].layer,
+                load_jsd_bits: jsd_bits(&load(a, l), &load(b, l)),
+                mean_domain_jsd_bits: (!domain_jsd_bits.is_empty())
+                    .then(|| domain_jsd_bits.iter().sum::<f64>() / domain_jsd_bits.len() as f64),
+                domain_jsd_bits,
+            }
+        })
+        .collect();
+    Ok(CorpusComparison {
+        domains: shared
+            .iter()
+            .map(|&(i, _)| a.domains[i].name.clone())
+            .collect(),
+        moe_layers,
+    })
+}

@@ -825,3 +825,47 @@ fn corpus_counts_and_report_by_hand() {
     let wide = trace(8, "softmax", vec![layer(vec![vec![0, 1]], None)]);
     assert!(counts.add("a", &wide, true).is_err());
 }
+
+/// Two corpus reports compared: load and per-domain JSD, shared domains only, unlike models refused.
+#[test]
+fn corpus_files_compare_by_load_and_domain_divergence() {
+    use crate::analysis::compare::jsd_bits;
+    use crate::analysis::corpus::{compare_corpora, CorpusCounts, VocabularyOptions};
+    let x = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![0, 1], vec![0, 2]], None)],
+    );
+    let y = trace(
+        4,
+        "softmax",
+        vec![layer(vec![vec![2, 3], vec![3, 2]], None)],
+    );
+    let report = |pairs: &[(&str, &Trace)]| {
+        let mut counts = CorpusCounts::new(pairs[0].1);
+        for (domain, t) in pairs {
+            counts.add(domain, t, true).unwrap();
+        }
+        counts.report(VocabularyOptions::default())
+    };
+    let a = report(&[("en", &x), ("zh", &y)]);
+    let same = compare_corpora(&a, &a).unwrap();
+    assert_eq!(same.domains, ["en", "zh"]);
+    assert!(same.moe_layers[0].load_jsd_bits.abs() < 1e-12);
+    assert_eq!(same.moe_layers[0].mean_domain_jsd_bits, Some(0.0));
+    // B routes "en" as A routes "zh", and has no "zh": one shared domain.
+    let b = report(&[("en", &y), ("code", &x)]);
+    let c = compare_corpora(&a, &b).unwrap();
+    assert_eq!(c.domains, ["en"]);
+    let (en_a, en_b) = ([0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 0.5, 0.5]);
+    close(
+        c.moe_layers[0].domain_jsd_bits[0],
+        jsd_bits(&en_a, &en_b),
+        "en jsd",
+    );
+    // Whole loads: A and B both hold x and y once: the same load.
+    close(c.moe_layers[0].load_jsd_bits, 0.0, "load jsd");
+    let wide = trace(8, "softmax", vec![layer(vec![vec![0, 1]], None)]);
+    let w = report(&[("en", &wide)]);
+    assert!(compare_corpora(&a, &w).is_err());
+}

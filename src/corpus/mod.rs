@@ -117,6 +117,8 @@ pub fn run_corpus(
                 }
                 let trace = match engine.run(chunk) {
                     Ok(t) => t,
+                    // Stopped mid-pass (the engine shares the cancel flag): keep the counts.
+                    Err(Error::Cancelled) => return ControlFlow::Break(()),
                     Err(e) => {
                         failure = Some(e);
                         return ControlFlow::Break(());
@@ -163,4 +165,26 @@ pub fn run_corpus(
     let mut report = counts.report(options.vocabulary);
     report.input = log.summary.clone();
     Ok(CorpusRun { report, log })
+}
+
+/// Reads a corpus file written by `moescope corpus` (this format version only).
+pub fn read_report(path: &std::path::Path) -> Result<CorpusReport> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bad = |problem: String| Error::Corpus {
+        path: path.to_owned(),
+        problem,
+    };
+    let report: CorpusReport =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a corpus file: {e}")))?;
+    if report.format_version != crate::analysis::corpus::CORPUS_FORMAT_VERSION {
+        return Err(bad(format!(
+            "corpus format version {} is not the {} this build reads",
+            report.format_version,
+            crate::analysis::corpus::CORPUS_FORMAT_VERSION
+        )));
+    }
+    Ok(report)
 }

@@ -51,4 +51,12 @@ pub enum Command {
     /// Show the corpus view (true) or the run's views.
     ShowCorpus(bool),
     CloseCorpus,
+    /// Ask for a folder of documents and where to write the corpus file, then run it.
+    RunCorpusDialog,
+    RunCorpus {
+        data: PathBuf,
+        out: PathBuf,
+    },
+    /// Stop the corpus run; what was counted is written and shown.
+    StopCorpus,
 }

@@ -13,6 +13,8 @@ pub trait FileDialogs: Send + Sync {
     fn pick_trace(&self) -> Option<PathBuf>;
     /// Where to save a file, proposing `default_name`, restricted to `extensions`.
     fn save_file(&self, default_name: &str, extensions: &[&str]) -> Option<PathBuf>;
+    /// A folder of `.txt` / `.jsonl` documents for a corpus run.
+    fn pick_corpus_data(&self) -> Option<PathBuf>;
 }
 
 /// rfd-backed dialogs (the xdg portal on Linux; no system libraries at build time).
@@ -39,6 +41,12 @@ impl FileDialogs for NativeDialogs {
             .pick_file()
     }
 
+    fn pick_corpus_data(&self) -> Option<PathBuf> {
+        rfd::FileDialog::new()
+            .set_title("Corpus folder (.txt and .jsonl documents; subfolders name domains)")
+            .pick_folder()
+    }
+
     fn save_file(&self, default_name: &str, extensions: &[&str]) -> Option<PathBuf> {
         rfd::FileDialog::new()
             .set_title("Save")
@@ -49,10 +57,12 @@ impl FileDialogs for NativeDialogs {
 }
 
 /// Dialogs that answer with fixed paths (tests, scripted runs).
+#[derive(Default)]
 pub struct FixedDialogs {
     pub checkpoint: Option<PathBuf>,
     pub trace: Option<PathBuf>,
     pub save: Option<PathBuf>,
+    pub corpus_data: Option<PathBuf>,
 }
 
 impl FileDialogs for FixedDialogs {
@@ -70,5 +80,9 @@ impl FileDialogs for FixedDialogs {
 
     fn save_file(&self, _default_name: &str, _extensions: &[&str]) -> Option<PathBuf> {
         self.save.clone()
+    }
+
+    fn pick_corpus_data(&self) -> Option<PathBuf> {
+        self.corpus_data.clone()
     }
 }

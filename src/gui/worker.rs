@@ -43,6 +43,12 @@ pub enum Request {
         stop_at_eos: bool,
         interventions: Interventions,
     },
+    /// Run every document under `data` (unmodified routing) and write the corpus file `out`.
+    Corpus {
+        data: PathBuf,
+        out: PathBuf,
+        options: crate::corpus::CorpusOptions,
+    },
 }
 
 /// What the loaded model is, for the UI.
@@ -101,6 +107,15 @@ pub enum Event {
         data: Box<RunData>,
         stop: StopReason,
         decode_tokens_per_s: f64,
+    },
+    /// A corpus run's progress (at most every [`STREAM_INTERVAL`]).
+    CorpusProgress(crate::corpus::Progress),
+    /// A corpus run ended (Stop keeps what was counted); the file is written.
+    CorpusFinished {
+        out: PathBuf,
+        result: Result<Box<crate::analysis::corpus::CorpusReport>, String>,
+        /// Lines skipped, in words (the first few).
+        warnings: Vec<String>,
     },
     /// A forward pass finished `done` of `layers` blocks (sent for slow passes only).
     RunProgress {
@@ -193,6 +208,12 @@ impl Worker {
         });
     }
 
+    /// Queues a corpus run; Stop ends it, keeping what it counted.
+    pub fn corpus(&self, data: PathBuf, out: PathBuf, options: crate::corpus::CorpusOptions) {
+        self.cancel_run.store(false, Ordering::SeqCst);
+        self.send(Request::Corpus { data, out, options });
+    }
+
     /// Stops the generation (or pass) in flight; a generation keeps the tokens it has made.
     pub fn stop(&self) {
         self.cancel_run.store(true, Ordering::SeqCst);
@@ -220,6 +241,7 @@ impl WorkerState {
             // Coalesce: the newest load wins, then the newest run.
             let mut load = None;
             let mut run = None;
+            let mut corpus = None;
             for request in std::iter::once(first).chain(requests.try_iter()) {
                 match request {
                     r @ Request::Load { .. } => {
@@ -227,6 +249,7 @@ impl WorkerState {
                         run = None;
                     }
                     r @ (Request::Run { .. } | Request::Generate { .. }) => run = Some(r),
+                    r @ Request::Corpus { .. } => corpus = Some(r),
                 }
             }
             if let Some(Request::Load {
@@ -236,6 +259,9 @@ impl WorkerState {
             }) = load
             {
                 self.load(path, dtype, &device);
+            }
+            if let Some(Request::Corpus { data, out, options }) = corpus {
+                self.corpus(data, out, &options);
             }
             match run {
                 Some(Request::Run {
@@ -454,6 +480,51 @@ impl WorkerState {
 }
 
 impl WorkerState {
+    /// A corpus run through the loaded model, routing unmodified; the file is written here so a
+    /// closed window loses nothing that was counted.
+    fn corpus(&mut self, data: PathBuf, out: PathBuf, options: &crate::corpus::CorpusOptions) {
+        let (events, wake, cancel) = (
+            self.events.clone(),
+            self.wake.clone(),
+            self.cancel_run.clone(),
+        );
+        let Some(engine) = self.engine.as_mut() else {
+            return self.emit(Event::CorpusFinished {
+                out,
+                result: Err("no model is loaded".into()),
+                warnings: Vec::new(),
+            });
+        };
+        let mut warnings = Vec::new();
+        let result = (|| -> crate::Result<Box<crate::analysis::corpus::CorpusReport>> {
+            if !engine.options().interventions.is_empty() {
+                engine.set_interventions(Interventions::default())?;
+            }
+            let sources = crate::corpus::documents::sources(&[data])?;
+            let mut shown = Instant::now();
+            let run = crate::corpus::run_corpus(engine, &sources, options, &cancel, &mut |p| {
+                if shown.elapsed() >= STREAM_INTERVAL {
+                    shown = Instant::now();
+                    let _ = events.try_send(Event::CorpusProgress(*p));
+                    wake();
+                }
+            })?;
+            warnings = run.log.warnings.clone();
+            let bytes = serde_json::to_vec(&run.report).map_err(|e| crate::Error::Corpus {
+                path: out.clone(),
+                problem: e.to_string(),
+            })?;
+            crate::atomic::write_bytes(&out, &bytes)?;
+            Ok(Box::new(run.report))
+        })();
+        cancel.store(false, Ordering::SeqCst);
+        self.emit(Event::CorpusFinished {
+            out,
+            result: result.map_err(|e| e.to_string()),
+            warnings,
+        });
+    }
+
     fn generate(&mut self, run_id: u64, input: RunInput, options: &GenerateOptions) {
         let Some(engine) = self.engine.as_mut() else {
             return self.emit(Event::RunFailed {

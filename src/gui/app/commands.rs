@@ -51,7 +51,7 @@ impl MoescopeApp {
                     Background::Picked(dialogs.pick_trace())
                 });
             }
-            Command::OpenTrace(path) if is_corpus_file(&path) => {
+            Command::OpenTrace(path) if crate::input::is_corpus_file(&path) => {
                 self.background("read-corpus", move || {
                     Background::CorpusRead(path.clone(), read_corpus(&path))
                 });
@@ -182,6 +182,25 @@ impl MoescopeApp {
                 });
             }
             Command::ShowCorpus(show) => self.show_corpus = show && self.corpus.is_some(),
+            Command::RunCorpusDialog => {
+                let dialogs = self.dialogs.clone();
+                self.background("open-dialog", move || {
+                    let paths = dialogs.pick_corpus_data().and_then(|data| {
+                        let out = dialogs.save_file("corpus.json", &["json"])?;
+                        Some((data, out))
+                    });
+                    Background::CorpusPaths(paths)
+                });
+            }
+            Command::RunCorpus { data, out } => {
+                if self.loaded_model().is_none() || self.corpus_run.is_some() {
+                    return;
+                }
+                self.worker
+                    .corpus(data.clone(), out, crate::corpus::CorpusOptions::default());
+                self.corpus_run = Some((data, None));
+            }
+            Command::StopCorpus => self.worker.stop(),
             Command::CloseCorpus => {
                 self.corpus = None;
                 self.show_corpus = false;

@@ -83,6 +83,8 @@ enum Background {
     ComparisonPath(Option<PathBuf>),
     CorpusRead(PathBuf, Result<Box<CorpusReport>, String>),
     CorpusFigurePath(usize, Option<PathBuf>),
+    /// The documents' folder and the corpus file to write (both chosen), or `None`.
+    CorpusPaths(Option<(PathBuf, PathBuf)>),
 }
 
 /// Run B of a comparison: a run kept while the prompt, dtype or checkpoint changes, or a trace
@@ -125,6 +127,8 @@ pub struct MoescopeApp {
     /// An opened corpus file, and whether the central area shows it rather than the run.
     pub corpus: Option<CorpusView>,
     pub show_corpus: bool,
+    /// A corpus run in flight: its folder and, once reported, its progress.
+    pub corpus_run: Option<(PathBuf, Option<crate::corpus::Progress>)>,
     layer_heatmap: LayerHeatmap,
     colored_text: ColoredText,
     load: LoadView,
@@ -215,6 +219,7 @@ impl MoescopeApp {
             compare: CompareView::default(),
             corpus: None,
             show_corpus: false,
+            corpus_run: None,
             layer_heatmap: LayerHeatmap::default(),
             colored_text: ColoredText::default(),
             load: LoadView::default(),
@@ -311,7 +316,9 @@ impl MoescopeApp {
                 self.commands.push(Command::FocusPrompt);
             }
         });
-        if std::mem::take(&mut self.run_now) {
+        if self.corpus_run.is_some() {
+            // The engine is busy with the corpus; edits run once it is done.
+        } else if std::mem::take(&mut self.run_now) {
             self.send_run(Instant::now());
         } else if let Some(since) = self.dirty_since {
             let debounce = Duration::from_millis(self.settings.debounce_ms);
@@ -400,6 +407,42 @@ impl MoescopeApp {
 
     fn on_event(&mut self, event: Event) {
         match event {
+            Event::CorpusProgress(progress) => {
+                if let Some((_, shown)) = &mut self.corpus_run {
+                    *shown = Some(progress);
+                }
+            }
+            Event::CorpusFinished {
+                out,
+                result,
+                warnings,
+            } => {
+                self.corpus_run = None;
+                self.run_now = self.dirty_since.is_some();
+                match result {
+                    Ok(report) => {
+                        let skipped = if warnings.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" · skipped: {}", warnings[0])
+                        };
+                        self.notice = Some(format!(
+                            "wrote {} ({} documents, {} tokens{}){skipped}",
+                            out.display(),
+                            report.documents,
+                            report.tokens,
+                            if report.input.cancelled {
+                                ", stopped"
+                            } else {
+                                ""
+                            }
+                        ));
+                        self.corpus = Some(CorpusView::new(out, *report));
+                        self.show_corpus = true;
+                    }
+                    Err(message) => self.errors.push(message),
+                }
+            }
             Event::LoadProgress { path, fraction } => {
                 if let ModelState::Loading {
                     path: p,
@@ -607,6 +650,10 @@ impl MoescopeApp {
                 self.show_corpus = true;
             }
             Background::CorpusRead(_, Err(message)) => self.errors.push(message),
+            Background::CorpusPaths(Some((data, out))) => {
+                self.commands.push(Command::RunCorpus { data, out })
+            }
+            Background::CorpusPaths(None) => {}
             Background::CorpusFigurePath(layer, Some(path)) => {
                 self.commands.push(Command::WriteCorpusFigure(layer, path))
             }
@@ -689,28 +736,11 @@ fn compared_runs<'a>(
     Some((a, b))
 }
 
-/// Whether `path` holds a corpus JSON (its first field names the format) rather than a trace.
-fn is_corpus_file(path: &std::path::Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 256];
-    let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut head));
-    read.is_ok_and(|n| head[..n].windows(17).any(|w| w == b"\"moescope-corpus\""))
-}
-
 /// Reads a corpus file (on a background thread).
 fn read_corpus(path: &std::path::Path) -> Result<Box<CorpusReport>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let report: CorpusReport = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("not a corpus file: {} ({e})", path.display()))?;
-    if report.format_version != crate::analysis::corpus::CORPUS_FORMAT_VERSION {
-        return Err(format!(
-            "{}: corpus format version {} is not the {} this build reads",
-            path.display(),
-            report.format_version,
-            crate::analysis::corpus::CORPUS_FORMAT_VERSION
-        ));
-    }
-    Ok(Box::new(report))
+    crate::corpus::read_report(path)
+        .map(Box::new)
+        .map_err(|e| e.to_string())
 }
 
 /// Reads and analyses a trace file (on a background thread).
@@ -772,6 +802,7 @@ mod tests {
             checkpoint: None,
             trace: None,
             save: None,
+            corpus_data: None,
         };
         let ctx = egui::Context::default();
         let mut app = MoescopeApp::with_settings(

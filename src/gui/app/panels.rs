@@ -261,6 +261,8 @@ impl MoescopeApp {
         ui.separator();
         self.compare_panel_ui(ui);
         ui.separator();
+        self.corpus_panel_ui(ui);
+        ui.separator();
         ui.heading("Run on");
         let mut rerun = false;
         egui::ComboBox::from_label("device")
@@ -366,6 +368,55 @@ impl MoescopeApp {
                     )
                     .weak(),
                 );
+            }
+        }
+    }
+
+    /// Run the loaded model over a folder of documents into a corpus file, with progress.
+    fn corpus_panel_ui(&mut self, ui: &mut Ui) {
+        ui.heading("Corpus");
+        match &self.corpus_run {
+            None => {
+                let ready = self.loaded_model().is_some();
+                if ui
+                    .add_enabled(ready, egui::Button::new("Run corpus on a folder…"))
+                    .on_hover_text(
+                        "every .txt / .jsonl document under a folder through this model \
+                         (routing unmodified); subfolders name the domains",
+                    )
+                    .clicked()
+                {
+                    self.commands.push(Command::RunCorpusDialog);
+                }
+            }
+            Some((data, progress)) => {
+                let name = data.file_name().map_or_else(
+                    || data.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                ui.label(format!("running over {name}"));
+                if let Some(p) = progress {
+                    let fraction = p.bytes_read as f32 / p.bytes_total.max(1) as f32;
+                    ui.add(egui::ProgressBar::new(fraction).show_percentage());
+                    let eta = p
+                        .eta_s()
+                        .map_or(String::new(), |s| format!(" · {s:.0} s left"));
+                    ui.label(format!(
+                        "{} documents · {} tokens · {:.0} tok/s{eta}",
+                        p.documents,
+                        p.tokens,
+                        p.tokens_per_s()
+                    ));
+                } else {
+                    ui.spinner();
+                }
+                if ui
+                    .button("Stop")
+                    .on_hover_text("end after this pass and keep what was counted")
+                    .clicked()
+                {
+                    self.commands.push(Command::StopCorpus);
+                }
             }
         }
     }
