@@ -253,7 +253,7 @@ fn bad_input_is_skipped_with_file_and_line_and_an_empty_corpus_is_refused() {
 }
 
 #[test]
-fn compare_lines_up_two_corpus_files_by_domain() {
+fn compare_lines_up_two_corpus_files_and_export_draws_one() {
     let root = std::env::temp_dir().join(format!("moescope-corpus-compare-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     let model = common::sample_models_dir().join("mixtral-tiny");
@@ -288,6 +288,19 @@ fn compare_lines_up_two_corpus_files_by_domain() {
         assert!(layer["load_jsd_bits"].as_f64().unwrap() < 0.01, "{layer}");
         assert_eq!(layer["domain_jsd_bits"].as_array().unwrap().len(), 3);
     }
+    // Its figure: domains × experts of one layer, as SVG naming the domains.
+    let svg = root.join("domains.svg");
+    let (ok, _, stderr) = common::moescope(&[
+        "export",
+        f32_out.to_str().unwrap(),
+        "--layer",
+        "3",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.contains("chinese") && drawn.contains("layer 3 expert share per domain"));
     // A corpus against a trace: refused in one line naming the file.
     let trace = root.join("t.json");
     let (ok, _, stderr) = common::moescope(&[

@@ -4,7 +4,7 @@ use super::{InputArgs, RunArgs};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use moescope::engine::Engine;
-use moescope::input::is_trace_file;
+use moescope::input::{is_corpus_file, is_trace_file};
 use moescope::trace::Trace;
 use std::path::PathBuf;
 
@@ -17,6 +17,8 @@ pub enum FigureArg {
     LayerHeatmap,
     /// Layers × experts: each expert's share of the assignments.
     LoadHeatmap,
+    /// Of a corpus file: domains × experts of one MoE layer (--layer).
+    Domains,
 }
 
 #[derive(Args)]
@@ -57,6 +59,9 @@ pub fn export(args: ExportArgs) -> Result<()> {
     if args.png.is_none() && args.svg.is_none() && args.csv.is_none() && args.json.is_none() {
         bail!("nothing to write: give --png, --svg, --csv and/or --json FILE");
     }
+    if is_corpus_file(&args.input) || args.figure == FigureArg::Domains {
+        return export_corpus(&args);
+    }
     let trace = if is_trace_file(&args.input) {
         Trace::read_json(&args.input)?
     } else {
@@ -71,6 +76,8 @@ pub fn export(args: ExportArgs) -> Result<()> {
         engine.run(&ids)?.clone()
     };
     let kind = match args.figure {
+        // Corpus files left above; this arm only keeps the match whole.
+        FigureArg::Domains => bail!("--figure domains draws a corpus file"),
         FigureArg::LayerHeatmap => {
             let moe_layer = match args.layer {
                 None => 0,
@@ -104,6 +111,47 @@ pub fn export(args: ExportArgs) -> Result<()> {
     }
     for path in [&args.csv, &args.json].into_iter().flatten() {
         write_data(&trace, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// A corpus file's domains × experts figure of one MoE layer.
+fn export_corpus(args: &ExportArgs) -> Result<()> {
+    if !is_corpus_file(&args.input) {
+        bail!(
+            "--figure domains draws a corpus file (moescope corpus --out), not {}",
+            args.input.display()
+        );
+    }
+    if args.csv.is_some() || args.json.is_some() {
+        bail!("a corpus file is already JSON: export draws its figure (--png, --svg)");
+    }
+    if !matches!(args.figure, FigureArg::Domains | FigureArg::RoutingMap) {
+        bail!("a corpus file has one figure: --figure domains");
+    }
+    let report = moescope::corpus::read_report(&args.input)?;
+    let moe_layer = match args.layer {
+        None => 0,
+        Some(block) => report
+            .moe_layers
+            .iter()
+            .position(|l| l.layer == block)
+            .ok_or_else(|| {
+                let layers: Vec<String> = report
+                    .moe_layers
+                    .iter()
+                    .map(|l| l.layer.to_string())
+                    .collect();
+                anyhow!(
+                    "layer {block} is not an MoE layer of {} (MoE layers: {})",
+                    args.input.display(),
+                    layers.join(", ")
+                )
+            })?,
+    };
+    for path in [&args.png, &args.svg].into_iter().flatten() {
+        moescope::export::write_corpus_figure(&report, moe_layer, path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
