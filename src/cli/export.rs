@@ -79,24 +79,8 @@ pub fn export(args: ExportArgs) -> Result<()> {
         // Corpus files left above; this arm only keeps the match whole.
         FigureArg::Domains => bail!("--figure domains draws a corpus file"),
         FigureArg::LayerHeatmap => {
-            let moe_layer = match args.layer {
-                None => 0,
-                Some(block) => trace
-                    .moe_layers
-                    .iter()
-                    .position(|l| l.layer == block)
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "layer {block} is not a MoE layer; MoE layers are {}",
-                            trace
-                                .moe_layers
-                                .iter()
-                                .map(|l| l.layer.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    })?,
-            };
+            let blocks: Vec<usize> = trace.moe_layers.iter().map(|l| l.layer).collect();
+            let moe_layer = moe_layer_index(&blocks, args.layer)?;
             FigureKind::LayerHeatmap {
                 moe_layer,
                 probabilities: !args.weights,
@@ -131,28 +115,24 @@ fn export_corpus(args: &ExportArgs) -> Result<()> {
         bail!("a corpus file has one figure: --figure domains");
     }
     let report = moescope::corpus::read_report(&args.input)?;
-    let moe_layer = match args.layer {
-        None => 0,
-        Some(block) => report
-            .moe_layers
-            .iter()
-            .position(|l| l.layer == block)
-            .ok_or_else(|| {
-                let layers: Vec<String> = report
-                    .moe_layers
-                    .iter()
-                    .map(|l| l.layer.to_string())
-                    .collect();
-                anyhow!(
-                    "layer {block} is not an MoE layer of {} (MoE layers: {})",
-                    args.input.display(),
-                    layers.join(", ")
-                )
-            })?,
-    };
+    let blocks: Vec<usize> = report.moe_layers.iter().map(|l| l.layer).collect();
+    let moe_layer = moe_layer_index(&blocks, args.layer)
+        .map_err(|e| anyhow!("{}: {e}", args.input.display()))?;
     for path in [&args.png, &args.svg].into_iter().flatten() {
         moescope::export::write_corpus_figure(&report, moe_layer, path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The index of transformer block `block` among the MoE layers `blocks` (the first without one).
+fn moe_layer_index(blocks: &[usize], block: Option<usize>) -> Result<usize> {
+    let Some(block) = block else { return Ok(0) };
+    blocks.iter().position(|&b| b == block).ok_or_else(|| {
+        let listed: Vec<String> = blocks.iter().map(usize::to_string).collect();
+        anyhow!(
+            "layer {block} is not a MoE layer; MoE layers are {}",
+            listed.join(", ")
+        )
+    })
 }
