@@ -97,6 +97,8 @@ pub struct Metrics {
     /// Tokens analysed, over all traces (after the token range).
     pub num_tokens: usize,
     pub num_experts: usize,
+    /// The largest k of any MoE layer (all of them but HunYuan's route with one k); each
+    /// layer's own is [`LayerMetrics::top_k`].
     pub top_k: usize,
     /// The scoring the probabilities use: `softmax`, `sigmoid`, or empty when the trace has none.
     pub scoring: String,
@@ -112,6 +114,8 @@ pub struct Metrics {
 pub struct LayerMetrics {
     /// Transformer block index.
     pub layer: usize,
+    /// Experts each token chose in this layer.
+    pub top_k: usize,
     // Load.
     pub expert_counts: Vec<u64>,
     pub load_fraction: Vec<f64>,
@@ -227,10 +231,11 @@ pub fn aggregate(traces: &[&Trace], options: &AnalysisOptions) -> Result<Metrics
     let scoring = token::scoring(&first.model.router);
     let num_experts = first.model.num_experts;
     let num_layers = first.moe_layers.len();
-    let top_k = first
-        .moe_layers
-        .first()
-        .map_or(first.model.top_k, |l| l.topk_ids.cols());
+    let layer_k: Vec<usize> = first.moe_layers.iter().map(|l| l.topk_ids.cols()).collect();
+    let top_k = layer_k.iter().copied().max().unwrap_or(first.model.top_k);
+    // transformers' loss pools all layers under one k; layers routing with different k
+    // (HunYuan) have no such loss.
+    let one_k = layer_k.iter().all(|&k| k == top_k);
     let seqs_of = |li: usize| -> Vec<Seq> {
         parts
             .iter()
@@ -241,7 +246,7 @@ pub fn aggregate(traces: &[&Trace], options: &AnalysisOptions) -> Result<Metrics
             })
             .collect()
     };
-    let mut hf = (scoring == Some(Scoring::Softmax) && num_layers > 0)
+    let mut hf = (scoring == Some(Scoring::Softmax) && num_layers > 0 && one_k)
         .then(|| HfAuxLoss::new(num_experts, top_k));
     let mut layers = Vec::with_capacity(num_layers);
     for li in 0..num_layers {
@@ -384,6 +389,7 @@ fn layer_metrics(
 
     LayerMetrics {
         layer: seqs[0].layer.layer,
+        top_k: k,
         cv: load::cv(&counts),
         max_vio: load::max_vio(&counts),
         gini: load::gini(&counts),
@@ -553,25 +559,13 @@ fn trace_len(trace: &Trace) -> usize {
 
 /// Checks what the metrics rely on, so the arithmetic below cannot index out of bounds or divide
 /// by zero: the trace's own consistency ([`Trace::validate`], which `read_json` has usually run
-/// already; traces built in memory arrive here unchecked) and one top-k for every layer, which
-/// the pooled counts assume.
+/// already; traces built in memory arrive here unchecked). Layers may route with different k
+/// (HunYuan); each layer's metrics use its own.
 fn validate(trace: &Trace, index: usize) -> Result<(), AnalysisError> {
     trace.validate().map_err(|problem| AnalysisError::Invalid {
         trace: index,
         problem,
-    })?;
-    let k = trace.moe_layers.first().map_or(0, |l| l.topk_ids.cols());
-    match trace.moe_layers.iter().find(|l| l.topk_ids.cols() != k) {
-        Some(layer) => Err(AnalysisError::Malformed {
-            trace: index,
-            layer: layer.layer,
-            problem: format!(
-                "top-{} where the first MoE layer has top-{k}",
-                layer.topk_ids.cols()
-            ),
-        }),
-        None => Ok(()),
-    }
+    })
 }
 
 /// Whether `trace` can be pooled with `first`: same experts, MoE layers, top-k and scoring.
@@ -596,7 +590,12 @@ fn compatible(first: &Trace, trace: &Trace, index: usize) -> Result<(), Analysis
             layers(first)
         ));
     }
-    let k = |t: &Trace| t.moe_layers.first().map(|l| l.topk_ids.cols());
+    let k = |t: &Trace| {
+        t.moe_layers
+            .iter()
+            .map(|l| l.topk_ids.cols())
+            .collect::<Vec<_>>()
+    };
     if k(trace) != k(first) {
         return fail(format!("top-k {:?}, not {:?}", k(trace), k(first)));
     }

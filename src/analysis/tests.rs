@@ -29,7 +29,8 @@ fn trace(e: usize, scoring: &str, layers: Vec<L>) -> Trace {
     let moe_layers = layers
         .into_iter()
         .enumerate()
-        .map(|(i, l)| MoeLayerTrace {
+        .map(|(i, l)| (i, l.ids[0].len(), l))
+        .map(|(i, k, l)| MoeLayerTrace {
             layer: i + 1,
             router_logits: l
                 .logits
@@ -455,6 +456,33 @@ fn malformed_traces_are_errors() {
     assert!(analyze(&out_of_range, &AnalysisOptions::default()).is_err());
 }
 
+/// HunYuan routes with a different k per layer: each layer's metrics use its own, and the
+/// transformers loss (one k pooled over layers) is not defined. E = 4, T = 2:
+///   layer 1, k = 1: t0 → 0, t1 → 1   → load [1/2, 1/2, 0, 0]
+///   layer 2, k = 2: t0 → 0, 2; t1 → 2, 3 → load [1/4, 0, 1/2, 1/4]
+#[test]
+fn layers_with_their_own_k() {
+    let logits = Some(vec![vec![0.0; 4]; 2]);
+    let t = trace(
+        4,
+        "softmax",
+        vec![
+            layer(vec![vec![0], vec![1]], logits.clone()),
+            layer(vec![vec![0, 2], vec![2, 3]], logits),
+        ],
+    );
+    let m = analyze(&t, &AnalysisOptions::default()).unwrap();
+    assert_eq!(m.top_k, 2);
+    assert_eq!(
+        m.moe_layers.iter().map(|l| l.top_k).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(m.moe_layers[0].load_fraction, [0.5, 0.5, 0.0, 0.0]);
+    assert_eq!(m.moe_layers[1].load_fraction, [0.25, 0.0, 0.5, 0.25]);
+    assert_eq!(m.moe_layers[1].dead_experts, 1);
+    assert!(m.hf_aux_loss.is_none());
+}
+
 #[test]
 fn per_token_metrics_for_views() {
     let t = two_experts();
@@ -498,7 +526,7 @@ fn scalars_match_serialization() {
         }
     }
     for (name, json) in object {
-        if json.is_number() && name != "layer" {
+        if json.is_number() && name != "layer" && name != "top_k" {
             assert!(
                 scalars.iter().any(|(n, _)| n == name),
                 "{name} missing from scalars()"

@@ -254,14 +254,19 @@ fn print_table(m: &Metrics) {
             num(l.repeat_top1),
         );
     }
+    let ks: Vec<String> = m.moe_layers.iter().map(|l| l.top_k.to_string()).collect();
+    let top_k = if m.moe_layers.iter().all(|l| l.top_k == m.top_k) {
+        format!("top-{}", m.top_k)
+    } else {
+        format!("top-k {} by layer", ks.join("/"))
+    };
     println!(
-        "hf_aux_loss {} (k = {} at balance) · {} token(s) in {} trace(s) · {} experts, top-{}, {} · capacity factor {}",
+        "hf_aux_loss {} (k = {} at balance) · {} token(s) in {} trace(s) · {} experts, {top_k}, {} · capacity factor {}",
         num(m.hf_aux_loss),
         m.top_k,
         m.num_tokens,
         m.num_traces,
         m.num_experts,
-        m.top_k,
         if m.scoring.is_empty() { "unknown scoring" } else { &m.scoring },
         m.capacity_factor
     );

@@ -389,7 +389,14 @@ fn empty_trace(checkpoint: &Checkpoint, options: &EngineOptions) -> Trace {
             top_k: routed.top_k,
             device: device::device_label(&options.device),
             dtype: device::dtype_label(options.dtype).into(),
-            router: router_info(&routed, spec.moe.weights_on),
+            router: RouterInfo {
+                // Without a top-k intervention, layers routing with their own k say "top-k".
+                description: match options.interventions.top_k {
+                    None => spec.router_description(),
+                    Some(_) => routed.describe(),
+                },
+                ..router_info(&routed, spec.moe.weights_on)
+            },
         },
         tokens: Vec::new(),
         moe_layers,

@@ -392,7 +392,7 @@ impl WorkerState {
                     load_ms: started.elapsed().as_secs_f64() * 1e3,
                     weight_bytes: engine.weight_bytes() as u64,
                     weight_format: weight_format(&engine.checkpoint),
-                    routing: spec.moe.router.describe(),
+                    routing: spec.router_description(),
                     memory_note: if engine.options().device.is_cpu() {
                         crate::engine::memory::cpu_residency_note(engine.weight_bytes() as u64)
                     } else {

@@ -7,11 +7,14 @@ use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, Projections
 use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary, Weight};
 use super::moe::{resolve_kernel, ChunkPosition, MoeBlock};
 use super::record::{ExpertKernel, ForwardOptions, LayerRecord};
-use super::spec::{AttentionSpec, FfnKind, LayerSpec, ModelSpec, QkNormKind, QkvProjections};
+use super::spec::{
+    AttentionSpec, FfnKind, LayerSpec, ModelSpec, MoeSpec, QkNormKind, QkvProjections,
+};
 use super::stopwatch::Stopwatch;
 use super::weights::{Prefixed, Weights};
 use crate::error::{Error, Result};
 use crate::routing::Interventions;
+use crate::routing::RouterSpec;
 use crate::trace::LayerTimings;
 use candle_core::{DType, Device, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,7 +108,15 @@ impl CausalLm {
                         .find(|n| w.pp(n).pp(gate).contains("weight"))
                         .copied()
                         .unwrap_or(names.moe[0]);
-                    FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), h, &spec.moe, kernel)?))
+                    let routed_here = spec.layers[layer].top_k.map(|k| MoeSpec {
+                        router: RouterSpec {
+                            top_k: k,
+                            ..spec.moe.router.clone()
+                        },
+                        ..spec.moe.clone()
+                    });
+                    let moe = routed_here.as_ref().unwrap_or(&spec.moe);
+                    FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), &w, h, moe, kernel)?))
                 }
                 FfnKind::Dense => FeedForward::Dense(Box::new(GatedMlp::load(
                     &w.pp(names.dense_mlp),
@@ -311,6 +322,10 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
                     k: RmsNorm::load(&w.pp("k_norm"), kv_dim, eps)?,
                 },
                 QkNormKind::L2AfterRotary => QkNorm::L2AfterRotary { eps },
+                QkNormKind::PerHeadAfterRotary => QkNorm::PerHeadAfterRotary {
+                    q: RmsNorm::load(&w.pp("query_layernorm"), a.head_dim, eps)?,
+                    k: RmsNorm::load(&w.pp("key_layernorm"), a.head_dim, eps)?,
+                },
             };
             let projections = match a.projections {
                 QkvProjections::Separate => Projections::Separate {

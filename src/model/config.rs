@@ -178,7 +178,7 @@ impl ModelConfig {
         format!("{}{name}", self.prefix)
     }
 
-    fn value(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn value(&self, name: &str) -> Option<&Value> {
         self.raw.get(name).filter(|v| !v.is_null())
     }
 

@@ -46,11 +46,21 @@ pub fn describe(spec: &ModelSpec) -> Vec<(&'static str, String)> {
             )
         })
         .unwrap_or_default();
+    let moe_layers: Vec<usize> = (0..spec.num_layers).filter(|&l| spec.is_moe(l)).collect();
+    let top_k = if spec.top_k_varies() {
+        let per_layer: Vec<String> = moe_layers
+            .iter()
+            .map(|&l| format!("{l}: {}", spec.top_k_of(l)))
+            .collect();
+        format!("top-k per layer ({})", per_layer.join(", "))
+    } else {
+        format!("top-{}", m.router.top_k)
+    };
     lines.push((
         "experts",
         format!(
-            "{} routed × {}, top-{}{shared}",
-            m.router.num_experts, m.experts.intermediate_size, m.router.top_k
+            "{} routed × {}, {top_k}{shared}",
+            m.router.num_experts, m.experts.intermediate_size
         ),
     ));
     lines.push((
@@ -89,7 +99,7 @@ pub fn describe(spec: &ModelSpec) -> Vec<(&'static str, String)> {
         "router",
         format!(
             "{}{}{}; weights multiply the expert {}",
-            m.router.describe(),
+            spec.router_description(),
             if m.gate.bias { "; router bias" } else { "" },
             if m.gate.in_f32 { "; gate in f32" } else { "" },
             match m.weights_on {
@@ -143,6 +153,9 @@ fn attention(spec: &ModelSpec) -> String {
                 QkNormKind::PerHead => parts.push("q/k RMSNorm per head".into()),
                 QkNormKind::Full => parts.push("q/k RMSNorm over the projection".into()),
                 QkNormKind::L2AfterRotary => parts.push("q/k L2 norm after rotary".into()),
+                QkNormKind::PerHeadAfterRotary => {
+                    parts.push("q/k RMSNorm per head after rotary".into())
+                }
             }
             match (a.qkv_bias, a.o_bias) {
                 (true, true) => parts.push("q/k/v/o bias".into()),

@@ -114,7 +114,15 @@ pub struct MoeBlock {
 impl MoeBlock {
     /// Loads the block under `w` (the layer's MoE module, e.g. `model.layers.3.mlp`).
     /// `kernel` has been through [`resolve_kernel`]: it decides the weights' layout.
-    pub fn load(w: &Prefixed, hidden: usize, spec: &MoeSpec, kernel: ExpertKernel) -> Result<Self> {
+    /// `block` is the decoder block holding it, where a shared MLP may sit beside it
+    /// (Granite-MoE-Shared).
+    pub fn load(
+        w: &Prefixed,
+        block: &Prefixed,
+        hidden: usize,
+        spec: &MoeSpec,
+        kernel: ExpertKernel,
+    ) -> Result<Self> {
         let e = spec.router.num_experts;
         let gw = w.pp(spec.gate.module);
         let gate = Linear::load(&gw, hidden, e, spec.gate.bias)?;
@@ -142,7 +150,13 @@ impl MoeBlock {
         let shared = match &spec.shared {
             None => None,
             Some(s) => Some(SharedExperts {
-                mlp: GatedMlp::load(&w.pp(s.module), hidden, s.intermediate_size, s.bias)?,
+                mlp: GatedMlp::load_as(
+                    &if s.beside_moe { block } else { w }.pp(s.module),
+                    hidden,
+                    s.intermediate_size,
+                    s.bias,
+                    s.projections,
+                )?,
                 gate: match s.sigmoid_gate {
                     Some(name) => Some(Linear::load(&w.pp(name), hidden, 1, false)?),
                     None => None,

@@ -3,7 +3,8 @@
 
 use super::config::ModelConfig;
 use super::family::{
-    dbrx, deepseek, ernie, glm4_moe, gpt_oss, granite, llama4, mixtral, olmoe, phimoe, qwen_moe,
+    dbrx, deepseek, dots1, ernie, glm4_moe, gpt_oss, granite, hunyuan, llama4, minimax_m2, mixtral,
+    olmoe, phimoe, qwen_moe,
 };
 use super::spec::ModelSpec;
 use crate::error::{Error, Result};
@@ -126,6 +127,46 @@ pub static FAMILIES: &[Family] = &[
         reference: "models/ernie4_5_moe/modeling_ernie4_5_moe.py",
         routing: "softmax + selection bias → top-k → ÷ max(sum, moe_norm_min); shared experts",
         spec: ernie::spec,
+    },
+    Family {
+        name: "MiniMax-M2",
+        architectures: &["MiniMaxM2ForCausalLM"],
+        model_types: &["minimax_m2"],
+        reference: "models/minimax_m2/modeling_minimax_m2.py",
+        routing: "sigmoid + selection bias → top-k → renormalize; q/k RMSNorm over the projection, partial rotary",
+        spec: minimax_m2::spec,
+    },
+    Family {
+        name: "GLM-4.7-Flash",
+        architectures: &["Glm4MoeLiteForCausalLM"],
+        model_types: &["glm4_moe_lite"],
+        reference: "models/glm4_moe_lite/modeling_glm4_moe_lite.py",
+        routing: "DeepSeek-V3's: sigmoid + selection bias → group-limited top-k → renormalize × routed_scaling_factor; shared experts; MLA",
+        spec: deepseek::spec_glm4_lite,
+    },
+    Family {
+        name: "HunYuan-MoE",
+        architectures: &["HunYuanMoEV1ForCausalLM"],
+        model_types: &["hunyuan_v1_moe"],
+        reference: "models/hunyuan_v1_moe/modeling_hunyuan_v1_moe.py",
+        routing: "softmax → top-k (k per layer) → renormalize; unweighted shared MLP",
+        spec: hunyuan::spec,
+    },
+    Family {
+        name: "dots1",
+        architectures: &["Dots1ForCausalLM"],
+        model_types: &["dots1"],
+        reference: "models/dots1/modeling_dots1.py",
+        routing: "sigmoid + selection bias → group-limited (top-2 sum) top-k (renormalize if norm_topk_prob) × routed_scaling_factor; shared experts",
+        spec: dots1::spec,
+    },
+    Family {
+        name: "Granite-MoE-Shared",
+        architectures: &["GraniteMoeSharedForCausalLM"],
+        model_types: &["granitemoeshared"],
+        reference: "models/granitemoeshared/modeling_granitemoeshared.py",
+        routing: "top-k of logits → softmax over k; shared MLP beside the experts",
+        spec: granite::spec_shared,
     },
 ];
 

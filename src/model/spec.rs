@@ -39,6 +39,28 @@ impl ModelSpec {
         self.layers.iter().filter(|l| l.ffn == FfnKind::Moe).count()
     }
 
+    /// Whether some MoE layer routes with its own k.
+    pub fn top_k_varies(&self) -> bool {
+        self.layers.iter().any(|l| l.top_k.is_some())
+    }
+
+    /// The routing rule in words, with k as `k` where layers route with different k.
+    pub fn router_description(&self) -> String {
+        if self.top_k_varies() {
+            self.moe.router.describe_with_k("k")
+        } else {
+            self.moe.router.describe()
+        }
+    }
+
+    /// The k that MoE layer `layer` routes with.
+    pub fn top_k_of(&self, layer: usize) -> usize {
+        self.layers
+            .get(layer)
+            .and_then(|l| l.top_k)
+            .unwrap_or(self.moe.router.top_k)
+    }
+
     pub fn is_moe(&self, layer: usize) -> bool {
         self.layers
             .get(layer)
@@ -78,6 +100,14 @@ impl ModelSpec {
             return Err("dense layers need a positive intermediate_size".into());
         }
         for (i, layer) in self.layers.iter().enumerate() {
+            if let Some(k) = layer.top_k {
+                if k == 0 || k > self.moe.router.num_experts {
+                    return Err(format!(
+                        "layer {i}: top-k {k} must be in 1..={} (the number of experts)",
+                        self.moe.router.num_experts
+                    ));
+                }
+            }
             match layer.attention.window {
                 AttentionWindow::Sliding(0) | AttentionWindow::Chunked(0) => {
                     return Err(format!("layer {i}: attention window of 0 tokens"))
@@ -332,6 +362,9 @@ pub enum QkNormKind {
     Full,
     /// Weightless RMS ("L2") norm over each head *after* rotary, on rotary layers only (Llama-4).
     L2AfterRotary,
+    /// RMSNorm with a weight over each head *after* rotary (HunYuan's `query_layernorm` /
+    /// `key_layernorm`).
+    PerHeadAfterRotary,
 }
 
 /// One block's variations.
@@ -339,6 +372,8 @@ pub enum QkNormKind {
 pub struct LayerSpec {
     pub attention: LayerAttention,
     pub ffn: FfnKind,
+    /// This layer's k where it differs from the router's (HunYuan's per-layer `moe_topk`).
+    pub top_k: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -506,10 +541,38 @@ impl Activation {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SharedExpertSpec {
     pub intermediate_size: usize,
-    /// Module name: `shared_expert` (Qwen2-MoE, Llama-4) or `shared_experts` (DeepSeek, GLM,
-    /// ERNIE).
+    /// Module name: `shared_expert` (Qwen2-MoE, Llama-4), `shared_experts` (DeepSeek, GLM,
+    /// ERNIE, dots1), `shared_mlp` (HunYuan, Granite-MoE-Shared).
     pub module: &'static str,
     /// Qwen2-MoE multiplies the shared expert by `sigmoid(shared_expert_gate(x))`.
     pub sigmoid_gate: Option<&'static str>,
     pub bias: bool,
+    /// Granite-MoE-Shared keeps `shared_mlp` in the decoder block beside `block_sparse_moe`;
+    /// everyone else inside the MoE module.
+    pub beside_moe: bool,
+    pub projections: MlpProjections,
+}
+
+impl SharedExpertSpec {
+    /// A bias-free SwiGLU MLP under the MoE module, `gate_proj` / `up_proj` / `down_proj`.
+    pub fn swiglu(intermediate_size: usize, module: &'static str) -> Self {
+        Self {
+            intermediate_size,
+            module,
+            sigmoid_gate: None,
+            bias: false,
+            beside_moe: false,
+            projections: MlpProjections::GateUpDown,
+        }
+    }
+}
+
+/// How a gated MLP's matrices are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpProjections {
+    /// `gate_proj`, `up_proj`, `down_proj`.
+    GateUpDown,
+    /// Granite: `input_linear` `[2I, H]` (gate rows, then up rows) and `output_linear`.
+    InputOutputLinear,
 }

@@ -226,7 +226,12 @@ impl RouterSpec {
 
     /// The rule in words, for `info` and figure captions.
     pub fn describe(&self) -> String {
-        let k = self.top_k;
+        self.describe_with_k(&self.top_k.to_string())
+    }
+
+    /// [`RouterSpec::describe`] with k written as `k` (a model whose layers route with different
+    /// k: HunYuan).
+    pub fn describe_with_k(&self, k: &str) -> String {
         let bias = if self.selection_bias {
             " + selection-only bias"
         } else {

@@ -36,7 +36,7 @@ impl LoadView {
         let Some(layer) = metrics.moe_layers.get(moe_layer) else {
             return;
         };
-        let (tokens, k, experts) = (metrics.num_tokens, metrics.top_k, metrics.num_experts);
+        let (tokens, k, experts) = (metrics.num_tokens, layer.top_k, metrics.num_experts);
         let capacity = analysis::capacity(tokens, k, experts, *capacity_factor);
         let uniform = (tokens * k) as f64 / experts as f64;
         let dropped: u64 = layer

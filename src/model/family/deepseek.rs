@@ -1,5 +1,12 @@
-//! DeepSeek-V2 (`DeepseekV2ForCausalLM`) and DeepSeek-V3 (`DeepseekV3ForCausalLM`): multi-head
-//! latent attention, shared experts, the first `first_k_dense_replace` layers dense.
+//! DeepSeek-V2 (`DeepseekV2ForCausalLM`), DeepSeek-V3 (`DeepseekV3ForCausalLM`) and GLM-4.7-Flash
+//! (`Glm4MoeLiteForCausalLM`): multi-head latent attention, shared experts, the first
+//! `first_k_dense_replace` layers dense.
+//!
+//! GLM-4.7-Flash (transformers `models/glm4_moe_lite/modeling_glm4_moe_lite.py`) is DeepSeek-V3's
+//! attention and router verbatim with its own defaults (one group, scaling 1.8, top-4) and dense
+//! layers from `mlp_layer_types` (default: the first one only; `first_k_dense_replace` is not
+//! read by transformers there). Its rotary is GLM's, over `qk_rope_head_dim ·
+//! partial_rotary_factor`; every release rotates all of them.
 //!
 //! Routing differs between the two (transformers `models/deepseek_v2/modeling_deepseek_v2.py`
 //! `DeepseekV2TopkRouter`, `models/deepseek_v3/modeling_deepseek_v3.py` `DeepseekV3TopkRouter`):
@@ -22,6 +29,7 @@ use crate::routing::{GroupScore, Normalization, RouterSpec, RoutingRule, Selecti
 enum Version {
     V2,
     V3,
+    Glm4Lite,
 }
 
 pub fn spec_v2(cfg: &ModelConfig) -> Result<ModelSpec> {
@@ -32,20 +40,37 @@ pub fn spec_v3(cfg: &ModelConfig) -> Result<ModelSpec> {
     spec(cfg, Version::V3)
 }
 
+pub fn spec_glm4_lite(cfg: &ModelConfig) -> Result<ModelSpec> {
+    spec(cfg, Version::Glm4Lite)
+}
+
 fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
     cfg.require_silu("hidden_act")?;
-    let v3 = version == Version::V3;
-    let core = super::super::config::CoreConfig::read(cfg, CoreDefaults::default())?;
+    // GLM-4.7-Flash routes as V3 does.
+    let v3 = version != Version::V2;
+    let lite = version == Version::Glm4Lite;
+    let core = super::super::config::CoreConfig::read(
+        cfg,
+        if lite {
+            CoreDefaults {
+                rms_norm_eps: 1e-5,
+                max_position_embeddings: 202_752,
+                tie_word_embeddings: false,
+            }
+        } else {
+            CoreDefaults::default()
+        },
+    )?;
     let num_experts =
         cfg.positive_any(&["n_routed_experts", "num_local_experts", "num_experts"])?;
-    let top_k = cfg.top_k(&["num_experts_per_tok"], None, num_experts)?;
-    let first_dense = cfg
-        .opt_usize("first_k_dense_replace")?
-        .unwrap_or(if v3 { 3 } else { 0 });
-    let n_group = cfg.opt_usize("n_group")?.unwrap_or(if v3 { 8 } else { 1 });
-    let topk_group = cfg
-        .opt_usize("topk_group")?
-        .unwrap_or(if v3 { 4 } else { 1 });
+    let top_k = cfg.top_k(&["num_experts_per_tok"], lite.then_some(4), num_experts)?;
+    let dense = dense_layers(cfg, version, core.num_hidden_layers)?;
+    let (n_group, topk_group) = match version {
+        Version::V2 | Version::Glm4Lite => (1, 1),
+        Version::V3 => (8, 4),
+    };
+    let n_group = cfg.opt_usize("n_group")?.unwrap_or(n_group);
+    let topk_group = cfg.opt_usize("topk_group")?.unwrap_or(topk_group);
     let selection = match version {
         Version::V2 => match cfg.opt_str("topk_method")?.as_deref().unwrap_or("greedy") {
             "greedy" => Selection::TopK,
@@ -60,7 +85,7 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
             )))
             }
         },
-        Version::V3 => Selection::GroupLimited {
+        Version::V3 | Version::Glm4Lite => Selection::GroupLimited {
             num_groups: n_group,
             topk_groups: topk_group,
             group_score: GroupScore::TopTwoSum,
@@ -87,11 +112,13 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
         } else {
             Normalization::None
         },
-        routed_scaling_factor: cfg.opt_f64("routed_scaling_factor")?.unwrap_or(if v3 {
-            2.5
-        } else {
-            1.0
-        }) as f32,
+        routed_scaling_factor: cfg
+            .opt_f64("routed_scaling_factor")?
+            .unwrap_or(match version {
+                Version::V2 => 1.0,
+                Version::V3 => 2.5,
+                Version::Glm4Lite => 1.8,
+            }) as f32,
         selection_bias: v3,
     };
     if let Some(problem) = router.problem() {
@@ -103,6 +130,13 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
     let n_shared = cfg
         .opt_usize("n_shared_experts")?
         .unwrap_or(if v3 { 1 } else { 2 });
+    let rope = cfg.rope(10_000.0)?;
+    if lite && rope.partial_rotary_factor != 1.0 {
+        return Err(cfg.bad(format!(
+            "partial_rotary_factor {} is not supported for GLM-4.7-Flash (its releases rotate all of qk_rope_head_dim)",
+            rope.partial_rotary_factor
+        )));
+    }
     let mut moe = super::moe(
         router,
         GateSpec {
@@ -112,15 +146,14 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
         },
         super::per_expert(moe_intermediate, "gate_proj", "up_proj", "down_proj"),
     );
-    moe.shared = (n_shared > 0).then_some(SharedExpertSpec {
-        intermediate_size: moe_intermediate * n_shared,
-        module: "shared_experts",
-        sigmoid_gate: None,
-        bias: false,
-    });
+    moe.shared = (n_shared > 0).then_some(SharedExpertSpec::swiglu(
+        moe_intermediate * n_shared,
+        "shared_experts",
+    ));
     let (family, default_arch) = match version {
         Version::V2 => ("DeepSeek-V2", "DeepseekV2ForCausalLM"),
         Version::V3 => ("DeepSeek-V3", "DeepseekV3ForCausalLM"),
+        Version::Glm4Lite => ("GLM-4.7-Flash", "Glm4MoeLiteForCausalLM"),
     };
     Ok(ModelSpec {
         family,
@@ -141,9 +174,15 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
             num_heads: core.num_attention_heads,
             q_lora_rank: cfg.opt_usize("q_lora_rank")?,
             kv_lora_rank: cfg.opt_usize("kv_lora_rank")?.unwrap_or(512),
-            qk_nope_head_dim: cfg.opt_usize("qk_nope_head_dim")?.unwrap_or(128),
+            qk_nope_head_dim: cfg.opt_usize("qk_nope_head_dim")?.unwrap_or(if lite {
+                192
+            } else {
+                128
+            }),
             qk_rope_head_dim: cfg.opt_usize("qk_rope_head_dim")?.unwrap_or(64),
-            v_head_dim: cfg.opt_usize("v_head_dim")?.unwrap_or(128),
+            v_head_dim: cfg
+                .opt_usize("v_head_dim")?
+                .unwrap_or(if lite { 256 } else { 128 }),
             attention_bias: cfg.opt_bool("attention_bias")?.unwrap_or(false),
             rope_pairing: if version == Version::V2
                 || cfg.opt_bool("rope_interleave")?.unwrap_or(true)
@@ -152,11 +191,9 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
             } else {
                 RopePairing::Halves
             },
-            rope: cfg.rope(10_000.0)?,
+            rope,
         }),
-        layers: super::layers(core.num_hidden_layers, AttentionWindow::Full, |i| {
-            i >= first_dense
-        }),
+        layers: super::layers(core.num_hidden_layers, AttentionWindow::Full, |i| !dense[i]),
         dense: DenseSpec {
             intermediate_size: core.intermediate_size,
             bias: false,
@@ -164,4 +201,37 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
         moe,
         notes: Vec::new(),
     })
+}
+
+/// Which layers are dense: the first `first_k_dense_replace` (V2: 0, V3: 3 by default), or for
+/// GLM-4.7-Flash its `mlp_layer_types` ("dense" / "sparse"), the first layer dense by default.
+fn dense_layers(cfg: &ModelConfig, version: Version, layers: usize) -> Result<Vec<bool>> {
+    if version != Version::Glm4Lite {
+        let first_dense = cfg
+            .opt_usize("first_k_dense_replace")?
+            .unwrap_or(if version == Version::V3 { 3 } else { 0 });
+        return Ok((0..layers).map(|i| i < first_dense).collect());
+    }
+    let types = cfg.str_list("mlp_layer_types")?;
+    if types.is_empty() {
+        return Ok((0..layers).map(|i| i == 0).collect());
+    }
+    if types.len() < layers {
+        return Err(cfg.bad(format!(
+            "'{}' lists {} layers of {layers}",
+            cfg.field("mlp_layer_types"),
+            types.len()
+        )));
+    }
+    types[..layers]
+        .iter()
+        .map(|t| match t.as_str() {
+            "dense" => Ok(true),
+            "sparse" => Ok(false),
+            other => Err(cfg.bad(format!(
+                "'{}' holds '{other}' (expected dense or sparse)",
+                cfg.field("mlp_layer_types")
+            ))),
+        })
+        .collect()
 }

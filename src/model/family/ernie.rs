@@ -63,10 +63,8 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
         super::per_expert(moe_intermediate, "gate_proj", "up_proj", "down_proj"),
     );
     moe.shared = (n_shared > 0).then_some(SharedExpertSpec {
-        intermediate_size: moe_intermediate * n_shared,
-        module: "shared_experts",
-        sigmoid_gate: None,
         bias,
+        ..SharedExpertSpec::swiglu(moe_intermediate * n_shared, "shared_experts")
     });
     let mut spec = super::llama_like(
         "ERNIE-4.5-MoE",

@@ -76,12 +76,10 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
         },
         super::per_expert(moe_intermediate, "gate_proj", "up_proj", "down_proj"),
     );
-    moe.shared = (n_shared > 0).then_some(SharedExpertSpec {
-        intermediate_size: moe_intermediate * n_shared,
-        module: "shared_experts",
-        sigmoid_gate: None,
-        bias: false,
-    });
+    moe.shared = (n_shared > 0).then_some(SharedExpertSpec::swiglu(
+        moe_intermediate * n_shared,
+        "shared_experts",
+    ));
     Ok(super::llama_like(
         "GLM-4-MoE",
         super::architecture_or(cfg, "Glm4MoeForCausalLM"),

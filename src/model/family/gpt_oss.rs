@@ -58,6 +58,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
                 ..LayerAttention::FULL
             },
             ffn: super::super::spec::FfnKind::Moe,
+            top_k: None,
         });
     }
     let rope = if cfg.contains("rope_parameters") || cfg.contains("rope_scaling") {

@@ -108,6 +108,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
             } else {
                 FfnKind::Dense
             },
+            top_k: None,
         });
     }
     let mut attention = super::gqa(&core, cfg.rope(500_000.0)?);
@@ -135,12 +136,10 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
         },
     );
     moe.weights_on = WeightTarget::Input;
-    moe.shared = Some(SharedExpertSpec {
-        intermediate_size: expert_intermediate,
-        module: "shared_expert",
-        sigmoid_gate: None,
-        bias: false,
-    });
+    moe.shared = Some(SharedExpertSpec::swiglu(
+        expert_intermediate,
+        "shared_expert",
+    ));
     let mut spec = super::llama_like(
         "Llama-4",
         super::architecture_or(cfg, "Llama4ForCausalLM"),

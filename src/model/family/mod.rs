@@ -4,11 +4,14 @@
 
 pub mod dbrx;
 pub mod deepseek;
+pub mod dots1;
 pub mod ernie;
 pub mod glm4_moe;
 pub mod gpt_oss;
 pub mod granite;
+pub mod hunyuan;
 pub mod llama4;
+pub mod minimax_m2;
 pub mod mixtral;
 pub mod olmoe;
 pub mod phimoe;
@@ -57,6 +60,7 @@ fn layers(n: usize, window: AttentionWindow, moe: impl Fn(usize) -> bool) -> Vec
                 ..LayerAttention::FULL
             },
             ffn: if moe(i) { FfnKind::Moe } else { FfnKind::Dense },
+            top_k: None,
         })
         .collect()
 }
@@ -151,6 +155,15 @@ mod tests {
     use std::path::Path;
 
     fn spec_of(fixture: &str, edit: impl FnOnce(&mut Value)) -> ModelSpec {
+        let spec = try_spec_of(fixture, edit).unwrap();
+        spec.validate().unwrap();
+        spec
+    }
+
+    fn try_spec_of(
+        fixture: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> crate::error::Result<ModelSpec> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
             .join(fixture)
@@ -159,9 +172,94 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         edit(&mut json);
         let cfg = ModelConfig::from_json_str(&json.to_string(), &path).unwrap();
-        let spec = (registry::lookup(&cfg).unwrap().spec)(&cfg).unwrap();
-        spec.validate().unwrap();
-        spec
+        (registry::lookup(&cfg).unwrap().spec)(&cfg)
+    }
+
+    /// GLM-4.7-Flash reads its dense layers from `mlp_layer_types` (transformers ignores
+    /// `first_k_dense_replace` there) and refuses a partial rotary it does not run.
+    #[test]
+    fn glm4_lite_dense_layers_from_mlp_layer_types() {
+        let spec = spec_of("glm4-moe-lite", |c| {
+            c["mlp_layer_types"] = serde_json::json!(["sparse", "dense", "sparse"]);
+            c["first_k_dense_replace"] = 2.into();
+        });
+        let moe: Vec<bool> = (0..3).map(|l| spec.is_moe(l)).collect();
+        assert_eq!(moe, [true, false, true]);
+        let hub = spec_of("glm4-moe-lite-v4", |_| {});
+        assert_eq!(
+            (0..3).map(|l| hub.is_moe(l)).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        let err = try_spec_of("glm4-moe-lite", |c| {
+            c["rope_parameters"]["partial_rotary_factor"] = 0.5.into();
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("partial_rotary_factor"), "{err}");
+        let err = try_spec_of("glm4-moe-lite", |c| {
+            c["mlp_layer_types"] = serde_json::json!(["dense", "moe", "sparse"]);
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("'moe'"), "{err}");
+    }
+
+    /// HunYuan: k per layer from a `moe_topk` list (or one k), NTK-alpha rotary only with an
+    /// `alpha`; wrong lists are refused naming the field.
+    #[test]
+    fn hunyuan_per_layer_k_and_rope() {
+        let spec = spec_of("hunyuan-moe-v4", |_| {});
+        assert_eq!(
+            (0..3).map(|l| spec.top_k_of(l)).collect::<Vec<_>>(),
+            [2, 3, 1]
+        );
+        assert!(spec.router_description().contains("top-k"));
+        let one = spec_of("hunyuan-moe", |c| c["moe_topk"] = 2.into());
+        assert!(!one.top_k_varies() && one.top_k_of(1) == 2);
+        for (edit, says) in [
+            (serde_json::json!([2, 3]), "lists 2 layers of 3"),
+            (serde_json::json!([2, 9, 1]), "1..=8"),
+        ] {
+            let err = try_spec_of("hunyuan-moe", |c| c["moe_topk"] = edit).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
+        let err = try_spec_of("hunyuan-moe-v4", |c| {
+            c["rope_scaling"].as_object_mut().unwrap().remove("alpha");
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("alpha"), "{err}");
+    }
+
+    /// dots1 without `layer_types` slides from `max_window_layers` on, with Dots1Config's
+    /// 4096-token window when the config names none; `sliding_window: null` turns it off.
+    #[test]
+    fn dots1_sliding_layers_from_max_window_layers() {
+        use super::super::spec::AttentionWindow;
+        let windows = |spec: &ModelSpec| -> Vec<AttentionWindow> {
+            spec.layers.iter().map(|l| l.attention.window).collect()
+        };
+        let hub = spec_of("dots1-v4", |c| {
+            c.as_object_mut().unwrap().remove("sliding_window");
+        });
+        assert_eq!(
+            windows(&hub),
+            [
+                AttentionWindow::Full,
+                AttentionWindow::Sliding(4096),
+                AttentionWindow::Sliding(4096)
+            ]
+        );
+        let off = spec_of("dots1-v4", |c| c["sliding_window"] = Value::Null);
+        assert!(windows(&off).iter().all(|w| *w == AttentionWindow::Full));
+    }
+
+    /// MiniMax-M2's hub config gives `rotary_dim`, not `partial_rotary_factor`.
+    #[test]
+    fn minimax_rotary_dim_is_the_partial_rotary() {
+        let spec = spec_of("minimax-m2-v4", |c| c["rotary_dim"] = 4.into());
+        let super::super::spec::AttentionSpec::Gqa(a) = &spec.attention else {
+            panic!("MiniMax-M2 is GQA")
+        };
+        assert_eq!(a.rotary_dim(), 4);
+        assert!(try_spec_of("minimax-m2-v4", |c| c["rotary_dim"] = 32.into()).is_err());
     }
 
     /// databricks' config.json has θ only in `attn_config`; transformers 5.23 ignores it and uses

@@ -74,10 +74,8 @@ fn spec(cfg: &ModelConfig, generation: Generation) -> Result<ModelSpec> {
         moe.shared = match cfg.opt_usize("shared_expert_intermediate_size")? {
             Some(0) => None,
             size => Some(SharedExpertSpec {
-                intermediate_size: size.unwrap_or(5632),
-                module: "shared_expert",
                 sigmoid_gate: Some("shared_expert_gate"),
-                bias: false,
+                ..SharedExpertSpec::swiglu(size.unwrap_or(5632), "shared_expert")
             }),
         };
     }

@@ -76,6 +76,11 @@ pub enum QkNorm {
     L2AfterRotary {
         eps: f64,
     },
+    /// HunYuan: RMSNorm with a weight over each head after rotary.
+    PerHeadAfterRotary {
+        q: RmsNorm,
+        k: RmsNorm,
+    },
 }
 
 /// The q/k/v/o projections: separate, or DBRX's fused `Wqkv`.
@@ -211,6 +216,10 @@ impl GqaAttention {
                 q = rms_normalize(&q, eps)?;
                 k = rms_normalize(&k, eps)?;
             }
+        }
+        if let QkNorm::PerHeadAfterRotary { q: qn, k: kn } = &self.qk_norm {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
         }
         if let Some(t) = self.temperature_tuning {
             // Llama-4 NoPE layers: 1 + attn_scale · ln(1 + floor((p + 1) / floor_scale)).

@@ -1,6 +1,6 @@
 use super::Linear;
 use crate::error::Result;
-use crate::model::spec::Activation;
+use crate::model::spec::{Activation, MlpProjections};
 use crate::model::weights::Prefixed;
 use candle_core::Tensor;
 
@@ -8,23 +8,71 @@ use candle_core::Tensor;
 /// `down(silu(gate(x)) * up(x))`, with biases where the family has them (ERNIE `use_bias`).
 #[derive(Clone, Debug)]
 pub struct GatedMlp {
-    gate: Linear,
-    up: Linear,
+    input: GatedInput,
     down: Linear,
+}
+
+/// Gate and up as two matrices, or Granite's one `input_linear` holding gate rows then up rows.
+#[derive(Clone, Debug)]
+enum GatedInput {
+    Separate {
+        gate: Linear,
+        up: Linear,
+    },
+    Stacked {
+        gate_up: Linear,
+        intermediate: usize,
+    },
 }
 
 impl GatedMlp {
     /// Loads `gate_proj`, `up_proj`, `down_proj` under `w`.
     pub fn load(w: &Prefixed, hidden: usize, intermediate: usize, bias: bool) -> Result<Self> {
-        Ok(Self {
-            gate: Linear::load(&w.pp("gate_proj"), hidden, intermediate, bias)?,
-            up: Linear::load(&w.pp("up_proj"), hidden, intermediate, bias)?,
-            down: Linear::load(&w.pp("down_proj"), intermediate, hidden, bias)?,
+        Self::load_as(w, hidden, intermediate, bias, MlpProjections::GateUpDown)
+    }
+
+    /// Loads the matrices under the names `projections` says.
+    pub fn load_as(
+        w: &Prefixed,
+        hidden: usize,
+        intermediate: usize,
+        bias: bool,
+        projections: MlpProjections,
+    ) -> Result<Self> {
+        Ok(match projections {
+            MlpProjections::GateUpDown => Self {
+                input: GatedInput::Separate {
+                    gate: Linear::load(&w.pp("gate_proj"), hidden, intermediate, bias)?,
+                    up: Linear::load(&w.pp("up_proj"), hidden, intermediate, bias)?,
+                },
+                down: Linear::load(&w.pp("down_proj"), intermediate, hidden, bias)?,
+            },
+            MlpProjections::InputOutputLinear => Self {
+                input: GatedInput::Stacked {
+                    gate_up: Linear::load(&w.pp("input_linear"), hidden, 2 * intermediate, bias)?,
+                    intermediate,
+                },
+                down: Linear::load(&w.pp("output_linear"), intermediate, hidden, bias)?,
+            },
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = (candle_nn::ops::silu(&self.gate.forward(x)?)? * self.up.forward(x)?)?;
+        let h = match &self.input {
+            GatedInput::Separate { gate, up } => {
+                (candle_nn::ops::silu(&gate.forward(x)?)? * up.forward(x)?)?
+            }
+            GatedInput::Stacked {
+                gate_up,
+                intermediate,
+            } => {
+                let gu = gate_up.forward(x)?;
+                let last = gu.rank() - 1;
+                let g = gu.narrow(last, 0, *intermediate)?;
+                let u = gu.narrow(last, *intermediate, *intermediate)?;
+                (candle_nn::ops::silu(&g)? * u)?
+            }
+        };
         self.down.forward(&h)
     }
 }
