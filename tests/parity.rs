@@ -274,9 +274,11 @@ fn stored_precision_routes_like_widened_weights() {
                 "{}: layer {} experts",
                 r.name, a.layer
             );
+            // The kernels sum in different orders; over Qwen3-Next's four layers (a recurrent
+            // state among them) the last router logits drift by up to 1.7e-5.
             let d = max_abs_diff(a.router_logits.as_slice(), b.router_logits.as_slice());
             assert!(
-                d <= 1e-5,
+                d <= 5e-5,
                 "{}: layer {} logits differ by {d}",
                 r.name,
                 a.layer

@@ -4,11 +4,13 @@
 
 use super::host::{HostMatrix, Layout, Projection};
 use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, Projections, QkNorm};
+use super::layers::linear_attention::GatedDeltaNet;
 use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary, Weight};
 use super::moe::{resolve_kernel, ChunkPosition, MoeBlock};
 use super::record::{ExpertKernel, ForwardOptions, LayerRecord};
 use super::spec::{
-    AttentionSpec, FfnKind, LayerSpec, ModelSpec, MoeSpec, QkNormKind, QkvProjections,
+    AttentionSpec, FfnKind, LayerSpec, LinearAttentionSpec, ModelSpec, MoeSpec, QkNormKind,
+    QkvProjections,
 };
 use super::stopwatch::Stopwatch;
 use super::weights::{Prefixed, Weights};
@@ -127,7 +129,12 @@ impl CausalLm {
             };
             blocks.push(Block {
                 input_norm: Norm::load(&w.pp(names.input_norm), h, &spec.norm)?,
-                attention: load_attention(&w.pp(names.attention), &spec, layer_spec)?,
+                attention: match (&spec.linear_attention, layer_spec.attention.linear) {
+                    (Some(linear), true) => {
+                        load_linear_attention(&w.pp(linear.module), h, *linear, spec.norm.eps)?
+                    }
+                    _ => load_attention(&w.pp(names.attention), &spec, layer_spec)?,
+                },
                 post_attention_norm: Norm::load(&w.pp(names.post_attention_norm), h, &spec.norm)?,
                 ffn,
             });
@@ -314,8 +321,8 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
             let qk_norm = match a.qk_norm {
                 QkNormKind::None => QkNorm::None,
                 QkNormKind::PerHead => QkNorm::PerHead {
-                    q: RmsNorm::load(&w.pp("q_norm"), a.head_dim, eps)?,
-                    k: RmsNorm::load(&w.pp("k_norm"), a.head_dim, eps)?,
+                    q: RmsNorm::load_kind(&w.pp("q_norm"), a.head_dim, eps, spec.norm.kind)?,
+                    k: RmsNorm::load_kind(&w.pp("k_norm"), a.head_dim, eps, spec.norm.kind)?,
                 },
                 QkNormKind::Full => QkNorm::Full {
                     q: RmsNorm::load(&w.pp("q_norm"), q_dim, eps)?,
@@ -329,7 +336,12 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
             };
             let projections = match a.projections {
                 QkvProjections::Separate => Projections::Separate {
-                    q: Linear::load(&w.pp("q_proj"), h, q_dim, a.qkv_bias)?,
+                    q: Linear::load(
+                        &w.pp("q_proj"),
+                        h,
+                        if a.output_gate { 2 * q_dim } else { q_dim },
+                        a.qkv_bias,
+                    )?,
                     k: Linear::load(&w.pp("k_proj"), h, kv_dim, a.qkv_bias)?,
                     v: Linear::load(&w.pp("v_proj"), h, kv_dim, a.qkv_bias)?,
                     o: Linear::load(&w.pp("o_proj"), q_dim, h, a.o_bias)?,
@@ -352,6 +364,7 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
                     None
                 },
                 scale: a.scale,
+                output_gate: a.output_gate,
                 rotary: layer.attention.rotary.then(|| {
                     Rotary::new(
                         &a.rope,
@@ -414,6 +427,46 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
             })
         }
     })
+}
+
+/// A Gated DeltaNet layer under `w` (its `linear_attn` module); the gated norm's epsilon is the
+/// model's `rms_norm_eps`.
+fn load_linear_attention(
+    w: &Prefixed,
+    hidden: usize,
+    spec: LinearAttentionSpec,
+    eps: f64,
+) -> Result<Attention> {
+    let key_dim = spec.num_key_heads * spec.key_head_dim;
+    let value_dim = spec.num_value_heads * spec.value_head_dim;
+    let conv_dim = 2 * key_dim + value_dim;
+    let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
+        Ok(w.get_as(name, &[len], DType::F32)?.to_vec1::<f32>()?)
+    };
+    let conv_weight = w
+        .get_as(
+            "conv1d.weight",
+            &[conv_dim, 1, spec.conv_kernel],
+            DType::F32,
+        )?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(Attention::GatedDeltaNet(GatedDeltaNet {
+        spec,
+        in_proj_qkvz: Linear::load(
+            &w.pp("in_proj_qkvz"),
+            hidden,
+            2 * (key_dim + value_dim),
+            false,
+        )?,
+        in_proj_ba: Linear::load(&w.pp("in_proj_ba"), hidden, 2 * spec.num_value_heads, false)?,
+        out_proj: Linear::load(&w.pp("out_proj"), value_dim, hidden, false)?,
+        conv_weight,
+        dt_bias: vector("dt_bias", spec.num_value_heads)?,
+        a_log: vector("A_log", spec.num_value_heads)?,
+        norm_weight: vector("norm.weight", spec.value_head_dim)?,
+        norm_eps: eps,
+    }))
 }
 
 /// DeepSeek's attention scale: `qk_head_dim^-0.5`, times `mscale²` with

@@ -112,6 +112,9 @@ pub fn describe(spec: &ModelSpec) -> Vec<(&'static str, String)> {
     lines.push(("layer kinds", layer_kinds(spec)));
     let mut norm = match spec.norm.kind {
         NormKind::Rms => format!("RMSNorm, eps {:e}", spec.norm.eps),
+        NormKind::ZeroCentredRms => {
+            format!("zero-centred RMSNorm (1 + w), eps {:e}", spec.norm.eps)
+        }
         NormKind::Layer { bias } => format!(
             "LayerNorm{}, eps {:e}",
             if bias { " with bias" } else { " without bias" },
@@ -156,6 +159,9 @@ fn attention(spec: &ModelSpec) -> String {
                 QkNormKind::PerHeadAfterRotary => {
                     parts.push("q/k RMSNorm per head after rotary".into())
                 }
+            }
+            if a.output_gate {
+                parts.push("output × sigmoid(gate from q_proj)".into());
             }
             match (a.qkv_bias, a.o_bias) {
                 (true, true) => parts.push("q/k/v/o bias".into()),
@@ -232,6 +238,12 @@ fn rope(
 /// Layer ranges by attention kind: "0–2 sliding 128; 3 full, NoPE".
 fn layer_kinds(spec: &ModelSpec) -> String {
     let label = |a: &LayerAttention| {
+        if let (true, Some(l)) = (a.linear, &spec.linear_attention) {
+            return format!(
+                "Gated DeltaNet ({} key heads × {}, {} value heads × {}, conv {})",
+                l.num_key_heads, l.key_head_dim, l.num_value_heads, l.value_head_dim, l.conv_kernel
+            );
+        }
         let mut s = match a.window {
             AttentionWindow::Full => "full".to_owned(),
             AttentionWindow::Sliding(w) => format!("sliding {w}"),

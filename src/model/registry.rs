@@ -4,7 +4,7 @@
 use super::config::ModelConfig;
 use super::family::{
     dbrx, deepseek, dots1, ernie, glm4_moe, gpt_oss, granite, hunyuan, llama4, minimax_m2, mixtral,
-    olmoe, phimoe, qwen_moe,
+    olmoe, phimoe, qwen3_next, qwen_moe,
 };
 use super::spec::ModelSpec;
 use crate::error::{Error, Result};
@@ -167,6 +167,14 @@ pub static FAMILIES: &[Family] = &[
         reference: "models/granitemoeshared/modeling_granitemoeshared.py",
         routing: "top-k of logits → softmax over k; shared MLP beside the experts",
         spec: granite::spec_shared,
+    },
+    Family {
+        name: "Qwen3-Next",
+        architectures: &["Qwen3NextForCausalLM"],
+        model_types: &["qwen3_next"],
+        reference: "models/qwen3_next/modeling_qwen3_next.py",
+        routing: "softmax → top-k (renormalize if norm_topk_prob); shared expert × sigmoid gate; Gated DeltaNet and gated attention layers",
+        spec: qwen3_next::spec,
     },
 ];
 

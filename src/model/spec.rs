@@ -24,6 +24,9 @@ pub struct ModelSpec {
     pub multipliers: Multipliers,
     pub names: TensorNames,
     pub attention: AttentionSpec,
+    /// The linear-attention token mixer of the layers whose `attention.linear` is set
+    /// (Qwen3-Next's Gated DeltaNet); `None` when every layer attends.
+    pub linear_attention: Option<LinearAttentionSpec>,
     /// One entry per transformer block.
     pub layers: Vec<LayerSpec>,
     /// Dense (non-MoE) feed-forward blocks.
@@ -114,6 +117,24 @@ impl ModelSpec {
                 }
                 _ => {}
             }
+        }
+        if let Some(l) = &self.linear_attention {
+            if l.num_key_heads == 0
+                || l.key_head_dim == 0
+                || l.value_head_dim == 0
+                || l.conv_kernel == 0
+                || !l.num_value_heads.is_multiple_of(l.num_key_heads)
+                || l.num_value_heads == 0
+            {
+                return Err(format!(
+                    "linear attention: {} key heads × {}, {} value heads × {}, kernel {}: sizes must be positive and value heads a multiple of key heads",
+                    l.num_key_heads, l.key_head_dim, l.num_value_heads, l.value_head_dim, l.conv_kernel
+                ));
+            }
+        } else if let Some(i) = self.layers.iter().position(|l| l.attention.linear) {
+            return Err(format!(
+                "layer {i} is linear attention, which this model does not describe"
+            ));
         }
         match &self.attention {
             AttentionSpec::Gqa(a) => {
@@ -214,6 +235,9 @@ pub struct NormSpec {
 pub enum NormKind {
     /// RMSNorm with a weight, computed in f32.
     Rms,
+    /// Qwen3-Next's zero-centred RMSNorm: the stored weight w is used as `1 + w`, multiplied in
+    /// f32 before the cast back (every norm of the model, q/k norms included).
+    ZeroCentredRms,
     /// LayerNorm with a weight and, when `bias`, a bias (Phi-3.5-MoE; DBRX has none).
     Layer { bias: bool },
 }
@@ -306,6 +330,9 @@ pub struct GqaSpec {
     pub sinks: bool,
     /// Softmax scale: `head_dim^-0.5`, or Granite's `attention_multiplier`.
     pub scale: f64,
+    /// Qwen3-Next: `q_proj` yields per head the query and as many gate values; the attention
+    /// output is multiplied by `sigmoid(gate)` before `o_proj`.
+    pub output_gate: bool,
     #[serde(skip)]
     pub rope: RopeConfig,
     pub rope_pairing: RopePairing,
@@ -383,6 +410,8 @@ pub struct LayerAttention {
     pub rotary: bool,
     /// Llama-4's attention temperature tuning on NoPE layers.
     pub temperature_tuning: Option<TemperatureTuning>,
+    /// The layer mixes tokens with the model's [`LinearAttentionSpec`] instead of attention.
+    pub linear: bool,
 }
 
 impl LayerAttention {
@@ -390,7 +419,22 @@ impl LayerAttention {
         window: AttentionWindow::Full,
         rotary: true,
         temperature_tuning: None,
+        linear: false,
     };
+}
+
+/// Gated DeltaNet (Qwen3-Next's `linear_attn`): a depthwise causal convolution over the q, k, v
+/// projections, then a recurrent state per value head updated by the gated delta rule, a gated
+/// RMSNorm and `out_proj`. Weights under `module`: `in_proj_qkvz`, `in_proj_ba`, `conv1d`,
+/// `dt_bias`, `A_log`, `norm`, `out_proj`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LinearAttentionSpec {
+    pub module: &'static str,
+    pub num_key_heads: usize,
+    pub num_value_heads: usize,
+    pub key_head_dim: usize,
+    pub value_head_dim: usize,
+    pub conv_kernel: usize,
 }
 
 /// Which earlier positions a query may attend to (always causal).

@@ -87,6 +87,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
             dense_mlp: "ffn",
             moe: &["ffn"],
         },
+        linear_attention: None,
         attention: AttentionSpec::Gqa(GqaSpec {
             num_heads: heads,
             num_kv_heads: kv_heads,
@@ -98,6 +99,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
             clip_qkv: attn.opt_f64("clip_qkv")?,
             sinks: false,
             scale: (head_dim as f64).powf(-0.5),
+            output_gate: false,
             rope,
             rope_pairing: RopePairing::Halves,
         }),

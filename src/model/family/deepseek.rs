@@ -170,6 +170,7 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
         lm_head_bias: false,
         multipliers: Multipliers::default(),
         names: TensorNames::llama(),
+        linear_attention: None,
         attention: AttentionSpec::Mla(MlaSpec {
             num_heads: core.num_attention_heads,
             q_lora_rank: cfg.opt_usize("q_lora_rank")?,

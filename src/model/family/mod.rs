@@ -15,6 +15,7 @@ pub mod minimax_m2;
 pub mod mixtral;
 pub mod olmoe;
 pub mod phimoe;
+pub mod qwen3_next;
 pub mod qwen_moe;
 
 use super::config::{CoreConfig, ModelConfig, RopeConfig};
@@ -46,6 +47,7 @@ fn gqa(core: &CoreConfig, rope: RopeConfig) -> GqaSpec {
         clip_qkv: None,
         sinks: false,
         scale: (core.head_dim as f64).powf(-0.5),
+        output_gate: false,
         rope,
         rope_pairing: RopePairing::Halves,
     }
@@ -133,6 +135,7 @@ fn llama_like(
         multipliers: Multipliers::default(),
         names: TensorNames::llama(),
         attention: AttentionSpec::Gqa(attention),
+        linear_attention: None,
         layers,
         dense: DenseSpec {
             intermediate_size: core.intermediate_size,
@@ -249,6 +252,40 @@ mod tests {
         );
         let off = spec_of("dots1-v4", |c| c["sliding_window"] = Value::Null);
         assert!(windows(&off).iter().all(|w| *w == AttentionWindow::Full));
+    }
+
+    /// Qwen3-Next: linear layers from `layer_types` or `full_attention_interval`, Qwen3NextConfig's
+    /// defaults (head_dim 256, a quarter of it rotating), zero-centred norms.
+    #[test]
+    fn qwen3_next_layer_kinds_and_defaults() {
+        let linear = |spec: &ModelSpec| -> Vec<bool> {
+            spec.layers.iter().map(|l| l.attention.linear).collect()
+        };
+        let hub = spec_of("qwen3-next-v4", |_| {});
+        assert_eq!(linear(&hub), [true, false, true, false]);
+        let every_fourth = spec_of("qwen3-next-v4", |c| {
+            c.as_object_mut().unwrap().remove("full_attention_interval");
+        });
+        assert_eq!(linear(&every_fourth), [true, true, true, false]);
+        let defaults = spec_of("qwen3-next-v4", |c| {
+            let o = c.as_object_mut().unwrap();
+            o.remove("head_dim");
+            o.remove("partial_rotary_factor");
+        });
+        let super::super::spec::AttentionSpec::Gqa(a) = &defaults.attention else {
+            panic!("Qwen3-Next is GQA")
+        };
+        assert_eq!((a.head_dim, a.rotary_dim()), (256, 64));
+        assert!(a.output_gate);
+        assert_eq!(
+            defaults.norm.kind,
+            super::super::spec::NormKind::ZeroCentredRms
+        );
+        let err = try_spec_of("qwen3-next", |c| {
+            c["layer_types"][1] = "sliding_attention".into();
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("sliding_attention"), "{err}");
     }
 
     /// MiniMax-M2's hub config gives `rotary_dim`, not `partial_rotary_factor`.

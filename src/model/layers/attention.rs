@@ -3,6 +3,7 @@
 //! (DeepSeek-V2/V3). Both share one masked softmax
 //! kernel and one KV-cache type, so appending tokens one at a time reproduces a full prefill.
 
+use super::linear_attention::{GatedDeltaNet, LinearState};
 use super::norm::rms_normalize;
 use super::{Linear, RmsNorm, Rotary};
 use crate::error::Result;
@@ -15,15 +16,21 @@ use candle_core::{DType, Tensor, D};
 /// For GQA `keys`/`values` hold rotated keys and values `[kv_heads, seen, head_dim]`. For MLA they
 /// hold the rotated shared key part `[1, seen, rope_dim]` and the normalized latent `[seen, kv_lora]`
 /// (the compressed form DeepSeek caches, expanded by `kv_b_proj` at each step).
+///
+/// A linear-attention layer keeps its recurrent state and convolution inputs instead.
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
     keys: Option<Tensor>,
     values: Option<Tensor>,
+    linear: LinearState,
 }
 
 impl KvCache {
     /// Number of positions already cached.
     pub fn len(&self) -> usize {
+        if self.linear.seen > 0 {
+            return self.linear.seen;
+        }
         self.values.as_ref().map_or(0, |v| {
             v.dims()
                 .get(v.rank().saturating_sub(2))
@@ -112,6 +119,8 @@ pub struct GqaAttention {
     /// GPT-OSS: one learned logit per head that joins every softmax (`[heads]`, f32).
     pub sinks: Option<Tensor>,
     pub scale: f64,
+    /// Qwen3-Next: `q_proj` holds per head the query then a gate; output × sigmoid(gate).
+    pub output_gate: bool,
     /// `None` on NoPE layers.
     pub rotary: Option<Rotary>,
     pub window: AttentionWindow,
@@ -144,10 +153,14 @@ pub struct MlaAttention {
     pub rotary: Rotary,
 }
 
+// One per layer: the variants' size difference costs nothing, boxing would add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Attention {
     Gqa(GqaAttention),
     Mla(MlaAttention),
+    /// Qwen3-Next's linear-attention layers.
+    GatedDeltaNet(GatedDeltaNet),
 }
 
 impl Attention {
@@ -157,6 +170,7 @@ impl Attention {
         match self {
             Attention::Gqa(a) => a.forward(x, cache, sequence_end),
             Attention::Mla(a) => a.forward(x, cache, sequence_end),
+            Attention::GatedDeltaNet(a) => a.forward(x, &mut cache.linear),
         }
     }
 }
@@ -169,7 +183,20 @@ impl GqaAttention {
             self.num_heads * self.head_dim,
             self.num_kv_heads * self.head_dim,
         );
+        let mut gate = None;
         let (mut q, mut k, mut v, o) = match &self.projections {
+            Projections::Separate { q, k, v, o } if self.output_gate => {
+                // [len, heads, 2·d]: each head's query, then its gate.
+                let qg = q
+                    .forward(x)?
+                    .reshape((len, self.num_heads, 2 * self.head_dim))?;
+                let query = qg.narrow(2, 0, self.head_dim)?.reshape((len, q_dim))?;
+                gate = Some(
+                    qg.narrow(2, self.head_dim, self.head_dim)?
+                        .reshape((len, q_dim))?,
+                );
+                (query, k.forward(x)?, v.forward(x)?, o)
+            }
             Projections::Separate { q, k, v, o } => {
                 (q.forward(x)?, k.forward(x)?, v.forward(x)?, o)
             }
@@ -242,7 +269,10 @@ impl GqaAttention {
             self.window,
             self.sinks.as_ref(),
         )?;
-        o.forward(&out)
+        match gate {
+            Some(g) => o.forward(&(out * candle_nn::ops::sigmoid(&g)?)?),
+            None => o.forward(&out),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod linear;
+pub mod linear_attention;
 pub mod mlp;
 pub mod norm;
 pub mod rotary;

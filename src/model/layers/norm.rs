@@ -9,6 +9,8 @@ use candle_core::{DType, Tensor, D};
 pub struct RmsNorm {
     weight: Tensor,
     eps: f64,
+    /// Qwen3-Next: `weight` holds `1 + w` in f32 and multiplies before the cast back.
+    zero_centred: bool,
 }
 
 impl RmsNorm {
@@ -16,10 +18,31 @@ impl RmsNorm {
         Ok(Self {
             weight: w.get("weight", &[dim])?,
             eps,
+            zero_centred: false,
+        })
+    }
+
+    /// The norm of `kind` (plain or zero-centred RMSNorm) under `w`.
+    pub fn load_kind(w: &Prefixed, dim: usize, eps: f64, kind: NormKind) -> Result<Self> {
+        if kind != NormKind::ZeroCentredRms {
+            return Self::load(w, dim, eps);
+        }
+        let weight = w.get_as("weight", &[dim], DType::F32)?.affine(1.0, 1.0)?;
+        Ok(Self {
+            weight,
+            eps,
+            zero_centred: true,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.zero_centred {
+            let dtype = x.dtype();
+            let x32 = x.to_dtype(DType::F32)?;
+            let variance = x32.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = x32.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
+            return Ok(normed.broadcast_mul(&self.weight)?.to_dtype(dtype)?);
+        }
         Ok(rms_normalize(x, self.eps)?.broadcast_mul(&self.weight)?)
     }
 }
@@ -68,7 +91,9 @@ pub enum Norm {
 impl Norm {
     pub fn load(w: &Prefixed, dim: usize, spec: &NormSpec) -> Result<Self> {
         Ok(match spec.kind {
-            NormKind::Rms => Norm::Rms(RmsNorm::load(w, dim, spec.eps)?),
+            NormKind::Rms | NormKind::ZeroCentredRms => {
+                Norm::Rms(RmsNorm::load_kind(w, dim, spec.eps, spec.kind)?)
+            }
             NormKind::Layer { bias } => Norm::Layer(LayerNorm {
                 weight: w.get("weight", &[dim])?,
                 bias: if bias {
