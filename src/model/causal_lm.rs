@@ -4,13 +4,13 @@
 
 use super::host::{HostMatrix, Layout, Projection};
 use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, Projections, QkNorm};
-use super::layers::linear_attention::GatedDeltaNet;
+use super::layers::linear_attention::{DeltaNetInput, GatedDeltaNet};
 use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary, Weight};
 use super::moe::{resolve_kernel, ChunkPosition, MoeBlock};
 use super::record::{ExpertKernel, ForwardOptions, LayerRecord};
 use super::spec::{
-    AttentionSpec, FfnKind, LayerSpec, LinearAttentionSpec, ModelSpec, MoeSpec, QkNormKind,
-    QkvProjections,
+    AttentionSpec, DeltaNetProjections, FfnKind, LayerSpec, LinearAttentionSpec, ModelSpec,
+    MoeSpec, QkNormKind, QkvProjections,
 };
 use super::stopwatch::Stopwatch;
 use super::weights::{Prefixed, Weights};
@@ -451,15 +451,23 @@ fn load_linear_attention(
         )?
         .flatten_all()?
         .to_vec1::<f32>()?;
+    let nv = spec.num_value_heads;
+    let projection = |name: &str, rows: usize| Linear::load(&w.pp(name), hidden, rows, false);
+    let input = match spec.projections {
+        DeltaNetProjections::GroupedQkvzBa => DeltaNetInput::Grouped {
+            qkvz: projection("in_proj_qkvz", 2 * (key_dim + value_dim))?,
+            ba: projection("in_proj_ba", 2 * nv)?,
+        },
+        DeltaNetProjections::Separate => DeltaNetInput::Separate {
+            qkv: projection("in_proj_qkv", conv_dim)?,
+            z: projection("in_proj_z", value_dim)?,
+            b: projection("in_proj_b", nv)?,
+            a: projection("in_proj_a", nv)?,
+        },
+    };
     Ok(Attention::GatedDeltaNet(GatedDeltaNet {
         spec,
-        in_proj_qkvz: Linear::load(
-            &w.pp("in_proj_qkvz"),
-            hidden,
-            2 * (key_dim + value_dim),
-            false,
-        )?,
-        in_proj_ba: Linear::load(&w.pp("in_proj_ba"), hidden, 2 * spec.num_value_heads, false)?,
+        input,
         out_proj: Linear::load(&w.pp("out_proj"), value_dim, hidden, false)?,
         conv_weight,
         dt_bias: vector("dt_bias", spec.num_value_heads)?,

@@ -176,6 +176,14 @@ pub static FAMILIES: &[Family] = &[
         routing: "softmax → top-k (renormalize if norm_topk_prob); shared expert × sigmoid gate; Gated DeltaNet and gated attention layers",
         spec: qwen3_next::spec,
     },
+    Family {
+        name: "Qwen3.5-MoE",
+        architectures: &["Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration"],
+        model_types: &["qwen3_5_moe_text", "qwen3_5_moe"],
+        reference: "models/qwen3_5_moe/modeling_qwen3_5_moe.py",
+        routing: "softmax → top-k → renormalize; shared expert × sigmoid gate; Gated DeltaNet and gated attention layers",
+        spec: qwen3_next::spec_qwen3_5_moe,
+    },
 ];
 
 /// Every architecture name the registry accepts, for error messages.

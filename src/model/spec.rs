@@ -423,18 +423,31 @@ impl LayerAttention {
     };
 }
 
-/// Gated DeltaNet (Qwen3-Next's `linear_attn`): a depthwise causal convolution over the q, k, v
-/// projections, then a recurrent state per value head updated by the gated delta rule, a gated
-/// RMSNorm and `out_proj`. Weights under `module`: `in_proj_qkvz`, `in_proj_ba`, `conv1d`,
+/// Gated DeltaNet (Qwen3-Next's and Qwen3.5's `linear_attn`): a depthwise causal convolution over
+/// the q, k, v projections, then a recurrent state per value head updated by the gated delta rule,
+/// a gated RMSNorm and `out_proj`. Weights under `module`: the input projections, `conv1d`,
 /// `dt_bias`, `A_log`, `norm`, `out_proj`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct LinearAttentionSpec {
     pub module: &'static str,
+    pub projections: DeltaNetProjections,
     pub num_key_heads: usize,
     pub num_value_heads: usize,
     pub key_head_dim: usize,
     pub value_head_dim: usize,
     pub conv_kernel: usize,
+}
+
+/// How a Gated DeltaNet stores its input projections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaNetProjections {
+    /// Qwen3-Next: `in_proj_qkvz` and `in_proj_ba`, rows grouped per key head (q, k, v, z and
+    /// b, a of the value heads that key head serves).
+    GroupedQkvzBa,
+    /// Qwen3.5: `in_proj_qkv` (q, k, v one after the other), `in_proj_z`, `in_proj_b`,
+    /// `in_proj_a`.
+    Separate,
 }
 
 /// Which earlier positions a query may attend to (always causal).

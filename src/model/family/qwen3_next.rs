@@ -1,5 +1,12 @@
-//! Qwen3-Next (`Qwen3NextForCausalLM`). Reference: transformers
-//! `models/qwen3_next/modeling_qwen3_next.py`.
+//! Qwen3-Next (`Qwen3NextForCausalLM`) and Qwen3.5-MoE (`Qwen3_5MoeForCausalLM`, and the text
+//! part of the multimodal `Qwen3_5MoeForConditionalGeneration`, whose `text_config` and
+//! `model.language_model.` weights it reads). References: transformers
+//! `models/qwen3_next/modeling_qwen3_next.py`, `models/qwen3_5_moe/modeling_qwen3_5_moe.py`.
+//!
+//! Qwen3.5-MoE is Qwen3-Next with: every layer MoE, the top-k weights always renormalized
+//! (`Qwen3VLMoeTextTopKRouter`), the DeltaNet's projections stored separately (`in_proj_qkv`,
+//! `in_proj_z`, `in_proj_b`, `in_proj_a`), and multimodal rotary sections (`mrope_section`) that
+//! for text, where the three position streams are equal, are plain rotary.
 //!
 //! - Hybrid layers by `layer_types` (default: every `full_attention_interval`-th layer, 4, is
 //!   full attention, the others linear): Gated DeltaNet `linear_attn` (see
@@ -15,13 +22,35 @@
 
 use super::super::config::{CoreConfig, CoreDefaults, ModelConfig};
 use super::super::spec::{
-    AttentionWindow, FfnKind, LayerAttention, LayerSpec, LinearAttentionSpec, ModelSpec, NormKind,
-    QkNormKind, SharedExpertSpec,
+    AttentionWindow, DeltaNetProjections, FfnKind, LayerAttention, LayerSpec, LinearAttentionSpec,
+    ModelSpec, NormKind, QkNormKind, SharedExpertSpec, TensorNames,
 };
 use crate::error::Result;
 use crate::routing::{Normalization, RouterSpec, RoutingRule};
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Generation {
+    Next,
+    Qwen35Moe,
+}
+
 pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
+    spec_of(cfg, Generation::Next, TensorNames::llama())
+}
+
+pub fn spec_qwen3_5_moe(cfg: &ModelConfig) -> Result<ModelSpec> {
+    match cfg.sub("text_config")? {
+        Some(text) => spec_of(
+            &text,
+            Generation::Qwen35Moe,
+            TensorNames::llama_under("model.language_model", "lm_head"),
+        ),
+        None => spec_of(cfg, Generation::Qwen35Moe, TensorNames::llama()),
+    }
+}
+
+fn spec_of(cfg: &ModelConfig, generation: Generation, names: TensorNames) -> Result<ModelSpec> {
+    let next = generation == Generation::Next;
     cfg.require_silu("hidden_act")?;
     let mut core = CoreConfig::read(
         cfg,
@@ -36,7 +65,11 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
         core.head_dim = 256;
     }
     let num_experts = cfg.positive_any(&["num_experts", "num_local_experts"])?;
-    let top_k = cfg.top_k(&["num_experts_per_tok"], Some(10), num_experts)?;
+    let top_k = cfg.top_k(
+        &["num_experts_per_tok"],
+        Some(if next { 10 } else { 8 }),
+        num_experts,
+    )?;
     let mut rope = cfg.rope(10_000.0)?;
     if !cfg.contains("partial_rotary_factor")
         && !cfg
@@ -53,6 +86,11 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
 
     let linear = LinearAttentionSpec {
         module: "linear_attn",
+        projections: if next {
+            DeltaNetProjections::GroupedQkvzBa
+        } else {
+            DeltaNetProjections::Separate
+        },
         num_key_heads: cfg.opt_usize("linear_num_key_heads")?.unwrap_or(16),
         num_value_heads: cfg.opt_usize("linear_num_value_heads")?.unwrap_or(32),
         key_head_dim: cfg.opt_usize("linear_key_head_dim")?.unwrap_or(128),
@@ -60,8 +98,15 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
         conv_kernel: cfg.opt_usize("linear_conv_kernel_dim")?.unwrap_or(4),
     };
     let linear_layers = linear_layers(cfg, core.num_hidden_layers)?;
-    let step = cfg.opt_usize("decoder_sparse_step")?.unwrap_or(1).max(1);
-    let mlp_only = cfg.usize_list("mlp_only_layers")?;
+    // Qwen3.5-MoE has no dense layers (its config class removes these fields).
+    let (step, mlp_only) = if next {
+        (
+            cfg.opt_usize("decoder_sparse_step")?.unwrap_or(1).max(1),
+            cfg.usize_list("mlp_only_layers")?,
+        )
+    } else {
+        (1, Vec::new())
+    };
     let layers = (0..core.num_hidden_layers)
         .map(|i| LayerSpec {
             attention: LayerAttention {
@@ -79,7 +124,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
         .collect();
     let mut moe = super::moe(
         RouterSpec {
-            normalization: if cfg.opt_bool("norm_topk_prob")?.unwrap_or(true) {
+            normalization: if !next || cfg.opt_bool("norm_topk_prob")?.unwrap_or(true) {
                 Normalization::Sum
             } else {
                 Normalization::None
@@ -102,14 +147,20 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
             "shared_expert",
         )
     });
+    let (family, default_arch) = if next {
+        ("Qwen3-Next", "Qwen3NextForCausalLM")
+    } else {
+        ("Qwen3.5-MoE", "Qwen3_5MoeForCausalLM")
+    };
     let mut spec = super::llama_like(
-        "Qwen3-Next",
-        super::architecture_or(cfg, "Qwen3NextForCausalLM"),
+        family,
+        super::architecture_or(cfg, default_arch),
         &core,
         attention,
         layers,
         moe,
     );
+    spec.names = names;
     spec.norm.kind = NormKind::ZeroCentredRms;
     spec.linear_attention = Some(linear);
     Ok(spec)

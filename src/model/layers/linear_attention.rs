@@ -29,11 +29,28 @@ pub struct LinearState {
     pub seen: usize,
 }
 
+/// The input projections, as [`DeltaNetProjections`](crate::model::spec::DeltaNetProjections)
+/// names them.
+// One per layer: the variants' size difference costs nothing, boxing would add an indirection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum DeltaNetInput {
+    Grouped {
+        qkvz: Linear,
+        ba: Linear,
+    },
+    Separate {
+        qkv: Linear,
+        z: Linear,
+        b: Linear,
+        a: Linear,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct GatedDeltaNet {
     pub spec: LinearAttentionSpec,
-    pub in_proj_qkvz: Linear,
-    pub in_proj_ba: Linear,
+    pub input: DeltaNetInput,
     pub out_proj: Linear,
     /// `conv1d.weight` `[conv_dim, 1, kernel]` as `[conv_dim][kernel]`.
     pub conv_weight: Vec<f32>,
@@ -62,10 +79,12 @@ impl GatedDeltaNet {
     pub fn forward(&self, x: &Tensor, state: &mut LinearState) -> Result<Tensor> {
         let (len, _) = x.dims2()?;
         let dtype = x.dtype();
-        let qkvz = self.in_proj_qkvz.forward(x)?.to_dtype(DType::F32)?;
-        let ba = self.in_proj_ba.forward(x)?.to_dtype(DType::F32)?;
-        let qkvz: Vec<f32> = qkvz.flatten_all()?.to_vec1()?;
-        let ba: Vec<f32> = ba.flatten_all()?.to_vec1()?;
+        let host = |l: &Linear| -> Result<Vec<f32>> {
+            Ok(l.forward(x)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?)
+        };
         let s = self.spec;
         let (hk, hv, nk, nv) = (
             s.key_head_dim,
@@ -81,32 +100,19 @@ impl GatedDeltaNet {
             state.recurrent = vec![0.0; nv * hk * hv];
         }
 
-        // Reorder each token's grouped projections into [q | k | v], z, b and a.
-        let group = 2 * hk + 2 * per_key * hv;
+        // Each token's [q | k | v] after the kept convolution inputs, its z, b and a.
         let mut mixed = Vec::with_capacity((kernel - 1 + len) * conv_dim);
         mixed.extend_from_slice(&state.conv);
-        let mut z = vec![0f32; len * value_dim];
-        let mut b = vec![0f32; len * nv];
-        let mut a = vec![0f32; len * nv];
-        for t in 0..len {
-            let row = &qkvz[t * 2 * (key_dim + value_dim)..(t + 1) * 2 * (key_dim + value_dim)];
-            let start = mixed.len();
-            mixed.resize(start + conv_dim, 0.0);
-            let (q_out, rest) = mixed[start..].split_at_mut(key_dim);
-            let (k_out, v_out) = rest.split_at_mut(key_dim);
-            for head in 0..nk {
-                let g = &row[head * group..(head + 1) * group];
-                q_out[head * hk..(head + 1) * hk].copy_from_slice(&g[..hk]);
-                k_out[head * hk..(head + 1) * hk].copy_from_slice(&g[hk..2 * hk]);
-                let vs = per_key * hv;
-                v_out[head * vs..(head + 1) * vs].copy_from_slice(&g[2 * hk..2 * hk + vs]);
-                z[t * value_dim + head * vs..t * value_dim + (head + 1) * vs]
-                    .copy_from_slice(&g[2 * hk + vs..]);
-                let ba_row = &ba[t * 2 * nv + head * 2 * per_key..][..2 * per_key];
-                b[t * nv + head * per_key..][..per_key].copy_from_slice(&ba_row[..per_key]);
-                a[t * nv + head * per_key..][..per_key].copy_from_slice(&ba_row[per_key..]);
+        let (z, b, a) = match &self.input {
+            DeltaNetInput::Separate { qkv, z, b, a } => {
+                mixed.extend(host(qkv)?);
+                (host(z)?, host(b)?, host(a)?)
             }
-        }
+            DeltaNetInput::Grouped { qkvz, ba } => {
+                let (qkvz, ba) = (host(qkvz)?, host(ba)?);
+                ungroup(&qkvz, &ba, &mut mixed, s, len)
+            }
+        };
 
         // Depthwise causal convolution over the kept inputs and these, then SiLU.
         let mut conv = vec![0f32; len * conv_dim];
@@ -167,6 +173,50 @@ impl GatedDeltaNet {
     }
 }
 
+/// Qwen3-Next's grouped rows (per key head: q, k, v and z of the value heads it serves; b and a
+/// likewise) reordered: [q | k | v] appended to `mixed` per token; z, b, a returned.
+fn ungroup(
+    qkvz: &[f32],
+    ba: &[f32],
+    mixed: &mut Vec<f32>,
+    s: LinearAttentionSpec,
+    len: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (hk, hv, nk, nv) = (
+        s.key_head_dim,
+        s.value_head_dim,
+        s.num_key_heads,
+        s.num_value_heads,
+    );
+    let per_key = nv / nk;
+    let (key_dim, value_dim) = (nk * hk, nv * hv);
+    let conv_dim = 2 * key_dim + value_dim;
+    let group = 2 * hk + 2 * per_key * hv;
+    let mut z = vec![0f32; len * value_dim];
+    let mut b = vec![0f32; len * nv];
+    let mut a = vec![0f32; len * nv];
+    for t in 0..len {
+        let row = &qkvz[t * 2 * (key_dim + value_dim)..(t + 1) * 2 * (key_dim + value_dim)];
+        let start = mixed.len();
+        mixed.resize(start + conv_dim, 0.0);
+        let (q_out, rest) = mixed[start..].split_at_mut(key_dim);
+        let (k_out, v_out) = rest.split_at_mut(key_dim);
+        for head in 0..nk {
+            let g = &row[head * group..(head + 1) * group];
+            q_out[head * hk..(head + 1) * hk].copy_from_slice(&g[..hk]);
+            k_out[head * hk..(head + 1) * hk].copy_from_slice(&g[hk..2 * hk]);
+            let vs = per_key * hv;
+            v_out[head * vs..(head + 1) * vs].copy_from_slice(&g[2 * hk..2 * hk + vs]);
+            z[t * value_dim + head * vs..t * value_dim + (head + 1) * vs]
+                .copy_from_slice(&g[2 * hk + vs..]);
+            let ba_row = &ba[t * 2 * nv + head * 2 * per_key..][..2 * per_key];
+            b[t * nv + head * per_key..][..per_key].copy_from_slice(&ba_row[..per_key]);
+            a[t * nv + head * per_key..][..per_key].copy_from_slice(&ba_row[per_key..]);
+        }
+    }
+    (z, b, a)
+}
+
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
@@ -211,6 +261,7 @@ mod tests {
     fn layer() -> GatedDeltaNet {
         let spec = LinearAttentionSpec {
             module: "linear_attn",
+            projections: crate::model::spec::DeltaNetProjections::GroupedQkvzBa,
             num_key_heads: 2,
             num_value_heads: 4,
             key_head_dim: 3,
@@ -221,8 +272,10 @@ mod tests {
         let (kd, vd) = (6, 8);
         GatedDeltaNet {
             spec,
-            in_proj_qkvz: linear(2 * kd + 2 * vd, hidden, 1),
-            in_proj_ba: linear(8, hidden, 2),
+            input: DeltaNetInput::Grouped {
+                qkvz: linear(2 * kd + 2 * vd, hidden, 1),
+                ba: linear(8, hidden, 2),
+            },
             out_proj: linear(hidden, vd, 3),
             conv_weight: (0..(2 * kd + vd) * 3)
                 .map(|i| 0.1 * (i % 7) as f32 - 0.2)
