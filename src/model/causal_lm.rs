@@ -3,14 +3,16 @@
 //! checkpoint's weights; the names passed to `pp` mirror the weight names.
 
 use super::host::{HostMatrix, Layout, Projection};
-use super::layers::attention::{GqaAttention, MlaAttention, MlaQuery, Projections, QkNorm};
+use super::layers::attention::{
+    GqaAttention, Indexer, MlaAttention, MlaQuery, Projections, QkNorm,
+};
 use super::layers::linear_attention::{DeltaNetInput, GatedDeltaNet};
 use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary, Weight};
 use super::moe::{resolve_kernel, ChunkPosition, MoeBlock};
 use super::record::{ExpertKernel, ForwardOptions, LayerRecord};
 use super::spec::{
     AttentionSpec, DeltaNetProjections, FfnKind, LayerSpec, LinearAttentionSpec, ModelSpec,
-    MoeSpec, QkNormKind, QkvProjections,
+    MoeSpec, NormKind, NormSpec, QkNormKind, QkvProjections, RopePairing,
 };
 use super::stopwatch::Stopwatch;
 use super::weights::{Prefixed, Weights};
@@ -424,6 +426,40 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
                     spec.max_position_embeddings,
                     m.rope_pairing,
                 ),
+                indexer: match (&m.indexer, m.q_lora_rank) {
+                    (Some(ix), Some(rank)) => {
+                        let iw = w.pp("indexer");
+                        Some(Indexer {
+                            wq_b: Linear::load(
+                                &iw.pp("wq_b"),
+                                rank,
+                                ix.heads * ix.head_dim,
+                                false,
+                            )?,
+                            wk: Linear::load(&iw.pp("wk"), h, ix.head_dim, false)?,
+                            // nn.LayerNorm(head_dim, eps=1e-6), with its bias.
+                            k_norm: Norm::load(
+                                &iw.pp("k_norm"),
+                                ix.head_dim,
+                                &NormSpec {
+                                    kind: NormKind::Layer { bias: true },
+                                    eps: 1e-6,
+                                },
+                            )?,
+                            weights_proj: Linear::load(&iw.pp("weights_proj"), h, ix.heads, false)?,
+                            heads: ix.heads,
+                            head_dim: ix.head_dim,
+                            topk: ix.topk,
+                            rotary: Rotary::new(
+                                &m.rope,
+                                m.qk_rope_head_dim,
+                                spec.max_position_embeddings,
+                                RopePairing::Halves,
+                            ),
+                        })
+                    }
+                    _ => None,
+                },
             })
         }
     })

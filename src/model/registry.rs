@@ -184,6 +184,14 @@ pub static FAMILIES: &[Family] = &[
         routing: "softmax → top-k → renormalize; shared expert × sigmoid gate; Gated DeltaNet and gated attention layers",
         spec: qwen3_next::spec_qwen3_5_moe,
     },
+    Family {
+        name: "DeepSeek-V3.2",
+        architectures: &["DeepseekV32ForCausalLM"],
+        model_types: &["deepseek_v32"],
+        reference: "models/deepseek_v32/modeling_deepseek_v32.py",
+        routing: "DeepSeek-V3's; MLA whose queries attend only to the keys a sparse-attention indexer selects",
+        spec: deepseek::spec_v32,
+    },
 ];
 
 /// Every architecture name the registry accepts, for error messages.

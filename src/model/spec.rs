@@ -156,6 +156,17 @@ impl ModelSpec {
                 }
             }
             AttentionSpec::Mla(m) => {
+                if let Some(ix) = &m.indexer {
+                    if ix.heads == 0 || ix.topk == 0 || ix.head_dim < m.qk_rope_head_dim {
+                        return Err(format!(
+                            "indexer: {} heads × {}, top-{}: heads and top-k must be positive and head_dim at least qk_rope_head_dim {}",
+                            ix.heads, ix.head_dim, ix.topk, m.qk_rope_head_dim
+                        ));
+                    }
+                    if m.q_lora_rank.is_none() {
+                        return Err("the sparse-attention indexer needs q_lora_rank".into());
+                    }
+                }
                 if m.num_heads == 0 || m.kv_lora_rank == 0 || m.v_head_dim == 0 {
                     return Err("MLA heads, kv_lora_rank and v_head_dim must be positive".into());
                 }
@@ -367,6 +378,19 @@ pub struct MlaSpec {
     pub rope_pairing: RopePairing,
     #[serde(skip)]
     pub rope: RopeConfig,
+    /// DeepSeek-V3.2's sparse-attention indexer: each query attends only to the keys it selects.
+    pub indexer: Option<IndexerSpec>,
+}
+
+/// DeepSeek Sparse Attention's indexer (`self_attn.indexer`): per query, the `topk` earlier keys
+/// with the highest `Σ_h w_h · relu(q_h · k)` (its own `heads` × `head_dim` queries from the
+/// low-rank query, one LayerNorm'd key per position, rotary on the first `qk_rope_head_dim` in
+/// halves pairing); attention is masked to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct IndexerSpec {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub topk: usize,
 }
 
 /// How rotated dimensions pair up.

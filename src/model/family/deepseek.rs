@@ -19,8 +19,8 @@
 
 use super::super::config::{CoreDefaults, ModelConfig};
 use super::super::spec::{
-    AttentionSpec, AttentionWindow, DenseSpec, GateSpec, MlaSpec, ModelSpec, Multipliers, NormKind,
-    NormSpec, RopePairing, SharedExpertSpec, TensorNames,
+    AttentionSpec, AttentionWindow, DenseSpec, GateSpec, IndexerSpec, MlaSpec, ModelSpec,
+    Multipliers, NormKind, NormSpec, RopePairing, SharedExpertSpec, TensorNames,
 };
 use crate::error::Result;
 use crate::routing::{GroupScore, Normalization, RouterSpec, RoutingRule, Selection};
@@ -30,6 +30,7 @@ enum Version {
     V2,
     V3,
     Glm4Lite,
+    V32,
 }
 
 pub fn spec_v2(cfg: &ModelConfig) -> Result<ModelSpec> {
@@ -42,6 +43,10 @@ pub fn spec_v3(cfg: &ModelConfig) -> Result<ModelSpec> {
 
 pub fn spec_glm4_lite(cfg: &ModelConfig) -> Result<ModelSpec> {
     spec(cfg, Version::Glm4Lite)
+}
+
+pub fn spec_v32(cfg: &ModelConfig) -> Result<ModelSpec> {
+    spec(cfg, Version::V32)
 }
 
 fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
@@ -67,7 +72,7 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
     let dense = dense_layers(cfg, version, core.num_hidden_layers)?;
     let (n_group, topk_group) = match version {
         Version::V2 | Version::Glm4Lite => (1, 1),
-        Version::V3 => (8, 4),
+        Version::V3 | Version::V32 => (8, 4),
     };
     let n_group = cfg.opt_usize("n_group")?.unwrap_or(n_group);
     let topk_group = cfg.opt_usize("topk_group")?.unwrap_or(topk_group);
@@ -85,7 +90,7 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
             )))
             }
         },
-        Version::V3 | Version::Glm4Lite => Selection::GroupLimited {
+        Version::V3 | Version::Glm4Lite | Version::V32 => Selection::GroupLimited {
             num_groups: n_group,
             topk_groups: topk_group,
             group_score: GroupScore::TopTwoSum,
@@ -116,7 +121,7 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
             .opt_f64("routed_scaling_factor")?
             .unwrap_or(match version {
                 Version::V2 => 1.0,
-                Version::V3 => 2.5,
+                Version::V3 | Version::V32 => 2.5,
                 Version::Glm4Lite => 1.8,
             }) as f32,
         selection_bias: v3,
@@ -154,6 +159,7 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
         Version::V2 => ("DeepSeek-V2", "DeepseekV2ForCausalLM"),
         Version::V3 => ("DeepSeek-V3", "DeepseekV3ForCausalLM"),
         Version::Glm4Lite => ("GLM-4.7-Flash", "Glm4MoeLiteForCausalLM"),
+        Version::V32 => ("DeepSeek-V3.2", "DeepseekV32ForCausalLM"),
     };
     Ok(ModelSpec {
         family,
@@ -173,7 +179,11 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
         linear_attention: None,
         attention: AttentionSpec::Mla(MlaSpec {
             num_heads: core.num_attention_heads,
-            q_lora_rank: cfg.opt_usize("q_lora_rank")?,
+            q_lora_rank: match version {
+                // DeepseekV32Config: 1536 unless given; its attention has no direct q_proj.
+                Version::V32 => Some(cfg.opt_usize("q_lora_rank")?.unwrap_or(1536)),
+                _ => cfg.opt_usize("q_lora_rank")?,
+            },
             kv_lora_rank: cfg.opt_usize("kv_lora_rank")?.unwrap_or(512),
             qk_nope_head_dim: cfg.opt_usize("qk_nope_head_dim")?.unwrap_or(if lite {
                 192
@@ -185,7 +195,8 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
                 .opt_usize("v_head_dim")?
                 .unwrap_or(if lite { 256 } else { 128 }),
             attention_bias: cfg.opt_bool("attention_bias")?.unwrap_or(false),
-            rope_pairing: if version == Version::V2
+            // V3.2's attention always rotates interleaved pairs (its indexer halves).
+            rope_pairing: if matches!(version, Version::V2 | Version::V32)
                 || cfg.opt_bool("rope_interleave")?.unwrap_or(true)
             {
                 RopePairing::Interleaved
@@ -193,6 +204,14 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
                 RopePairing::Halves
             },
             rope,
+            indexer: match version {
+                Version::V32 => Some(IndexerSpec {
+                    heads: cfg.opt_usize("index_n_heads")?.unwrap_or(64),
+                    head_dim: cfg.opt_usize("index_head_dim")?.unwrap_or(128),
+                    topk: cfg.opt_usize("index_topk")?.unwrap_or(2048),
+                }),
+                _ => None,
+            },
         }),
         layers: super::layers(core.num_hidden_layers, AttentionWindow::Full, |i| !dense[i]),
         dense: DenseSpec {
@@ -207,15 +226,19 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
 /// Which layers are dense: the first `first_k_dense_replace` (V2: 0, V3: 3 by default), or for
 /// GLM-4.7-Flash its `mlp_layer_types` ("dense" / "sparse"), the first layer dense by default.
 fn dense_layers(cfg: &ModelConfig, version: Version, layers: usize) -> Result<Vec<bool>> {
-    if version != Version::Glm4Lite {
-        let first_dense = cfg
-            .opt_usize("first_k_dense_replace")?
-            .unwrap_or(if version == Version::V3 { 3 } else { 0 });
-        return Ok((0..layers).map(|i| i < first_dense).collect());
-    }
-    let types = cfg.str_list("mlp_layer_types")?;
+    let types = match version {
+        Version::V2 | Version::V3 => Vec::new(),
+        Version::Glm4Lite | Version::V32 => cfg.str_list("mlp_layer_types")?,
+    };
     if types.is_empty() {
-        return Ok((0..layers).map(|i| i == 0).collect());
+        // V3.2 derives its default list from first_k_dense_replace; GLM-4.7-Flash does not read it.
+        let first = match version {
+            Version::Glm4Lite => 1,
+            _ => cfg
+                .opt_usize("first_k_dense_replace")?
+                .unwrap_or(if version == Version::V2 { 0 } else { 3 }),
+        };
+        return Ok((0..layers).map(|i| i < first).collect());
     }
     if types.len() < layers {
         return Err(cfg.bad(format!(

@@ -5,7 +5,7 @@
 
 use super::linear_attention::{GatedDeltaNet, LinearState};
 use super::norm::rms_normalize;
-use super::{Linear, RmsNorm, Rotary};
+use super::{Linear, Norm, RmsNorm, Rotary};
 use crate::error::Result;
 use crate::model::host;
 use crate::model::spec::{AttentionWindow, TemperatureTuning};
@@ -23,6 +23,8 @@ pub struct KvCache {
     keys: Option<Tensor>,
     values: Option<Tensor>,
     linear: LinearState,
+    /// DeepSeek-V3.2's indexer keys `[1, seen, index_head_dim]`.
+    index_keys: Option<Tensor>,
 }
 
 impl KvCache {
@@ -151,6 +153,91 @@ pub struct MlaAttention {
     /// Softmax scale: `qk_head_dim^-0.5`, times YaRN's `mscale²` when the rope is scaled.
     pub scale: f64,
     pub rotary: Rotary,
+    /// DeepSeek-V3.2's sparse-attention indexer.
+    pub indexer: Option<Indexer>,
+}
+
+/// DeepSeek Sparse Attention's indexer (transformers `DeepseekV32Indexer`): scores every earlier
+/// key for each query as `Σ_h w_h · relu(q_h · k · d^-0.5)` with `w = weights_proj(x) · heads^-0.5`
+/// and keeps the `topk` best (all of them while fewer are visible). Its keys are cached.
+#[derive(Clone, Debug)]
+pub struct Indexer {
+    pub wq_b: Linear,
+    pub wk: Linear,
+    pub k_norm: Norm,
+    pub weights_proj: Linear,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub topk: usize,
+    /// The first `qk_rope_head_dim` of each head, halves pairing.
+    pub rotary: Rotary,
+}
+
+impl Indexer {
+    /// The additive `[len, seen]` mask of the keys each query of `x` selects (0) or not (−∞);
+    /// `q_resid` is the attention's normalized low-rank query, `keys` the cached indexer keys.
+    fn selection(
+        &self,
+        x: &Tensor,
+        q_resid: &Tensor,
+        keys: &mut Option<Tensor>,
+        start: usize,
+        sequence_end: usize,
+    ) -> Result<Tensor> {
+        let (len, _) = x.dims2()?;
+        let (nh, d) = (self.heads, self.head_dim);
+        let q = self
+            .wq_b
+            .forward(q_resid)?
+            .reshape((len, nh, d))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let k = self
+            .k_norm
+            .forward(&self.wk.forward(x)?)?
+            .reshape((1, len, d))?;
+        let rotated = self.rotary.apply(&[&q, &k], start, sequence_end)?;
+        let all_keys = match keys.take() {
+            Some(old) => Tensor::cat(&[&old, &rotated[1]], 1)?,
+            None => rotated[1].clone(),
+        };
+        *keys = Some(all_keys.clone());
+        let seen = all_keys.dim(1)?;
+        let flat = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
+        let (q, k) = (flat(&rotated[0])?, flat(&all_keys)?);
+        let w = flat(&self.weights_proj.forward(x)?)?;
+        let (scale, head_weight) = ((d as f32).powf(-0.5), (nh as f32).powf(-0.5));
+        let mut mask = vec![f32::NEG_INFINITY; len * seen];
+        for s in 0..len {
+            let visible = (start + s + 1).min(seen);
+            let row = &mut mask[s * seen..(s + 1) * seen];
+            if self.topk >= visible {
+                row[..visible].iter_mut().for_each(|m| *m = 0.0);
+                continue;
+            }
+            let mut scores: Vec<(f32, usize)> = (0..visible)
+                .map(|t| {
+                    let key = &k[t * d..(t + 1) * d];
+                    let score: f32 = (0..nh)
+                        .map(|h| {
+                            let qh = &q[(h * len + s) * d..(h * len + s + 1) * d];
+                            let dot: f32 = qh.iter().zip(key).map(|(a, b)| a * b).sum();
+                            w[s * nh + h] * head_weight * (dot * scale).max(0.0)
+                        })
+                        .sum();
+                    (score, t)
+                })
+                .collect();
+            // Best first; equal scores keep the earlier key.
+            scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for &(_, t) in &scores[..self.topk] {
+                row[t] = 0.0;
+            }
+        }
+        Ok(Tensor::from_vec(mask, (len, seen), x.device())?)
+    }
 }
 
 // One per layer: the variants' size difference costs nothing, boxing would add an indirection.
@@ -260,15 +347,12 @@ impl GqaAttention {
             q = q.broadcast_mul(&scales)?;
         }
         let (k, v) = cache.append(k, v, 1, 1)?;
-        let out = masked_attention(
-            &q,
-            &k,
-            &v,
-            self.scale,
+        let keys = VisibleKeys {
             start,
-            self.window,
-            self.sinks.as_ref(),
-        )?;
+            window: self.window,
+            selected: None,
+        };
+        let out = masked_attention(&q, &k, &v, self.scale, keys, self.sinks.as_ref())?;
         match gate {
             Some(g) => o.forward(&(out * candle_nn::ops::sigmoid(&g)?)?),
             None => o.forward(&out),
@@ -286,9 +370,12 @@ impl MlaAttention {
             self.qk_rope_head_dim,
             self.v_head_dim,
         );
-        let q = match &self.q {
-            MlaQuery::Direct(p) => p.forward(x)?,
-            MlaQuery::LowRank { a, norm, b } => b.forward(&norm.forward(&a.forward(x)?)?)?,
+        let (q, q_resid) = match &self.q {
+            MlaQuery::Direct(p) => (p.forward(x)?, None),
+            MlaQuery::LowRank { a, norm, b } => {
+                let resid = norm.forward(&a.forward(x)?)?;
+                (b.forward(&resid)?, Some(resid))
+            }
         };
         // [len, h*(nope+rope)] -> [h, len, nope+rope]
         let q = q.reshape((len, h, nope + rope))?.transpose(0, 1)?;
@@ -315,9 +402,29 @@ impl MlaAttention {
         let v = kv.narrow(2, nope, vdim)?.contiguous()?;
         let k = Tensor::cat(&[&k_nope, &k_rot.broadcast_as((h, seen, rope))?], 2)?;
         let q = Tensor::cat(&[&q_nope, q_rot], 2)?;
-        let out = masked_attention(&q, &k, &v, self.scale, start, AttentionWindow::Full, None)?;
+        let selected = match (&self.indexer, &q_resid) {
+            (Some(indexer), Some(r)) => {
+                Some(indexer.selection(x, r, &mut cache.index_keys, start, sequence_end)?)
+            }
+            _ => None,
+        };
+        let keys = VisibleKeys {
+            start,
+            window: AttentionWindow::Full,
+            selected: selected.as_ref(),
+        };
+        let out = masked_attention(&q, &k, &v, self.scale, keys, None)?;
         self.o.forward(&out)
     }
+}
+
+/// Which keys a query may attend: causal from absolute position `start` on, within `window`, and
+/// (DeepSeek-V3.2) among those its indexer `selected` (`[len, seen]`, 0 or −∞).
+#[derive(Clone, Copy)]
+struct VisibleKeys<'a> {
+    start: usize,
+    window: AttentionWindow,
+    selected: Option<&'a Tensor>,
 }
 
 /// `[kv_heads, s, d]` → `[kv_heads * repeat, s, d]`, each kv head serving `repeat` query heads.
@@ -343,13 +450,17 @@ fn masked_attention(
     k: &Tensor,
     v: &Tensor,
     scale: f64,
-    start: usize,
-    window: AttentionWindow,
+    keys: VisibleKeys,
     sinks: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let VisibleKeys {
+        start,
+        window,
+        selected,
+    } = keys;
     let (h, len, dq) = q.dims3()?;
     let (kv_heads, seen, _) = k.dims3()?;
-    if q.device().is_cpu() {
+    if q.device().is_cpu() && selected.is_none() {
         let flat = |t: &Tensor| -> Result<Vec<f32>> {
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
         };
@@ -386,6 +497,11 @@ fn masked_attention(
     let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
     let mask = causal_mask(len, seen, start, window, q.device())?;
     let scores = scores.broadcast_add(&mask)?;
+    // DeepSeek-V3.2: only the keys the indexer selected (`[len, seen]`, 0 or −∞).
+    let scores = match selected {
+        Some(m) => scores.broadcast_add(&m.unsqueeze(0)?)?,
+        None => scores,
+    };
     let probs = match sinks {
         None => candle_nn::ops::softmax_last_dim(&scores)?,
         Some(sinks) => {
