@@ -350,6 +350,9 @@ impl MoescopeApp {
 
     /// Continues the current input token by token; tokens stream into the views.
     fn start_generation(&mut self) {
+        if self.corpus_run.is_some() {
+            return;
+        }
         self.dirty_since = None;
         let interventions = match self.intervention.interventions() {
             Ok(i) if i.capacity.is_some() => {

@@ -241,7 +241,8 @@ impl MoescopeApp {
         }
         ui.separator();
         ui.heading("Generate");
-        let ready = matches!(self.model, ModelState::Ready(_));
+        // A corpus run holds the engine (and its stop flag) until it ends.
+        let ready = matches!(self.model, ModelState::Ready(_)) && self.corpus_run.is_none();
         match self.generation.ui(ui, self.generating.is_some(), ready) {
             Some(GenerationAction::Start) => self.start_generation(),
             Some(GenerationAction::Stop) => self.worker.stop(),
