@@ -369,6 +369,15 @@ impl ModelConfig {
         })
     }
 
+    /// Whether the config names a `partial_rotary_factor` (at the top or in `rope_parameters`):
+    /// families whose config class defaults it (GLM 0.5, Qwen3-Next 0.25) apply theirs otherwise.
+    pub fn names_partial_rotary(&self) -> Result<bool> {
+        Ok(self.contains("partial_rotary_factor")
+            || self
+                .sub("rope_parameters")?
+                .is_some_and(|p| p.contains("partial_rotary_factor")))
+    }
+
     /// Rope settings from `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling` (4),
     /// with `default_theta` when neither names a theta (each family has its own default, as its
     /// transformers config class does).

@@ -226,36 +226,21 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
 /// Which layers are dense: the first `first_k_dense_replace` (V2: 0, V3: 3 by default), or for
 /// GLM-4.7-Flash its `mlp_layer_types` ("dense" / "sparse"), the first layer dense by default.
 fn dense_layers(cfg: &ModelConfig, version: Version, layers: usize) -> Result<Vec<bool>> {
-    let types = match version {
-        Version::V2 | Version::V3 => Vec::new(),
-        Version::Glm4Lite | Version::V32 => cfg.str_list("mlp_layer_types")?,
+    let given = match version {
+        Version::V2 | Version::V3 => None,
+        Version::Glm4Lite | Version::V32 => {
+            super::layer_kinds(cfg, "mlp_layer_types", layers, "dense", "sparse")?
+        }
     };
-    if types.is_empty() {
-        // V3.2 derives its default list from first_k_dense_replace; GLM-4.7-Flash does not read it.
-        let first = match version {
-            Version::Glm4Lite => 1,
-            _ => cfg
-                .opt_usize("first_k_dense_replace")?
-                .unwrap_or(if version == Version::V2 { 0 } else { 3 }),
-        };
-        return Ok((0..layers).map(|i| i < first).collect());
+    if let Some(dense) = given {
+        return Ok(dense);
     }
-    if types.len() < layers {
-        return Err(cfg.bad(format!(
-            "'{}' lists {} layers of {layers}",
-            cfg.field("mlp_layer_types"),
-            types.len()
-        )));
-    }
-    types[..layers]
-        .iter()
-        .map(|t| match t.as_str() {
-            "dense" => Ok(true),
-            "sparse" => Ok(false),
-            other => Err(cfg.bad(format!(
-                "'{}' holds '{other}' (expected dense or sparse)",
-                cfg.field("mlp_layer_types")
-            ))),
-        })
-        .collect()
+    // V3.2 derives its default list from first_k_dense_replace; GLM-4.7-Flash does not read it.
+    let first = match version {
+        Version::Glm4Lite => 1,
+        _ => cfg
+            .opt_usize("first_k_dense_replace")?
+            .unwrap_or(if version == Version::V2 { 0 } else { 3 }),
+    };
+    Ok((0..layers).map(|i| i < first).collect())
 }

@@ -13,7 +13,6 @@ use super::super::spec::{
     SharedExpertSpec,
 };
 use crate::error::Result;
-use crate::routing::{GroupScore, Normalization, RouterSpec, RoutingRule, Selection};
 
 pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
     cfg.require_silu("hidden_act")?;
@@ -28,28 +27,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
     let num_experts =
         cfg.positive_any(&["n_routed_experts", "num_local_experts", "num_experts"])?;
     let top_k = cfg.top_k(&["num_experts_per_tok"], None, num_experts)?;
-    let router = RouterSpec {
-        num_experts,
-        top_k,
-        rule: RoutingRule::SigmoidTopK,
-        selection: Selection::GroupLimited {
-            num_groups: cfg.opt_usize("n_group")?.unwrap_or(1),
-            topk_groups: cfg.opt_usize("topk_group")?.unwrap_or(1),
-            group_score: GroupScore::TopTwoSum,
-        },
-        normalization: if cfg.opt_bool("norm_topk_prob")?.unwrap_or(false) {
-            Normalization::Sum
-        } else {
-            Normalization::None
-        },
-        routed_scaling_factor: cfg.opt_f64("routed_scaling_factor")?.unwrap_or(1.0) as f32,
-        selection_bias: true,
-    };
-    if let Some(problem) = router.problem() {
-        return Err(cfg.bad(format!(
-            "n_group / topk_group / num_experts_per_tok: {problem}"
-        )));
-    }
+    let router = super::sigmoid_group_router(cfg, num_experts, top_k, false)?;
     let mut attention = super::gqa(&core, cfg.rope(10_000.0)?);
     attention.qkv_bias = cfg.opt_bool("attention_bias")?.unwrap_or(false);
     attention.o_bias = attention.qkv_bias;
@@ -107,27 +85,13 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
 /// Dots1Config: `layer_types` when given, else sliding from `max_window_layers` (default 62) on
 /// wherever a `sliding_window` is set.
 fn sliding_layers(cfg: &ModelConfig, layers: usize, window: Option<usize>) -> Result<Vec<bool>> {
-    let types = cfg.str_list("layer_types")?;
-    if types.is_empty() {
-        let from = cfg.opt_usize("max_window_layers")?.unwrap_or(62);
-        return Ok((0..layers).map(|i| window.is_some() && i >= from).collect());
-    }
-    if types.len() < layers {
-        return Err(cfg.bad(format!(
-            "'{}' lists {} layers of {layers}",
-            cfg.field("layer_types"),
-            types.len()
-        )));
-    }
-    types[..layers]
-        .iter()
-        .map(|t| match t.as_str() {
-            "sliding_attention" => Ok(true),
-            "full_attention" => Ok(false),
-            other => Err(cfg.bad(format!(
-                "'{}' holds '{other}' (expected sliding_attention or full_attention)",
-                cfg.field("layer_types")
-            ))),
-        })
-        .collect()
+    let given = super::layer_kinds(
+        cfg,
+        "layer_types",
+        layers,
+        "sliding_attention",
+        "full_attention",
+    )?;
+    let from = cfg.opt_usize("max_window_layers")?.unwrap_or(62);
+    Ok(given.unwrap_or_else(|| (0..layers).map(|i| window.is_some() && i >= from).collect()))
 }

@@ -13,7 +13,6 @@
 use super::super::config::{CoreConfig, CoreDefaults, ModelConfig};
 use super::super::spec::{AttentionWindow, GateSpec, ModelSpec, QkNormKind, SharedExpertSpec};
 use crate::error::Result;
-use crate::routing::{GroupScore, Normalization, RouterSpec, RoutingRule, Selection};
 
 pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
     cfg.require_silu("hidden_act")?;
@@ -28,35 +27,10 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
     let num_experts =
         cfg.positive_any(&["n_routed_experts", "num_local_experts", "num_experts"])?;
     let top_k = cfg.top_k(&["num_experts_per_tok"], Some(8), num_experts)?;
-    let router = RouterSpec {
-        num_experts,
-        top_k,
-        rule: RoutingRule::SigmoidTopK,
-        selection: Selection::GroupLimited {
-            num_groups: cfg.opt_usize("n_group")?.unwrap_or(1),
-            topk_groups: cfg.opt_usize("topk_group")?.unwrap_or(1),
-            group_score: GroupScore::TopTwoSum,
-        },
-        normalization: if cfg.opt_bool("norm_topk_prob")?.unwrap_or(true) {
-            Normalization::Sum
-        } else {
-            Normalization::None
-        },
-        routed_scaling_factor: cfg.opt_f64("routed_scaling_factor")?.unwrap_or(1.0) as f32,
-        selection_bias: true,
-    };
-    if let Some(problem) = router.problem() {
-        return Err(cfg.bad(format!(
-            "n_group / topk_group / num_experts_per_tok: {problem}"
-        )));
-    }
+    let router = super::sigmoid_group_router(cfg, num_experts, top_k, true)?;
     let mut rope = cfg.rope(10_000.0)?;
     // Glm4MoeConfig sets partial_rotary_factor 0.5 when the config does not say.
-    if !cfg.contains("partial_rotary_factor")
-        && !cfg
-            .sub("rope_parameters")?
-            .is_some_and(|p| p.contains("partial_rotary_factor"))
-    {
+    if !cfg.names_partial_rotary()? {
         rope.partial_rotary_factor = 0.5;
     }
     let mut attention = super::gqa(&core, rope);

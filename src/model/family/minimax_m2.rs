@@ -36,10 +36,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
         selection_bias: true,
     };
     let mut rope = cfg.rope(5_000_000.0)?;
-    let partial_given = cfg.contains("partial_rotary_factor")
-        || cfg
-            .sub("rope_parameters")?
-            .is_some_and(|p| p.contains("partial_rotary_factor"));
+    let partial_given = cfg.names_partial_rotary()?;
     if let (false, Some(rotary_dim)) = (partial_given, cfg.opt_usize("rotary_dim")?) {
         if rotary_dim == 0 || rotary_dim > core.head_dim {
             return Err(cfg.bad(format!(

@@ -110,6 +110,76 @@ fn moe(router: RouterSpec, gate: GateSpec, experts: ExpertSpec) -> MoeSpec {
     }
 }
 
+/// DeepSeek-V3's router as GLM-4-MoE and dots1 configure it: sigmoid, a selection-only bias,
+/// `n_group` groups scored by their top-2 sum with `topk_group` kept, weights renormalized when
+/// `norm_topk_prob` (default `norm_default`), × `routed_scaling_factor` (default 1).
+fn sigmoid_group_router(
+    cfg: &ModelConfig,
+    num_experts: usize,
+    top_k: usize,
+    norm_default: bool,
+) -> crate::error::Result<RouterSpec> {
+    use crate::routing::{GroupScore, Normalization, RoutingRule, Selection};
+    let router = RouterSpec {
+        num_experts,
+        top_k,
+        rule: RoutingRule::SigmoidTopK,
+        selection: Selection::GroupLimited {
+            num_groups: cfg.opt_usize("n_group")?.unwrap_or(1),
+            topk_groups: cfg.opt_usize("topk_group")?.unwrap_or(1),
+            group_score: GroupScore::TopTwoSum,
+        },
+        normalization: if cfg.opt_bool("norm_topk_prob")?.unwrap_or(norm_default) {
+            Normalization::Sum
+        } else {
+            Normalization::None
+        },
+        routed_scaling_factor: cfg.opt_f64("routed_scaling_factor")?.unwrap_or(1.0) as f32,
+        selection_bias: true,
+    };
+    match router.problem() {
+        Some(problem) => Err(cfg.bad(format!(
+            "n_group / topk_group / num_experts_per_tok: {problem}"
+        ))),
+        None => Ok(router),
+    }
+}
+
+/// A per-layer list of two kinds (`layer_types`, `mlp_layer_types`): per layer whether it is
+/// `yes` (else `no`); `None` when the config has no such list. Shorter lists and other names are
+/// errors naming the field.
+fn layer_kinds(
+    cfg: &ModelConfig,
+    name: &str,
+    layers: usize,
+    yes: &str,
+    no: &str,
+) -> crate::error::Result<Option<Vec<bool>>> {
+    let kinds = cfg.str_list(name)?;
+    if kinds.is_empty() {
+        return Ok(None);
+    }
+    if kinds.len() < layers {
+        return Err(cfg.bad(format!(
+            "'{}' lists {} layers of {layers}",
+            cfg.field(name),
+            kinds.len()
+        )));
+    }
+    kinds[..layers]
+        .iter()
+        .map(|k| match k.as_str() {
+            k if k == yes => Ok(true),
+            k if k == no => Ok(false),
+            other => Err(cfg.bad(format!(
+                "'{}' holds '{other}' (expected {yes} or {no})",
+                cfg.field(name)
+            ))),
+        })
+        .collect::<crate::error::Result<Vec<bool>>>()
+        .map(Some)
+}
+
 /// A spec with the Llama layout, RMSNorm and no multipliers; callers adjust what differs.
 fn llama_like(
     family: &'static str,

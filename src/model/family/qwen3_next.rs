@@ -71,11 +71,7 @@ fn spec_of(cfg: &ModelConfig, generation: Generation, names: TensorNames) -> Res
         num_experts,
     )?;
     let mut rope = cfg.rope(10_000.0)?;
-    if !cfg.contains("partial_rotary_factor")
-        && !cfg
-            .sub("rope_parameters")?
-            .is_some_and(|p| p.contains("partial_rotary_factor"))
-    {
+    if !cfg.names_partial_rotary()? {
         rope.partial_rotary_factor = 0.25;
     }
     let mut attention = super::gqa(&core, rope);
@@ -169,33 +165,22 @@ fn spec_of(cfg: &ModelConfig, generation: Generation, names: TensorNames) -> Res
 /// Which layers are linear attention: `layer_types` ("linear_attention" / "full_attention"), or
 /// all but every `full_attention_interval`-th (default 4).
 fn linear_layers(cfg: &ModelConfig, layers: usize) -> Result<Vec<bool>> {
-    let types = cfg.str_list("layer_types")?;
-    if types.is_empty() {
-        let interval = cfg.opt_usize("full_attention_interval")?.unwrap_or(4);
-        if interval == 0 {
-            return Err(cfg.bad(format!(
-                "'{}' must be positive",
-                cfg.field("full_attention_interval")
-            )));
-        }
-        return Ok((0..layers).map(|i| (i + 1) % interval != 0).collect());
+    let given = super::layer_kinds(
+        cfg,
+        "layer_types",
+        layers,
+        "linear_attention",
+        "full_attention",
+    )?;
+    if let Some(linear) = given {
+        return Ok(linear);
     }
-    if types.len() < layers {
+    let interval = cfg.opt_usize("full_attention_interval")?.unwrap_or(4);
+    if interval == 0 {
         return Err(cfg.bad(format!(
-            "'{}' lists {} layers of {layers}",
-            cfg.field("layer_types"),
-            types.len()
+            "'{}' must be positive",
+            cfg.field("full_attention_interval")
         )));
     }
-    types[..layers]
-        .iter()
-        .map(|t| match t.as_str() {
-            "linear_attention" => Ok(true),
-            "full_attention" => Ok(false),
-            other => Err(cfg.bad(format!(
-                "'{}' holds '{other}' (expected linear_attention or full_attention)",
-                cfg.field("layer_types")
-            ))),
-        })
-        .collect()
+    Ok((0..layers).map(|i| (i + 1) % interval != 0).collect())
 }
