@@ -95,7 +95,8 @@ impl GatedDeltaNet {
         let per_key = nv / nk;
         let (key_dim, value_dim, conv_dim) = (self.key_dim(), self.value_dim(), self.conv_dim());
         let kernel = s.conv_kernel;
-        if state.conv.is_empty() {
+        // A fresh state (the conv part is empty anyway when the kernel is 1).
+        if state.recurrent.is_empty() {
             state.conv = vec![0.0; (kernel - 1) * conv_dim];
             state.recurrent = vec![0.0; nv * hk * hv];
         }
