@@ -11,8 +11,8 @@ use super::layers::{Attention, GatedMlp, KvCache, Linear, Norm, RmsNorm, Rotary,
 use super::moe::{resolve_kernel, ChunkPosition, MoeBlock};
 use super::record::{ExpertKernel, ForwardOptions, LayerRecord};
 use super::spec::{
-    AttentionSpec, DeltaNetProjections, FfnKind, LayerSpec, LinearAttentionSpec, ModelSpec,
-    MoeSpec, NormKind, NormSpec, QkNormKind, QkvProjections, RopePairing,
+    AttentionSpec, BlockLayout, DeltaNetProjections, FfnKind, LayerSpec, LinearAttentionSpec,
+    ModelSpec, MoeSpec, NormKind, NormSpec, QkNormKind, QkvProjections, RopePairing,
 };
 use super::stopwatch::Stopwatch;
 use super::weights::{Prefixed, Weights};
@@ -33,8 +33,19 @@ enum FeedForward {
 struct Block {
     input_norm: Norm,
     attention: Attention,
+    /// The feed-forward input's norm, or in a sandwich block the attention output's.
     post_attention_norm: Norm,
     ffn: FeedForward,
+    /// Gemma-4's sandwich layout ([`BlockLayout::Sandwich`]).
+    sandwich: Option<Sandwich>,
+    /// KV sharing: the earlier layer whose keys and values this one attends to.
+    kv_from: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+struct Sandwich {
+    ffn_output_norm: Norm,
+    layer_scalar: f64,
 }
 
 /// Token embeddings: the stored matrix on the CPU (rows decoded as they are looked up), a tensor
@@ -109,7 +120,7 @@ impl CausalLm {
                     let name = names
                         .moe
                         .iter()
-                        .find(|n| w.pp(n).pp(gate).contains("weight"))
+                        .find(|n| w.pp_opt(n).pp(gate).contains("weight"))
                         .copied()
                         .unwrap_or(names.moe[0]);
                     let routed_here = spec.layers[layer].top_k.map(|k| MoeSpec {
@@ -120,7 +131,14 @@ impl CausalLm {
                         ..spec.moe.clone()
                     });
                     let moe = routed_here.as_ref().unwrap_or(&spec.moe);
-                    FeedForward::Moe(Box::new(MoeBlock::load(&w.pp(name), &w, h, moe, kernel)?))
+                    FeedForward::Moe(Box::new(MoeBlock::load(
+                        &w.pp_opt(name),
+                        &w,
+                        h,
+                        moe,
+                        &spec.norm,
+                        kernel,
+                    )?))
                 }
                 FfnKind::Dense => FeedForward::Dense(Box::new(GatedMlp::load(
                     &w.pp(names.dense_mlp),
@@ -139,6 +157,19 @@ impl CausalLm {
                 },
                 post_attention_norm: Norm::load(&w.pp(names.post_attention_norm), h, &spec.norm)?,
                 ffn,
+                sandwich: match spec.block {
+                    BlockLayout::PreNorm => None,
+                    BlockLayout::Sandwich {
+                        ffn_output_norm,
+                        layer_scalar,
+                    } => Some(Sandwich {
+                        ffn_output_norm: Norm::load(&w.pp(ffn_output_norm), h, &spec.norm)?,
+                        layer_scalar: f64::from(
+                            w.get_as(layer_scalar, &[1], DType::F32)?.to_vec1::<f32>()?[0],
+                        ),
+                    }),
+                },
+                kv_from: layer_spec.attention.kv_from,
             });
             // Each layer's load frees its temporaries; hand them back now, not at the end, so
             // the peak stays near the weights (it was 1.12× them with one trim after loading).
@@ -246,19 +277,35 @@ impl CausalLm {
             self.embed.lookup(ids, self.dtype, &device)?,
             multipliers.embedding,
         )?;
-        for (layer, (block, cache)) in self.blocks.iter().zip(self.cache.iter_mut()).enumerate() {
+        for (layer, block) in self.blocks.iter().enumerate() {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Error::Cancelled);
             }
             let mut watch = Stopwatch::start(&device, run.synchronize_timings);
             let mut timings = LayerTimings::default();
-            let attn =
-                block
+            let attention_input = block.input_norm.forward(&x)?;
+            let (earlier, rest) = self.cache.split_at_mut(layer);
+            let attn = match block.kv_from.and_then(|j| earlier.get(j)) {
+                Some(source) => {
+                    block
+                        .attention
+                        .forward_shared(&attention_input, source, sequence_end)?
+                }
+                None => block
                     .attention
-                    .forward(&block.input_norm.forward(&x)?, cache, sequence_end)?;
+                    .forward(&attention_input, &mut rest[0], sequence_end)?,
+            };
+            let attn = match &block.sandwich {
+                Some(_) => block.post_attention_norm.forward(&attn)?,
+                None => attn,
+            };
             x = (x + scaled(attn, multipliers.residual)?)?;
             timings.attention = watch.lap_ms();
-            let normed = block.post_attention_norm.forward(&x)?;
+            // A sandwich block's MoE reads the residual stream and normalizes each branch itself.
+            let normed = match &block.sandwich {
+                Some(_) => x.clone(),
+                None => block.post_attention_norm.forward(&x)?,
+            };
             let (ffn_out, moe) = match &block.ffn {
                 FeedForward::Dense(mlp) => {
                     let y = mlp.forward(&normed)?;
@@ -280,7 +327,14 @@ impl CausalLm {
                     (y, Some(record))
                 }
             };
+            let ffn_out = match &block.sandwich {
+                Some(s) => s.ffn_output_norm.forward(&ffn_out)?,
+                None => ffn_out,
+            };
             x = (x + scaled(ffn_out, multipliers.residual)?)?;
+            if let Some(s) = &block.sandwich {
+                x = scaled(x, s.layer_scalar)?;
+            }
             timings.total = timings.attention + timings.router + timings.experts + timings.shared;
             records.push(LayerRecord {
                 layer,
@@ -301,6 +355,10 @@ impl CausalLm {
             let d = multipliers.logits_divisor as f32;
             logits.iter_mut().for_each(|l| *l /= d);
         }
+        if let Some(cap) = multipliers.final_logit_softcap {
+            let cap = cap as f32;
+            logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+        }
         if logits.iter().any(|l| !l.is_finite()) {
             return Err(Error::NonFinite {
                 what: "output logits",
@@ -316,7 +374,12 @@ const MLA_NORM_EPS: f64 = 1e-6;
 
 fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<Attention> {
     let h = spec.hidden_size;
-    Ok(match &spec.attention {
+    let attention = match (&spec.global_attention, layer.attention.global) {
+        (Some(global), true) => AttentionSpec::Gqa(global.clone()),
+        _ => spec.attention.clone(),
+    };
+    let shares_keys = layer.attention.kv_from.is_some();
+    Ok(match &attention {
         AttentionSpec::Gqa(a) => {
             let (q_dim, kv_dim) = (a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim);
             let eps = spec.norm.eps;
@@ -324,7 +387,16 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
                 QkNormKind::None => QkNorm::None,
                 QkNormKind::PerHead => QkNorm::PerHead {
                     q: RmsNorm::load_kind(&w.pp("q_norm"), a.head_dim, eps, spec.norm.kind)?,
-                    k: RmsNorm::load_kind(&w.pp("k_norm"), a.head_dim, eps, spec.norm.kind)?,
+                    k: if shares_keys {
+                        None
+                    } else {
+                        Some(RmsNorm::load_kind(
+                            &w.pp("k_norm"),
+                            a.head_dim,
+                            eps,
+                            spec.norm.kind,
+                        )?)
+                    },
                 },
                 QkNormKind::Full => QkNorm::Full {
                     q: RmsNorm::load(&w.pp("q_norm"), q_dim, eps)?,
@@ -336,7 +408,17 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
                     k: RmsNorm::load(&w.pp("key_layernorm"), a.head_dim, eps)?,
                 },
             };
+            let q_rows = if a.output_gate { 2 * q_dim } else { q_dim };
             let projections = match a.projections {
+                QkvProjections::Separate if shares_keys => Projections::QueryOnly {
+                    q: Linear::load(&w.pp("q_proj"), h, q_rows, a.qkv_bias)?,
+                    o: Linear::load(&w.pp("o_proj"), q_dim, h, a.o_bias)?,
+                },
+                QkvProjections::Separate if a.value_is_key => Projections::KeyIsValue {
+                    q: Linear::load(&w.pp("q_proj"), h, q_rows, a.qkv_bias)?,
+                    k: Linear::load(&w.pp("k_proj"), h, kv_dim, a.qkv_bias)?,
+                    o: Linear::load(&w.pp("o_proj"), q_dim, h, a.o_bias)?,
+                },
                 QkvProjections::Separate => Projections::Separate {
                     q: Linear::load(
                         &w.pp("q_proj"),
@@ -367,6 +449,7 @@ fn load_attention(w: &Prefixed, spec: &ModelSpec, layer: &LayerSpec) -> Result<A
                 },
                 scale: a.scale,
                 output_gate: a.output_gate,
+                value_norm: a.value_norm.then_some(eps),
                 rotary: layer.attention.rotary.then(|| {
                     Rotary::new(
                         &a.rope,

@@ -54,6 +54,11 @@ pub enum RopeScaling {
     /// Each frequency divided by its own factor: a GGUF file's `rope_freqs` tensor, the form
     /// llama.cpp's converter gives llama3 scaling (Llama-4 Scout), one factor per rotated pair.
     FrequencyFactors { factors: Vec<f64> },
+    /// Gemma-4's proportional rope (`_compute_proportional_rope_parameters`): the whole head
+    /// rotates in halves pairing with the default frequencies `base^(−2i/head_dim) / factor`,
+    /// but only the first `⌊rotated_fraction · head_dim / 2⌋` are nonzero (the rest leave their
+    /// pairs unrotated).
+    Proportional { factor: f64, rotated_fraction: f64 },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +79,7 @@ impl RopeConfig {
             RopeScaling::Llama3 { .. } => "llama3",
             RopeScaling::LongRope { .. } => "longrope",
             RopeScaling::FrequencyFactors { .. } => "rope_freqs",
+            RopeScaling::Proportional { .. } => "proportional",
         }
     }
 }
@@ -382,16 +388,46 @@ impl ModelConfig {
     /// with `default_theta` when neither names a theta (each family has its own default, as its
     /// transformers config class does).
     pub fn rope(&self, default_theta: f64) -> Result<RopeConfig> {
-        let object = |name: &str| match self.value(name) {
+        let params = self.object("rope_parameters")?;
+        let scaling = self.object("rope_scaling")?;
+        self.rope_from(params, scaling, default_theta)
+    }
+
+    /// Rope settings of the layers of `layer_type` from `rope_parameters` keyed by layer type
+    /// (Gemma-4: `{"sliding_attention": {...}, "full_attention": {...}}`); `None` when the config
+    /// has no entry for it.
+    pub fn layer_type_rope(
+        &self,
+        layer_type: &str,
+        default_theta: f64,
+    ) -> Result<Option<RopeConfig>> {
+        let Some(params) = self.sub("rope_parameters")? else {
+            return Ok(None);
+        };
+        match params.object(layer_type)? {
+            None => Ok(None),
+            Some(m) => Ok(Some(params.rope_from(Some(m), None, default_theta)?)),
+        }
+    }
+
+    /// The object `name`, `None` when absent or null.
+    fn object(&self, name: &str) -> Result<Option<&Map<String, Value>>> {
+        match self.value(name) {
             Some(Value::Object(m)) => Ok(Some(m)),
             Some(v) => Err(self.bad(format!(
                 "'{}' must be an object, found {v}",
                 self.field(name)
             ))),
             None => Ok(None),
-        };
-        let params = object("rope_parameters")?;
-        let scaling = object("rope_scaling")?;
+        }
+    }
+
+    fn rope_from(
+        &self,
+        params: Option<&Map<String, Value>>,
+        scaling: Option<&Map<String, Value>>,
+        default_theta: f64,
+    ) -> Result<RopeConfig> {
         let theta = params
             .and_then(|m| m.get("rope_theta"))
             .and_then(Value::as_f64)
@@ -414,9 +450,20 @@ impl ModelConfig {
             return Err(self.bad(format!("rope_theta {theta} must be positive")));
         }
         // transformers 5 folds the scaling into rope_parameters; 4 keeps a separate rope_scaling.
-        let scaling = match scaling.or(params) {
+        let mut scaling = match scaling.or(params) {
             None => RopeScaling::Default,
             Some(s) => self.rope_scaling(s)?,
+        };
+        // Proportional rope rotates the whole head; the factor says how many of its
+        // frequencies are nonzero.
+        let partial_rotary_factor = match &mut scaling {
+            RopeScaling::Proportional {
+                rotated_fraction, ..
+            } => {
+                *rotated_fraction = partial_rotary_factor;
+                1.0
+            }
+            _ => partial_rotary_factor,
         };
         Ok(RopeConfig {
             theta,
@@ -484,9 +531,13 @@ impl ModelConfig {
                 factor: num("factor"),
                 original_max_position_embeddings: original()?,
             },
+            "proportional" => RopeScaling::Proportional {
+                factor: num("factor").unwrap_or(1.0),
+                rotated_fraction: 1.0,
+            },
             other => {
                 return Err(self.bad(format!(
-                    "rope type '{other}' is not supported (supported: default, linear, yarn, llama3, longrope)"
+                    "rope type '{other}' is not supported (supported: default, linear, yarn, llama3, longrope, proportional)"
                 )))
             }
         })

@@ -69,6 +69,7 @@ pub fn describe(spec: &ModelSpec) -> Vec<(&'static str, String)> {
             "{}{}; stored {}",
             match m.experts.activation {
                 Activation::SwiGlu => "silu(gate) · up".to_owned(),
+                Activation::GeluTanhGlu => "gelu_tanh(gate) · up".to_owned(),
                 Activation::ClampedSwiGlu { alpha, limit } => format!(
                     "clamped SwiGLU: (clamp(up, ±{limit}) + 1) · g · sigmoid({alpha} g), g = min(gate, {limit})"
                 ),
@@ -98,10 +99,17 @@ pub fn describe(spec: &ModelSpec) -> Vec<(&'static str, String)> {
     lines.push((
         "router",
         format!(
-            "{}{}{}; weights multiply the expert {}",
+            "{}{}{}{}; weights multiply the expert {}",
             spec.router_description(),
             if m.gate.bias { "; router bias" } else { "" },
             if m.gate.in_f32 { "; gate in f32" } else { "" },
+            match (m.gate.input_scale, m.gate.expert_scale) {
+                (Some(_), Some(_)) =>
+                    "; gate reads rms(residual) · scale / √hidden; weights × per-expert scale",
+                (None, Some(_)) => "; weights × per-expert scale",
+                (Some(_), None) => "; gate reads rms(residual) · scale / √hidden",
+                (None, None) => "",
+            },
             match m.weights_on {
                 WeightTarget::Output => "output",
                 WeightTarget::Input => "input",
@@ -112,6 +120,9 @@ pub fn describe(spec: &ModelSpec) -> Vec<(&'static str, String)> {
     lines.push(("layer kinds", layer_kinds(spec)));
     let mut norm = match spec.norm.kind {
         NormKind::Rms => format!("RMSNorm, eps {:e}", spec.norm.eps),
+        NormKind::RmsWeightInF32 => {
+            format!("RMSNorm (weight applied in f32), eps {:e}", spec.norm.eps)
+        }
         NormKind::ZeroCentredRms => {
             format!("zero-centred RMSNorm (1 + w), eps {:e}", spec.norm.eps)
         }
@@ -142,44 +153,8 @@ pub fn describe(spec: &ModelSpec) -> Vec<(&'static str, String)> {
 }
 
 fn attention(spec: &ModelSpec) -> String {
-    match &spec.attention {
-        AttentionSpec::Gqa(a) => {
-            let mut parts = vec![format!(
-                "GQA {} heads / {} kv heads × {}",
-                a.num_heads, a.num_kv_heads, a.head_dim
-            )];
-            if a.projections == QkvProjections::FusedWqkv {
-                parts.push("fused Wqkv".into());
-            }
-            match a.qk_norm {
-                QkNormKind::None => {}
-                QkNormKind::PerHead => parts.push("q/k RMSNorm per head".into()),
-                QkNormKind::Full => parts.push("q/k RMSNorm over the projection".into()),
-                QkNormKind::L2AfterRotary => parts.push("q/k L2 norm after rotary".into()),
-                QkNormKind::PerHeadAfterRotary => {
-                    parts.push("q/k RMSNorm per head after rotary".into())
-                }
-            }
-            if a.output_gate {
-                parts.push("output × sigmoid(gate from q_proj)".into());
-            }
-            match (a.qkv_bias, a.o_bias) {
-                (true, true) => parts.push("q/k/v/o bias".into()),
-                (true, false) => parts.push("q/k/v bias".into()),
-                _ => {}
-            }
-            if let Some(c) = a.clip_qkv {
-                parts.push(format!("qkv clipped to ±{c}"));
-            }
-            if a.sinks {
-                parts.push("attention sinks".into());
-            }
-            if (a.scale - (a.head_dim as f64).powf(-0.5)).abs() > 1e-12 {
-                parts.push(format!("softmax scale {}", a.scale));
-            }
-            parts.push(rope(&a.rope, a.rope_pairing, a.rotary_dim(), a.head_dim));
-            parts.join(", ")
-        }
+    let main = match &spec.attention {
+        AttentionSpec::Gqa(a) => gqa(a),
         AttentionSpec::Mla(m) => format!(
             "MLA {} heads, q_lora_rank {}, kv_lora_rank {}, nope/rope/v {}/{}/{}, {}",
             m.num_heads,
@@ -195,7 +170,53 @@ fn attention(spec: &ModelSpec) -> String {
                 m.qk_rope_head_dim
             )
         ),
+    };
+    match &spec.global_attention {
+        Some(g) => format!("{main}; full layers: {}", gqa(g)),
+        None => main,
     }
+}
+
+fn gqa(a: &super::spec::GqaSpec) -> String {
+    let mut parts = vec![format!(
+        "GQA {} heads / {} kv heads × {}",
+        a.num_heads, a.num_kv_heads, a.head_dim
+    )];
+    if a.projections == QkvProjections::FusedWqkv {
+        parts.push("fused Wqkv".into());
+    }
+    match a.qk_norm {
+        QkNormKind::None => {}
+        QkNormKind::PerHead => parts.push("q/k RMSNorm per head".into()),
+        QkNormKind::Full => parts.push("q/k RMSNorm over the projection".into()),
+        QkNormKind::L2AfterRotary => parts.push("q/k L2 norm after rotary".into()),
+        QkNormKind::PerHeadAfterRotary => parts.push("q/k RMSNorm per head after rotary".into()),
+    }
+    if a.output_gate {
+        parts.push("output × sigmoid(gate from q_proj)".into());
+    }
+    if a.value_is_key {
+        parts.push("values = keys (no v_proj)".into());
+    }
+    if a.value_norm {
+        parts.push("v RMSNorm per head".into());
+    }
+    match (a.qkv_bias, a.o_bias) {
+        (true, true) => parts.push("q/k/v/o bias".into()),
+        (true, false) => parts.push("q/k/v bias".into()),
+        _ => {}
+    }
+    if let Some(c) = a.clip_qkv {
+        parts.push(format!("qkv clipped to ±{c}"));
+    }
+    if a.sinks {
+        parts.push("attention sinks".into());
+    }
+    if (a.scale - (a.head_dim as f64).powf(-0.5)).abs() > 1e-12 {
+        parts.push(format!("softmax scale {}", a.scale));
+    }
+    parts.push(rope(&a.rope, a.rope_pairing, a.rotary_dim(), a.head_dim));
+    parts.join(", ")
 }
 
 fn rope(
@@ -217,6 +238,17 @@ fn rope(
         RopeScaling::FrequencyFactors { factors } => {
             let largest = factors.iter().copied().fold(1.0, f64::max);
             format!(" (per-pair factors up to {largest})")
+        }
+        RopeScaling::Proportional {
+            factor,
+            rotated_fraction,
+        } => {
+            let scaled = if *factor == 1.0 {
+                String::new()
+            } else {
+                format!(" ÷{factor}")
+            };
+            format!(" ({rotated_fraction} of the frequencies nonzero{scaled})")
         }
     };
     format!(
@@ -254,6 +286,9 @@ fn layer_kinds(spec: &ModelSpec) -> String {
         }
         if a.temperature_tuning.is_some() {
             s.push_str(", temperature-tuned");
+        }
+        if let Some(j) = a.kv_from {
+            s.push_str(&format!(", keys/values of layer {j}"));
         }
         s
     };

@@ -7,10 +7,10 @@
 
 use super::cpu_experts::{Activations, ExpertMath, GateUp, HostExpert, HostExperts};
 use super::host::{Layout, Projection};
-use super::layers::{gated_activation, GatedMlp, Linear};
+use super::layers::{gated_activation, GatedMlp, Linear, Norm, RmsNorm};
 use super::record::{CaptureLevel, ExpertKernel, ForwardOptions, MoeRecord};
 use super::spec::{
-    Activation, ExpertLayout, ExpertSpec, GateUpOrder, MoeSpec, Orientation, WeightTarget,
+    Activation, ExpertLayout, ExpertSpec, GateUpOrder, MoeSpec, NormSpec, Orientation, WeightTarget,
 };
 use super::stopwatch::Stopwatch;
 use super::weights::Prefixed;
@@ -96,9 +96,23 @@ pub struct ChunkPosition {
     pub sequence_end: usize,
 }
 
+/// Gemma-4's norms around the two branches of its MoE layer (see [`BranchNorms`]).
+#[derive(Clone, Debug)]
+struct BranchNormLayers {
+    shared_input: Norm,
+    shared_output: Norm,
+    experts_input: Norm,
+    experts_output: Norm,
+}
+
 #[derive(Clone, Debug)]
 pub struct MoeBlock {
     gate: Linear,
+    /// Gemma-4: the gate reads `rms(x) · scale · hidden^-½` (this norm holds the product).
+    gate_norm: Option<RmsNorm>,
+    /// Gemma-4: per-expert factors on the routing weights.
+    expert_scale: Option<Vec<f32>>,
+    branch_norms: Option<BranchNormLayers>,
     /// Compute the logits from f32 activations (DeepSeek, GLM, ERNIE cast the router to f32).
     gate_in_f32: bool,
     selection_bias: Option<Vec<f32>>,
@@ -121,6 +135,7 @@ impl MoeBlock {
         block: &Prefixed,
         hidden: usize,
         spec: &MoeSpec,
+        norm: &NormSpec,
         kernel: ExpertKernel,
     ) -> Result<Self> {
         let e = spec.router.num_experts;
@@ -131,6 +146,30 @@ impl MoeBlock {
                 Some(w.get_vector_as(name, e, DType::F32)?.to_vec1::<f32>()?)
             }
             _ => None,
+        };
+        let gate_norm = match spec.gate.input_scale {
+            None => None,
+            Some(name) => {
+                let scale = w.get_vector_as(name, hidden, DType::F32)?;
+                let weight = scale.affine((hidden as f64).powf(-0.5), 0.0)?;
+                Some(RmsNorm::with_f32_weight(weight, norm.eps))
+            }
+        };
+        let expert_scale = match spec.gate.expert_scale {
+            None => None,
+            Some(name) => Some(w.get_vector_as(name, e, DType::F32)?.to_vec1::<f32>()?),
+        };
+        let branch_norms = match spec.branch_norms {
+            None => None,
+            Some(names) => {
+                let load = |name: &str| Norm::load(&block.pp(name), hidden, norm);
+                Some(BranchNormLayers {
+                    shared_input: load(names.shared_input)?,
+                    shared_output: load(names.shared_output)?,
+                    experts_input: load(names.experts_input)?,
+                    experts_output: load(names.experts_output)?,
+                })
+            }
         };
         let ew = w.pp_opt(spec.experts.module);
         let host = load_host_experts(&ew, &spec.experts, e, hidden)?;
@@ -156,7 +195,8 @@ impl MoeBlock {
                     s.intermediate_size,
                     s.bias,
                     s.projections,
-                )?,
+                )?
+                .with_activation(s.activation),
                 gate: match s.sigmoid_gate {
                     Some(name) => Some(Linear::load(&w.pp(name), hidden, 1, false)?),
                     None => None,
@@ -165,6 +205,9 @@ impl MoeBlock {
         };
         Ok(Self {
             gate,
+            gate_norm,
+            expert_scale,
+            branch_norms,
             gate_in_f32: spec.gate.in_f32,
             selection_bias,
             router: spec.router.clone(),
@@ -208,10 +251,14 @@ impl MoeBlock {
             first: first_position,
             sequence_end,
         } = at;
+        let gate_source = match &self.gate_norm {
+            Some(norm) => norm.forward(x)?,
+            None => x.clone(),
+        };
         let mut gate_input = if self.gate_in_f32 {
-            x.to_dtype(DType::F32)?
+            gate_source.to_dtype(DType::F32)?
         } else {
-            x.clone()
+            gate_source
         };
         let change = self.intervention.as_ref();
         if let Some(&RouterNoise::Jitter { eps, seed }) = change.and_then(|c| c.noise.as_ref()) {
@@ -230,12 +277,15 @@ impl MoeBlock {
             });
         }
         let bias = self.selection_bias.as_deref();
-        let routing = match change {
+        let mut routing = match change {
             Some(c) if !c.routes_as_configured() => {
                 route_adjusted(&logits, bias, &self.router, c, first_position)
             }
             _ => route(&logits, bias, &self.router),
         };
+        if let Some(scale) = &self.expert_scale {
+            scale_by_expert(&mut routing, scale);
+        }
         let capacity_dropped = match change.and_then(|c| c.capacity) {
             None => Vec::new(),
             Some(drops) => {
@@ -264,6 +314,12 @@ impl MoeBlock {
 
         let mut expert_ms = Vec::new();
         let time = run.time_experts.then_some(&mut expert_ms);
+        let residual = x;
+        let experts_input = match &self.branch_norms {
+            Some(n) => n.experts_input.forward(residual)?,
+            None => residual.clone(),
+        };
+        let x = &experts_input;
         let routed = match (&self.experts, self.kernel) {
             (ExpertWeights::Host(host), _) => host_dispatch(host, x, dispatched, &self.math, time)?,
             (ExpertWeights::Tensors(t), kernel) => {
@@ -285,14 +341,25 @@ impl MoeBlock {
                 }
             }
         };
+        let routed = match &self.branch_norms {
+            Some(n) => n.experts_output.forward(&routed)?,
+            None => routed,
+        };
         timings.experts = watch.lap_ms();
 
         let out = match &self.shared {
             None => routed,
             Some(shared) => {
-                let mut s = shared.mlp.forward(x)?;
+                let x = match &self.branch_norms {
+                    Some(n) => n.shared_input.forward(residual)?,
+                    None => residual.clone(),
+                };
+                let mut s = shared.mlp.forward(&x)?;
                 if let Some(g) = &shared.gate {
-                    s = s.broadcast_mul(&candle_nn::ops::sigmoid(&g.forward(x)?)?)?;
+                    s = s.broadcast_mul(&candle_nn::ops::sigmoid(&g.forward(&x)?)?)?;
+                }
+                if let Some(n) = &self.branch_norms {
+                    s = n.shared_output.forward(&s)?;
                 }
                 (routed + s)?
             }
@@ -339,6 +406,28 @@ fn jittered(
         .collect();
     let factors = Tensor::from_vec(factors, (tokens, hidden), x.device())?.to_dtype(x.dtype())?;
     Ok((x * factors)?)
+}
+
+/// Multiplies each routing weight by its expert's factor (Gemma-4's `per_expert_scale`, applied
+/// after renormalization) and restores each token's descending-weight order.
+fn scale_by_expert(routing: &mut Routing, scale: &[f32]) {
+    let k = routing.top_k.max(1);
+    for (ids, weights) in routing
+        .ids
+        .chunks_exact_mut(k)
+        .zip(routing.weights.chunks_exact_mut(k))
+    {
+        let mut pairs: Vec<(u32, f32)> = ids
+            .iter()
+            .zip(weights.iter())
+            .map(|(&id, &w)| (id, w * scale[id as usize]))
+            .collect();
+        pairs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for ((id, w), (new_id, new_w)) in ids.iter_mut().zip(weights.iter_mut()).zip(pairs) {
+            *id = new_id;
+            *w = new_w;
+        }
+    }
 }
 
 /// `routing` with the weight of every (token, expert) assignment `zero` names set to 0 (the

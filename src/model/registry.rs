@@ -3,8 +3,8 @@
 
 use super::config::ModelConfig;
 use super::family::{
-    dbrx, deepseek, dots1, ernie, glm4_moe, gpt_oss, granite, hunyuan, llama4, minimax_m2, mixtral,
-    olmoe, phimoe, qwen3_next, qwen_moe,
+    dbrx, deepseek, dots1, ernie, gemma4, glm4_moe, gpt_oss, granite, hunyuan, llama4, minimax_m2,
+    mixtral, olmoe, phimoe, qwen3_next, qwen_moe,
 };
 use super::spec::ModelSpec;
 use crate::error::{Error, Result};
@@ -191,6 +191,14 @@ pub static FAMILIES: &[Family] = &[
         reference: "models/deepseek_v32/modeling_deepseek_v32.py",
         routing: "DeepSeek-V3's; MLA whose queries attend only to the keys a sparse-attention indexer selects",
         spec: deepseek::spec_v32,
+    },
+    Family {
+        name: "Gemma-4",
+        architectures: &["Gemma4ForCausalLM", "Gemma4ForConditionalGeneration"],
+        model_types: &["gemma4_text"],
+        reference: "models/gemma4/modeling_gemma4.py",
+        routing: "RMS-normed residual × scale → softmax → top-k → renormalize → × per-expert scale; dense GeGLU MLP beside the experts; sliding/full layers with their own heads, KV sharing",
+        spec: gemma4::spec,
     },
 ];
 

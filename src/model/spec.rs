@@ -24,6 +24,12 @@ pub struct ModelSpec {
     pub multipliers: Multipliers,
     pub names: TensorNames,
     pub attention: AttentionSpec,
+    /// The attention of layers whose `attention.global` is set, where it differs from
+    /// `attention` (Gemma-4's full-attention layers: their own head_dim, kv heads, rotary, and
+    /// values that are the keys).
+    pub global_attention: Option<GqaSpec>,
+    /// Where the norms and residual adds sit in a block.
+    pub block: BlockLayout,
     /// The linear-attention token mixer of the layers whose `attention.linear` is set
     /// (Qwen3-Next's Gated DeltaNet); `None` when every layer attends.
     pub linear_attention: Option<LinearAttentionSpec>,
@@ -136,25 +142,14 @@ impl ModelSpec {
                 "layer {i} is linear attention, which this model does not describe"
             ));
         }
+        self.validate_layer_variants()?;
+        if let Some(global) = &self.global_attention {
+            global
+                .problem()
+                .map_or(Ok(()), |p| Err(format!("full-attention layers: {p}")))?;
+        }
         match &self.attention {
-            AttentionSpec::Gqa(a) => {
-                if a.num_heads == 0 || a.num_kv_heads == 0 || a.head_dim == 0 {
-                    return Err("attention heads and head_dim must be positive".into());
-                }
-                if !a.num_heads.is_multiple_of(a.num_kv_heads) {
-                    return Err(format!(
-                        "{} attention heads are not a multiple of {} kv heads",
-                        a.num_heads, a.num_kv_heads
-                    ));
-                }
-                let rotary = a.rotary_dim();
-                if rotary == 0 || rotary % 2 != 0 {
-                    return Err(format!(
-                        "{rotary} rotary dimensions of head_dim {} (partial_rotary_factor {}): must be even and positive",
-                        a.head_dim, a.rope.partial_rotary_factor
-                    ));
-                }
-            }
+            AttentionSpec::Gqa(a) => a.problem().map_or(Ok(()), Err)?,
             AttentionSpec::Mla(m) => {
                 if let Some(ix) = &m.indexer {
                     if ix.heads == 0 || ix.topk == 0 || ix.head_dim < m.qk_rope_head_dim {
@@ -176,6 +171,50 @@ impl ModelSpec {
                         m.qk_rope_head_dim
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ModelSpec {
+    /// The per-layer attention variants and the block layout are consistent: global layers have a
+    /// global attention to use, KV is shared only from an earlier unshared layer of the same
+    /// kind, and a sandwich block holds an MoE block with its branch norms.
+    fn validate_layer_variants(&self) -> Result<(), String> {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = layer.attention;
+            if a.global && self.global_attention.is_none() {
+                return Err(format!(
+                    "layer {i} uses full-layer attention, which this model does not describe"
+                ));
+            }
+            if let (Some(_), AttentionSpec::Mla(_)) = (a.kv_from, &self.attention) {
+                return Err(format!(
+                    "layer {i} shares keys and values, which latent attention does not"
+                ));
+            }
+            if let Some(j) = a.kv_from {
+                let source = self.layers.get(j).map(|l| l.attention);
+                let fits = j < i
+                    && source
+                        .is_some_and(|s| s.kv_from.is_none() && s.global == a.global && !s.linear)
+                    && !a.linear;
+                if !fits {
+                    return Err(format!(
+                        "layer {i} shares the keys and values of layer {j}, which is not an earlier unshared layer of its kind"
+                    ));
+                }
+            }
+        }
+        if let BlockLayout::Sandwich { .. } = self.block {
+            if let Some(i) = self.layers.iter().position(|l| l.ffn != FfnKind::Moe) {
+                return Err(format!(
+                    "layer {i} is dense, which this block layout does not describe"
+                ));
+            }
+            if self.moe.branch_norms.is_none() {
+                return Err("sandwich blocks need the MoE branch norms".into());
             }
         }
         Ok(())
@@ -246,6 +285,9 @@ pub struct NormSpec {
 pub enum NormKind {
     /// RMSNorm with a weight, computed in f32.
     Rms,
+    /// Gemma-4's RMSNorm: the weight multiplies in f32 before the cast back (as zero-centred
+    /// norms do, but the stored weight is used as it is).
+    RmsWeightInF32,
     /// Qwen3-Next's zero-centred RMSNorm: the stored weight w is used as `1 + w`, multiplied in
     /// f32 before the cast back (every norm of the model, q/k norms included).
     ZeroCentredRms,
@@ -263,6 +305,8 @@ pub struct Multipliers {
     pub residual: f64,
     /// The LM head's logits are divided by this (`logits_scaling`).
     pub logits_divisor: f64,
+    /// Gemma's `final_logit_softcapping` c: logits become `c · tanh(logits / c)`.
+    pub final_logit_softcap: Option<f64>,
 }
 
 impl Default for Multipliers {
@@ -271,6 +315,7 @@ impl Default for Multipliers {
             embedding: 1.0,
             residual: 1.0,
             logits_divisor: 1.0,
+            final_logit_softcap: None,
         }
     }
 }
@@ -344,6 +389,11 @@ pub struct GqaSpec {
     /// Qwen3-Next: `q_proj` yields per head the query and as many gate values; the attention
     /// output is multiplied by `sigmoid(gate)` before `o_proj`.
     pub output_gate: bool,
+    /// Gemma-4 `attention_k_eq_v` (its full layers): no `v_proj`; the values are the key
+    /// projection's output before the key norm and rotary.
+    pub value_is_key: bool,
+    /// Gemma-4: a weightless RMSNorm over each value head.
+    pub value_norm: bool,
     #[serde(skip)]
     pub rope: RopeConfig,
     pub rope_pairing: RopePairing,
@@ -353,6 +403,27 @@ impl GqaSpec {
     /// Rotated dimensions per head (all of them unless `partial_rotary_factor` < 1).
     pub fn rotary_dim(&self) -> usize {
         (self.head_dim as f64 * self.rope.partial_rotary_factor) as usize
+    }
+
+    /// Why the kernels could not run this attention, if they could not.
+    fn problem(&self) -> Option<String> {
+        if self.num_heads == 0 || self.num_kv_heads == 0 || self.head_dim == 0 {
+            return Some("attention heads and head_dim must be positive".into());
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Some(format!(
+                "{} attention heads are not a multiple of {} kv heads",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        let rotary = self.rotary_dim();
+        if rotary == 0 || !rotary.is_multiple_of(2) {
+            return Some(format!(
+                "{rotary} rotary dimensions of head_dim {} (partial_rotary_factor {}): must be even and positive",
+                self.head_dim, self.rope.partial_rotary_factor
+            ));
+        }
+        None
     }
 }
 
@@ -436,6 +507,11 @@ pub struct LayerAttention {
     pub temperature_tuning: Option<TemperatureTuning>,
     /// The layer mixes tokens with the model's [`LinearAttentionSpec`] instead of attention.
     pub linear: bool,
+    /// The layer attends with the model's `global_attention` (Gemma-4's full layers).
+    pub global: bool,
+    /// Gemma-4's KV sharing: the layer has no key/value projections and attends to the keys and
+    /// values of this earlier layer (the last unshared layer of its kind).
+    pub kv_from: Option<usize>,
 }
 
 impl LayerAttention {
@@ -444,6 +520,8 @@ impl LayerAttention {
         rotary: true,
         temperature_tuning: None,
         linear: false,
+        global: false,
+        kv_from: None,
     };
 }
 
@@ -515,6 +593,34 @@ pub struct MoeSpec {
     pub shared: Option<SharedExpertSpec>,
     /// What the routing weight multiplies: the expert's output, or (Llama-4) its input.
     pub weights_on: WeightTarget,
+    /// Gemma-4: the block reads the residual stream itself and each branch has its own norms.
+    pub branch_norms: Option<BranchNorms>,
+}
+
+/// Gemma-4's MoE layer runs a dense MLP (the "shared" branch) and the routed experts side by
+/// side on the residual stream, each between its own input and output RMSNorm (names under the
+/// decoder block); the router normalizes the residual itself ([`GateSpec::input_scale`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BranchNorms {
+    pub shared_input: &'static str,
+    pub shared_output: &'static str,
+    pub experts_input: &'static str,
+    pub experts_output: &'static str,
+}
+
+/// Where a block's norms and residual adds sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BlockLayout {
+    /// `x += attn(input_norm(x)); x += ffn(post_attention_norm(x))` (Llama and all but Gemma).
+    PreNorm,
+    /// Gemma-4: `x += post_attention_norm(attn(input_norm(x)))`, then
+    /// `x += ffn_output_norm(moe(x))` with the MoE block's own branch norms, then the whole
+    /// stream times the block's stored scalar (`layer_scalar`, `[1]`).
+    Sandwich {
+        ffn_output_norm: &'static str,
+        layer_scalar: &'static str,
+    },
 }
 
 /// The router's linear layer.
@@ -530,6 +636,12 @@ pub struct GateSpec {
     /// Name of the selection-only bias under the MoE block, when the router has one
     /// (`gate.e_score_correction_bias`, ERNIE's `moe_statics.e_score_correction_bias`).
     pub selection_bias: Option<&'static str>,
+    /// Gemma-4: the gate reads `rms(x) · scale · hidden^-½`, `scale` this `[hidden]` vector
+    /// under the MoE block (`router.scale`).
+    pub input_scale: Option<&'static str>,
+    /// Gemma-4: the routing weights, after renormalization, times this learned `[experts]`
+    /// vector under the MoE block at the chosen ids (`router.per_expert_scale`).
+    pub expert_scale: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -598,6 +710,8 @@ pub enum GateUpOrder {
 pub enum Activation {
     /// `silu(g) · u`.
     SwiGlu,
+    /// Gemma's `gelu_pytorch_tanh(g) · u`.
+    GeluTanhGlu,
     /// GPT-OSS: g ← min(g, limit), u ← clamp(u, ±limit), `(u + 1) · g · sigmoid(alpha · g)`.
     ClampedSwiGlu { alpha: f32, limit: f32 },
 }
@@ -610,6 +724,7 @@ impl Activation {
         use super::host::math::exp;
         match self {
             Activation::SwiGlu => g / (1.0 + exp(-g)) * u,
+            Activation::GeluTanhGlu => gelu_tanh(g) * u,
             Activation::ClampedSwiGlu { alpha, limit } => {
                 let g = g.min(limit);
                 let u = u.clamp(-limit, limit);
@@ -617,6 +732,15 @@ impl Activation {
             }
         }
     }
+}
+
+/// `gelu_pytorch_tanh`: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`, written as
+/// `x · sigmoid(2a)` (the same function) so it vectorizes through [`super::host::math::exp`].
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let a = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    x / (1.0 + super::host::math::exp(-2.0 * a))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -632,6 +756,8 @@ pub struct SharedExpertSpec {
     /// everyone else inside the MoE module.
     pub beside_moe: bool,
     pub projections: MlpProjections,
+    /// Gemma-4's dense MLP beside the experts uses `gelu_pytorch_tanh`; SwiGLU elsewhere.
+    pub activation: Activation,
 }
 
 impl SharedExpertSpec {
@@ -644,6 +770,7 @@ impl SharedExpertSpec {
             bias: false,
             beside_moe: false,
             projections: MlpProjections::GateUpDown,
+            activation: Activation::SwiGlu,
         }
     }
 }

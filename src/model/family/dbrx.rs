@@ -88,6 +88,8 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
             moe: &["ffn"],
         },
         linear_attention: None,
+        global_attention: None,
+        block: super::super::spec::BlockLayout::PreNorm,
         attention: AttentionSpec::Gqa(GqaSpec {
             num_heads: heads,
             num_kv_heads: kv_heads,
@@ -98,6 +100,8 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
             qk_norm: QkNormKind::None,
             clip_qkv: attn.opt_f64("clip_qkv")?,
             sinks: false,
+            value_is_key: false,
+            value_norm: false,
             scale: (head_dim as f64).powf(-0.5),
             output_gate: false,
             rope,

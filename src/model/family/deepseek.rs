@@ -162,6 +162,8 @@ fn spec(cfg: &ModelConfig, version: Version) -> Result<ModelSpec> {
         Version::V32 => ("DeepSeek-V3.2", "DeepseekV32ForCausalLM"),
     };
     Ok(ModelSpec {
+        global_attention: None,
+        block: super::super::spec::BlockLayout::PreNorm,
         family,
         architecture: super::architecture_or(cfg, default_arch),
         vocab_size: core.vocab_size,

@@ -98,6 +98,7 @@ fn spec_of(cfg: &ModelConfig, shared: bool) -> Result<ModelSpec> {
         embedding: multiplier("embedding_multiplier")?,
         residual: multiplier("residual_multiplier")?,
         logits_divisor: multiplier("logits_scaling")?,
+        final_logit_softcap: None,
     };
     Ok(spec)
 }

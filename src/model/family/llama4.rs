@@ -102,7 +102,7 @@ pub fn spec(cfg: &ModelConfig) -> Result<ModelSpec> {
                 },
                 rotary,
                 temperature_tuning: if rotary { None } else { tuning },
-                linear: false,
+                ..LayerAttention::FULL
             },
             ffn: if moe_layers.contains(&i) {
                 FfnKind::Moe

@@ -6,6 +6,7 @@ pub mod dbrx;
 pub mod deepseek;
 pub mod dots1;
 pub mod ernie;
+pub mod gemma4;
 pub mod glm4_moe;
 pub mod gpt_oss;
 pub mod granite;
@@ -20,9 +21,9 @@ pub mod qwen_moe;
 
 use super::config::{CoreConfig, ModelConfig, RopeConfig};
 use super::spec::{
-    Activation, AttentionSpec, AttentionWindow, DenseSpec, ExpertLayout, ExpertSpec, FfnKind,
-    GateSpec, GqaSpec, LayerAttention, LayerSpec, ModelSpec, MoeSpec, Multipliers, NormKind,
-    NormSpec, QkNormKind, QkvProjections, RopePairing, TensorNames, WeightTarget,
+    Activation, AttentionSpec, AttentionWindow, BlockLayout, DenseSpec, ExpertLayout, ExpertSpec,
+    FfnKind, GateSpec, GqaSpec, LayerAttention, LayerSpec, ModelSpec, MoeSpec, Multipliers,
+    NormKind, NormSpec, QkNormKind, QkvProjections, RopePairing, TensorNames, WeightTarget,
 };
 use crate::routing::RouterSpec;
 
@@ -48,6 +49,8 @@ fn gqa(core: &CoreConfig, rope: RopeConfig) -> GqaSpec {
         sinks: false,
         scale: (core.head_dim as f64).powf(-0.5),
         output_gate: false,
+        value_is_key: false,
+        value_norm: false,
         rope,
         rope_pairing: RopePairing::Halves,
     }
@@ -96,6 +99,8 @@ fn gate(module: &'static str) -> GateSpec {
         bias: false,
         in_f32: false,
         selection_bias: None,
+        input_scale: None,
+        expert_scale: None,
     }
 }
 
@@ -107,6 +112,7 @@ fn moe(router: RouterSpec, gate: GateSpec, experts: ExpertSpec) -> MoeSpec {
         experts,
         shared: None,
         weights_on: WeightTarget::Output,
+        branch_norms: None,
     }
 }
 
@@ -205,6 +211,8 @@ fn llama_like(
         multipliers: Multipliers::default(),
         names: TensorNames::llama(),
         attention: AttentionSpec::Gqa(attention),
+        global_attention: None,
+        block: BlockLayout::PreNorm,
         linear_attention: None,
         layers,
         dense: DenseSpec {

@@ -45,6 +45,11 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// The cached keys and values, when there are any.
+    fn keys_and_values(&self) -> Option<(Tensor, Tensor)> {
+        Some((self.keys.clone()?, self.values.clone()?))
+    }
+
     /// Appends along the position axis (`dim`) and returns the full tensors.
     fn append(
         &mut self,
@@ -71,10 +76,11 @@ impl KvCache {
 #[derive(Clone, Debug)]
 pub enum QkNorm {
     None,
-    /// Qwen3, GLM-4-MoE: RMSNorm over each head's `head_dim`, before rotary.
+    /// Qwen3, GLM-4-MoE: RMSNorm over each head's `head_dim`, before rotary (no key norm on a
+    /// KV-sharing layer, which has no keys of its own).
     PerHead {
         q: RmsNorm,
-        k: RmsNorm,
+        k: Option<RmsNorm>,
     },
     /// OLMoE: RMSNorm over the whole projection (`heads * head_dim`), before the head split.
     Full {
@@ -107,6 +113,17 @@ pub enum Projections {
         qkv: Linear,
         o: Linear,
     },
+    /// Gemma-4 `attention_k_eq_v`: the key projection's output is also the values.
+    KeyIsValue {
+        q: Linear,
+        k: Linear,
+        o: Linear,
+    },
+    /// Gemma-4's KV-sharing layers: queries only, keys and values from an earlier layer.
+    QueryOnly {
+        q: Linear,
+        o: Linear,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +140,8 @@ pub struct GqaAttention {
     pub scale: f64,
     /// Qwen3-Next: `q_proj` holds per head the query then a gate; output × sigmoid(gate).
     pub output_gate: bool,
+    /// Gemma-4: a weightless RMSNorm (this epsilon) over each value head.
+    pub value_norm: Option<f64>,
     /// `None` on NoPE layers.
     pub rotary: Option<Rotary>,
     pub window: AttentionWindow,
@@ -255,23 +274,55 @@ impl Attention {
     /// forward pass whose sequence ends at `sequence_end` positions.
     pub fn forward(&self, x: &Tensor, cache: &mut KvCache, sequence_end: usize) -> Result<Tensor> {
         match self {
-            Attention::Gqa(a) => a.forward(x, cache, sequence_end),
+            Attention::Gqa(a) => a.forward(x, Keys::Own(cache), sequence_end),
             Attention::Mla(a) => a.forward(x, cache, sequence_end),
             Attention::GatedDeltaNet(a) => a.forward(x, &mut cache.linear),
         }
     }
 }
 
+/// Where a GQA layer's keys and values come from: its own projections, appended to its own
+/// cache, or (Gemma-4's KV sharing) the cache of an earlier layer that has already taken in this
+/// forward call's positions.
+pub enum Keys<'a> {
+    Own(&'a mut KvCache),
+    SharedFrom(&'a KvCache),
+}
+
+impl Attention {
+    /// [`Attention::forward`] for a KV-sharing layer: `x`'s positions end where `source`'s
+    /// cache ends, and its keys and values are all the layer attends to.
+    pub fn forward_shared(
+        &self,
+        x: &Tensor,
+        source: &KvCache,
+        sequence_end: usize,
+    ) -> Result<Tensor> {
+        match self {
+            Attention::Gqa(a) => a.forward(x, Keys::SharedFrom(source), sequence_end),
+            // ModelSpec::validate admits KV sharing on GQA models only.
+            _ => Err(candle_core::Error::Msg(
+                "only grouped-query attention shares keys and values".into(),
+            )
+            .into()),
+        }
+    }
+}
+
 impl GqaAttention {
-    fn forward(&self, x: &Tensor, cache: &mut KvCache, sequence_end: usize) -> Result<Tensor> {
-        let start = cache.len();
+    fn forward(&self, x: &Tensor, keys_from: Keys, sequence_end: usize) -> Result<Tensor> {
         let (len, _) = x.dims2()?;
+        let start = match &keys_from {
+            Keys::Own(cache) => cache.len(),
+            Keys::SharedFrom(source) => source.len().saturating_sub(len),
+        };
         let (q_dim, kv_dim) = (
             self.num_heads * self.head_dim,
             self.num_kv_heads * self.head_dim,
         );
         let mut gate = None;
-        let (mut q, mut k, mut v, o) = match &self.projections {
+        // Keys and values are `None` on a KV-sharing layer.
+        let (mut q, mut kv, o) = match &self.projections {
             Projections::Separate { q, k, v, o } if self.output_gate => {
                 // [len, heads, 2·d]: each head's query, then its gate.
                 let qg = q
@@ -282,10 +333,10 @@ impl GqaAttention {
                     qg.narrow(2, self.head_dim, self.head_dim)?
                         .reshape((len, q_dim))?,
                 );
-                (query, k.forward(x)?, v.forward(x)?, o)
+                (query, Some((k.forward(x)?, v.forward(x)?)), o)
             }
             Projections::Separate { q, k, v, o } => {
-                (q.forward(x)?, k.forward(x)?, v.forward(x)?, o)
+                (q.forward(x)?, Some((k.forward(x)?, v.forward(x)?)), o)
             }
             Projections::Fused { qkv, o } => {
                 // DBRX clamps the fused projection before splitting it.
@@ -295,45 +346,74 @@ impl GqaAttention {
                 }
                 (
                     all.narrow(1, 0, q_dim)?,
-                    all.narrow(1, q_dim, kv_dim)?,
-                    all.narrow(1, q_dim + kv_dim, kv_dim)?,
+                    Some((
+                        all.narrow(1, q_dim, kv_dim)?,
+                        all.narrow(1, q_dim + kv_dim, kv_dim)?,
+                    )),
                     o,
                 )
             }
+            Projections::KeyIsValue { q, k, o } => {
+                let k = k.forward(x)?;
+                (q.forward(x)?, Some((k.clone(), k)), o)
+            }
+            Projections::QueryOnly { q, o } => (q.forward(x)?, None, o),
         };
         if let QkNorm::Full { q: qn, k: kn } = &self.qk_norm {
             q = qn.forward(&q)?;
-            k = kn.forward(&k)?;
+            if let Some((k, _)) = &mut kv {
+                *k = kn.forward(k)?;
+            }
         }
         if let (Some(c), Projections::Separate { .. }) = (self.clip_qkv, &self.projections) {
             q = q.clamp(-c, c)?;
-            k = k.clamp(-c, c)?;
-            v = v.clamp(-c, c)?;
+            if let Some((k, v)) = &mut kv {
+                *k = k.clamp(-c, c)?;
+                *v = v.clamp(-c, c)?;
+            }
         }
-        let mut q = q.reshape((len, self.num_heads, self.head_dim))?;
-        let mut k = k.reshape((len, self.num_kv_heads, self.head_dim))?;
+        let heads = |t: &Tensor, n: usize| t.reshape((len, n, self.head_dim));
+        let mut q = heads(&q, self.num_heads)?;
+        let mut kv = match kv {
+            Some((k, v)) => Some((heads(&k, self.num_kv_heads)?, heads(&v, self.num_kv_heads)?)),
+            None => None,
+        };
         if let QkNorm::PerHead { q: qn, k: kn } = &self.qk_norm {
             q = qn.forward(&q)?;
-            k = kn.forward(&k)?;
+            if let (Some((k, _)), Some(kn)) = (&mut kv, kn) {
+                *k = kn.forward(k)?;
+            }
+        }
+        if let (Some(eps), Some((_, v))) = (self.value_norm, &mut kv) {
+            *v = rms_normalize(v, eps)?;
         }
         // [len, heads, d] -> [heads, len, d]
-        let mut q = q.transpose(0, 1)?.contiguous()?;
-        let mut k = k.transpose(0, 1)?.contiguous()?;
-        let v = v
-            .reshape((len, self.num_kv_heads, self.head_dim))?
-            .transpose(0, 1)?
-            .contiguous()?;
+        let by_head = |t: &Tensor| t.transpose(0, 1)?.contiguous();
+        let mut q = by_head(&q)?;
+        let mut kv = match kv {
+            Some((k, v)) => Some((by_head(&k)?, by_head(&v)?)),
+            None => None,
+        };
         if let Some(rotary) = &self.rotary {
-            let rotated = rotary.apply(&[&q, &k], start, sequence_end)?;
-            (q, k) = (rotated[0].clone(), rotated[1].clone());
+            match &mut kv {
+                Some((k, _)) => {
+                    let rotated = rotary.apply(&[&q, k], start, sequence_end)?;
+                    (q, *k) = (rotated[0].clone(), rotated[1].clone());
+                }
+                None => q = rotary.apply(&[&q], start, sequence_end)?[0].clone(),
+            }
             if let QkNorm::L2AfterRotary { eps } = self.qk_norm {
                 q = rms_normalize(&q, eps)?;
-                k = rms_normalize(&k, eps)?;
+                if let Some((k, _)) = &mut kv {
+                    *k = rms_normalize(k, eps)?;
+                }
             }
         }
         if let QkNorm::PerHeadAfterRotary { q: qn, k: kn } = &self.qk_norm {
             q = qn.forward(&q)?;
-            k = kn.forward(&k)?;
+            if let Some((k, _)) = &mut kv {
+                *k = kn.forward(k)?;
+            }
         }
         if let Some(t) = self.temperature_tuning {
             // Llama-4 NoPE layers: 1 + attn_scale · ln(1 + floor((p + 1) / floor_scale)).
@@ -346,7 +426,18 @@ impl GqaAttention {
             let scales = Tensor::from_vec(scales, (1, len, 1), q.device())?.to_dtype(q.dtype())?;
             q = q.broadcast_mul(&scales)?;
         }
-        let (k, v) = cache.append(k, v, 1, 1)?;
+        let (k, v) = match (keys_from, kv) {
+            (Keys::Own(cache), Some((k, v))) => cache.append(k, v, 1, 1)?,
+            (Keys::SharedFrom(source), None) => source.keys_and_values().ok_or_else(|| {
+                candle_core::Error::Msg("a KV-sharing layer ran before its source layer".into())
+            })?,
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "a layer with its own keys cannot share another layer's".into(),
+                )
+                .into())
+            }
+        };
         let keys = VisibleKeys {
             start,
             window: self.window,

@@ -4,12 +4,14 @@ use crate::model::spec::{Activation, MlpProjections};
 use crate::model::weights::Prefixed;
 use candle_core::Tensor;
 
-/// The SwiGLU feed-forward block of dense layers and shared experts:
-/// `down(silu(gate(x)) * up(x))`, with biases where the family has them (ERNIE `use_bias`).
+/// The gated feed-forward block of dense layers and shared experts:
+/// `down(act(gate(x)) * up(x))`, SwiGLU unless [`GatedMlp::with_activation`] says otherwise
+/// (Gemma-4's GeGLU), with biases where the family has them (ERNIE `use_bias`).
 #[derive(Clone, Debug)]
 pub struct GatedMlp {
     input: GatedInput,
     down: Linear,
+    activation: Activation,
 }
 
 /// Gate and up as two matrices, or Granite's one `input_linear` holding gate rows then up rows.
@@ -46,6 +48,7 @@ impl GatedMlp {
                     up: Linear::load(&w.pp("up_proj"), hidden, intermediate, bias)?,
                 },
                 down: Linear::load(&w.pp("down_proj"), intermediate, hidden, bias)?,
+                activation: Activation::SwiGlu,
             },
             MlpProjections::InputOutputLinear => Self {
                 input: GatedInput::Stacked {
@@ -53,14 +56,20 @@ impl GatedMlp {
                     intermediate,
                 },
                 down: Linear::load(&w.pp("output_linear"), intermediate, hidden, bias)?,
+                activation: Activation::SwiGlu,
             },
         })
+    }
+
+    /// The same MLP with `activation` over (gate, up).
+    pub fn with_activation(self, activation: Activation) -> Self {
+        Self { activation, ..self }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = match &self.input {
             GatedInput::Separate { gate, up } => {
-                (candle_nn::ops::silu(&gate.forward(x)?)? * up.forward(x)?)?
+                gated(&gate.forward(x)?, &up.forward(x)?, self.activation)?
             }
             GatedInput::Stacked {
                 gate_up,
@@ -70,7 +79,7 @@ impl GatedMlp {
                 let last = gu.rank() - 1;
                 let g = gu.narrow(last, 0, *intermediate)?;
                 let u = gu.narrow(last, *intermediate, *intermediate)?;
-                (candle_nn::ops::silu(&g)? * u)?
+                gated(&g, &u, self.activation)?
             }
         };
         self.down.forward(&h)
@@ -83,8 +92,14 @@ pub fn gated_activation(gate_up: &Tensor, activation: Activation) -> Result<Tens
     let last = gate_up.rank() - 1;
     let i = gate_up.dim(last)? / 2;
     let (g, u) = (gate_up.narrow(last, 0, i)?, gate_up.narrow(last, i, i)?);
+    gated(&g, &u, activation)
+}
+
+/// [`Activation::apply`] over a gate tensor and an up tensor of one shape.
+fn gated(g: &Tensor, u: &Tensor, activation: Activation) -> Result<Tensor> {
     Ok(match activation {
-        Activation::SwiGlu => (candle_nn::ops::silu(&g)? * u)?,
+        Activation::SwiGlu => (candle_nn::ops::silu(g)? * u)?,
+        Activation::GeluTanhGlu => (g.gelu()? * u)?,
         Activation::ClampedSwiGlu { alpha, limit } => {
             let (alpha, limit) = (f64::from(alpha), f64::from(limit));
             let g = g.minimum(limit)?;

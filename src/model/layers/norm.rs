@@ -9,8 +9,9 @@ use candle_core::{DType, Tensor, D};
 pub struct RmsNorm {
     weight: Tensor,
     eps: f64,
-    /// Qwen3-Next: `weight` holds `1 + w` in f32 and multiplies before the cast back.
-    zero_centred: bool,
+    /// `weight` is f32 and multiplies before the cast back: Qwen3-Next's zero-centred norms
+    /// (it holds `1 + w`) and Gemma-4's.
+    weight_in_f32: bool,
 }
 
 impl RmsNorm {
@@ -18,25 +19,33 @@ impl RmsNorm {
         Ok(Self {
             weight: w.get("weight", &[dim])?,
             eps,
-            zero_centred: false,
+            weight_in_f32: false,
         })
+    }
+
+    /// A weightless RMSNorm times a given f32 `[dim]` vector, applied in f32 before the cast
+    /// back (Gemma-4's router input: `rms(x) · scale · hidden^-½`).
+    pub fn with_f32_weight(weight: Tensor, eps: f64) -> Self {
+        Self {
+            weight,
+            eps,
+            weight_in_f32: true,
+        }
     }
 
     /// The norm of `kind` (plain or zero-centred RMSNorm) under `w`.
     pub fn load_kind(w: &Prefixed, dim: usize, eps: f64, kind: NormKind) -> Result<Self> {
-        if kind != NormKind::ZeroCentredRms {
-            return Self::load(w, dim, eps);
-        }
-        let weight = w.get_as("weight", &[dim], DType::F32)?.affine(1.0, 1.0)?;
-        Ok(Self {
-            weight,
-            eps,
-            zero_centred: true,
-        })
+        let weight = w.get_as("weight", &[dim], DType::F32)?;
+        let weight = match kind {
+            NormKind::ZeroCentredRms => weight.affine(1.0, 1.0)?,
+            NormKind::RmsWeightInF32 => weight,
+            NormKind::Rms | NormKind::Layer { .. } => return Self::load(w, dim, eps),
+        };
+        Ok(Self::with_f32_weight(weight, eps))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.zero_centred {
+        if self.weight_in_f32 {
             let dtype = x.dtype();
             let x32 = x.to_dtype(DType::F32)?;
             let variance = x32.sqr()?.mean_keepdim(D::Minus1)?;
@@ -91,7 +100,7 @@ pub enum Norm {
 impl Norm {
     pub fn load(w: &Prefixed, dim: usize, spec: &NormSpec) -> Result<Self> {
         Ok(match spec.kind {
-            NormKind::Rms | NormKind::ZeroCentredRms => {
+            NormKind::Rms | NormKind::ZeroCentredRms | NormKind::RmsWeightInF32 => {
                 Norm::Rms(RmsNorm::load_kind(w, dim, spec.eps, spec.kind)?)
             }
             NormKind::Layer { bias } => Norm::Layer(LayerNorm {

@@ -46,6 +46,18 @@ impl Rotary {
                     .collect(),
                 1.0,
             ),
+            RopeScaling::Proportional {
+                factor,
+                rotated_fraction,
+            } => {
+                let angles = (rotated_fraction * dim as f64 / 2.0).floor() as usize;
+                let inv = default()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| if i < angles { f / factor } else { 0.0 })
+                    .collect();
+                (inv, 1.0)
+            }
             RopeScaling::Linear { factor } => {
                 (pos_freqs.iter().map(|p| 1.0 / (p * factor)).collect(), 1.0)
             }
